@@ -1,0 +1,247 @@
+//! The data-availability layer's contract: commit to a block body, keep it, and serve any
+//! share of it with a proof against `data_root`.
+//!
+//! Implementations: `replicated` (every node keeps the whole body; in `lamina-da`), later
+//! `reed-solomon`.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, oneshot};
+
+use super::{flatten, ChannelError, Events, Mailbox, RequestError};
+use crate::merkle::MerkleProof;
+use crate::{Blob, Hash};
+
+/// A body's commitment, as it goes into the block header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataCommitment {
+    /// The root every share proves against.
+    pub data_root: Hash,
+    /// Size of the encoded body in bytes.
+    pub body_size: u64,
+    /// Number of shares the body was split into.
+    pub share_count: u64,
+}
+
+/// One share of a block's data with its inclusion proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareWithProof {
+    /// The block height.
+    pub height: u64,
+    /// The share's index.
+    pub index: u64,
+    /// The share's bytes.
+    #[serde(with = "hex_vec")]
+    pub share: Vec<u8>,
+    /// The root it proves against (the header's `data_root`).
+    pub data_root: Hash,
+    /// The proof.
+    pub proof: MerkleProof,
+}
+
+mod hex_vec {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <String as Deserialize<'de>>::deserialize(d)?;
+        hex::decode(text.as_bytes()).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The layer's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaStatus {
+    /// Scheme name (`replicated`, ...).
+    pub scheme: String,
+    /// Share size in bytes.
+    pub share_size: usize,
+    /// Highest height whose data is stored.
+    pub stored_height: u64,
+}
+
+/// Why a DA request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DaError {
+    /// No data is stored for this height.
+    #[error("no data stored for height {0}")]
+    HeightNotFound(u64),
+    /// The height's data has fewer shares.
+    #[error("share {index} does not exist; height {height} has {count} shares")]
+    ShareOutOfRange {
+        /// Height.
+        height: u64,
+        /// Index asked for.
+        index: u64,
+        /// Number of shares.
+        count: u64,
+    },
+    /// The body given to store does not match the root given with it.
+    #[error("body does not match data root {0}")]
+    RootMismatch(Hash),
+    /// The body is larger than the scheme accepts.
+    #[error("body is {size} bytes; the limit is {limit}")]
+    BodyTooLarge {
+        /// Size of the body.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The DA database failed.
+    #[error("DA storage failed: {0}")]
+    Storage(String),
+}
+
+/// What the DA layer publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DaEvent {
+    /// The data of a height is stored durably.
+    Stored {
+        /// The height.
+        height: u64,
+        /// Its root.
+        data_root: Hash,
+    },
+}
+
+/// Requests to the DA layer.
+#[derive(Debug)]
+pub enum DaRequest {
+    /// Compute the commitment of a body, storing nothing (the proposer calls this to fill in
+    /// the header). Deterministic: every node computes the same commitment for one body.
+    /// Reply: the commitment, or `BodyTooLarge`.
+    Commit {
+        /// The body.
+        body: Arc<Vec<Blob>>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<DataCommitment, DaError>>,
+    },
+    /// Keep the body of a committed block. Idempotent.
+    /// Reply: once the data is flushed to disk; `RootMismatch` if `body` does not commit to
+    /// `data_root` (nothing is stored then).
+    Store {
+        /// The block height.
+        height: u64,
+        /// The header's `data_root`.
+        data_root: Hash,
+        /// The body.
+        body: Arc<Vec<Blob>>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<(), DaError>>,
+    },
+    /// Is the data of `height` with root `data_root` available to this node (what a
+    /// validator asks before it votes)?
+    /// Reply: `true` when it is stored here and matches.
+    IsAvailable {
+        /// The height.
+        height: u64,
+        /// The expected root.
+        data_root: Hash,
+        /// Where the answer goes.
+        reply: oneshot::Sender<bool>,
+    },
+    /// One share of a height's data with its proof.
+    /// Reply: the share, or `HeightNotFound` / `ShareOutOfRange`.
+    GetShare {
+        /// The height.
+        height: u64,
+        /// The share index.
+        index: u64,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<ShareWithProof, DaError>>,
+    },
+    /// Reply: the layer's status.
+    GetStatus {
+        /// Where the answer goes.
+        reply: oneshot::Sender<DaStatus>,
+    },
+}
+
+/// Cloneable handle to a DA layer.
+#[derive(Debug, Clone)]
+pub struct DaHandle {
+    mailbox: Mailbox<DaRequest>,
+    events: Events<DaEvent>,
+}
+
+impl DaHandle {
+    /// A handle over an actor's mailbox and event publisher.
+    pub fn new(mailbox: Mailbox<DaRequest>, events: Events<DaEvent>) -> Self {
+        DaHandle { mailbox, events }
+    }
+
+    /// See [`DaRequest::Commit`].
+    pub async fn commit(
+        &self,
+        body: Arc<Vec<Blob>>,
+    ) -> Result<DataCommitment, RequestError<DaError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| DaRequest::Commit { body, reply })
+                .await,
+        )
+    }
+
+    /// See [`DaRequest::Store`].
+    pub async fn store(
+        &self,
+        height: u64,
+        data_root: Hash,
+        body: Arc<Vec<Blob>>,
+    ) -> Result<(), RequestError<DaError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| DaRequest::Store {
+                    height,
+                    data_root,
+                    body,
+                    reply,
+                })
+                .await,
+        )
+    }
+
+    /// See [`DaRequest::IsAvailable`].
+    pub async fn is_available(&self, height: u64, data_root: Hash) -> Result<bool, ChannelError> {
+        self.mailbox
+            .ask(|reply| DaRequest::IsAvailable {
+                height,
+                data_root,
+                reply,
+            })
+            .await
+    }
+
+    /// See [`DaRequest::GetShare`].
+    pub async fn share(
+        &self,
+        height: u64,
+        index: u64,
+    ) -> Result<ShareWithProof, RequestError<DaError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| DaRequest::GetShare {
+                    height,
+                    index,
+                    reply,
+                })
+                .await,
+        )
+    }
+
+    /// See [`DaRequest::GetStatus`].
+    pub async fn status(&self) -> Result<DaStatus, ChannelError> {
+        self.mailbox
+            .ask(|reply| DaRequest::GetStatus { reply })
+            .await
+    }
+
+    /// Subscribes to [`DaEvent`]s.
+    pub fn subscribe(&self) -> broadcast::Receiver<DaEvent> {
+        self.events.subscribe()
+    }
+}

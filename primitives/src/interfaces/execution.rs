@@ -1,0 +1,410 @@
+//! The execution layer's contract: the mempool, block execution and state queries.
+//!
+//! Implementations: `sequential` and `parallel` (both in `lamina-execution`). The layer owns
+//! the authenticated state and the mempool; it never sees the network: transactions reach it
+//! through [`ExecutionHandle::submit_transaction`] and committed blocks through
+//! [`ExecutionHandle::execute_block`].
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, oneshot};
+
+use super::{flatten, ChannelError, Events, Mailbox, RequestError};
+use crate::state_proof::StateProof;
+use crate::{Account, Address, Block, Hash, Receipt, Transaction};
+
+/// Why the mempool refused a transaction. Each reason has a stable machine-readable
+/// [`code`](MempoolRejection::code).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum MempoolRejection {
+    /// The encoded transaction is larger than allowed.
+    #[error("transaction is {size} bytes; the limit is {limit}")]
+    TooLarge {
+        /// Encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The signature does not verify for the sender, chain id and domain.
+    #[error("invalid signature")]
+    InvalidSignature,
+    /// The transaction names another chain.
+    #[error("wrong chain id: this chain is {expected:?}, the transaction says {got:?}")]
+    WrongChainId {
+        /// This chain.
+        expected: String,
+        /// The transaction's chain id.
+        got: String,
+    },
+    /// The nonce was already used (a replay, or a transaction already executed).
+    #[error("nonce {got} already used; the account's next nonce is {expected}")]
+    NonceTooLow {
+        /// The account's next nonce.
+        expected: u64,
+        /// The transaction's nonce.
+        got: u64,
+    },
+    /// The nonce is too far ahead of the account's next nonce.
+    #[error("nonce {got} is too far ahead: the account's next nonce is {expected}, at most {window} ahead are kept")]
+    NonceTooHigh {
+        /// The account's next nonce.
+        expected: u64,
+        /// The transaction's nonce.
+        got: u64,
+        /// How many future nonces are accepted.
+        window: u64,
+    },
+    /// Another transaction with this sender and nonce is already pending.
+    #[error("a transaction with nonce {nonce} from this sender is already pending")]
+    NonceAlreadyPending {
+        /// The nonce.
+        nonce: u64,
+    },
+    /// The sender cannot pay the amount and fee, counting its pending transactions.
+    #[error("insufficient balance: needs {needed} (amount + fee + pending), has {available}")]
+    InsufficientBalance {
+        /// Amount + fee of this and the sender's pending transactions.
+        needed: u64,
+        /// The sender's balance.
+        available: u64,
+    },
+    /// This exact transaction is already pending.
+    #[error("transaction already pending")]
+    AlreadyPending,
+    /// The mempool is at its transaction-count or byte limit.
+    #[error("mempool full ({txs} transactions, {bytes} bytes); retry later")]
+    MempoolFull {
+        /// Transactions pending.
+        txs: usize,
+        /// Bytes pending.
+        bytes: usize,
+    },
+}
+
+impl MempoolRejection {
+    /// Stable machine-readable code (used as the HTTP `error_code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            MempoolRejection::TooLarge { .. } => "tx_too_large",
+            MempoolRejection::InvalidSignature => "invalid_signature",
+            MempoolRejection::WrongChainId { .. } => "wrong_chain_id",
+            MempoolRejection::NonceTooLow { .. } => "nonce_too_low",
+            MempoolRejection::NonceTooHigh { .. } => "nonce_too_high",
+            MempoolRejection::NonceAlreadyPending { .. } => "nonce_already_pending",
+            MempoolRejection::InsufficientBalance { .. } => "insufficient_balance",
+            MempoolRejection::AlreadyPending => "already_pending",
+            MempoolRejection::MempoolFull { .. } => "mempool_full",
+        }
+    }
+}
+
+/// Why a block could not be executed. Any of these stops the node's block pipeline: the
+/// state is left at the last executed height, nothing is half-applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecutionError {
+    /// Blocks must be executed in height order.
+    #[error("block {got} is out of order; next expected height is {expected}")]
+    OutOfOrder {
+        /// Next height to execute.
+        expected: u64,
+        /// The height sent.
+        got: u64,
+    },
+    /// The state database failed.
+    #[error("state storage failed: {0}")]
+    Storage(String),
+}
+
+/// Why a state query could not be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// The height has not been executed (yet).
+    #[error("height {height} has not been executed; latest executed height is {latest}")]
+    HeightNotExecuted {
+        /// Height asked for.
+        height: u64,
+        /// Latest executed height.
+        latest: u64,
+    },
+    /// The state database failed.
+    #[error("state storage failed: {0}")]
+    Storage(String),
+}
+
+/// The result of executing one block.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    borsh::BorshSerialize,
+    borsh::BorshDeserialize,
+)]
+pub struct ExecutedBlock {
+    /// Height executed.
+    pub height: u64,
+    /// Hash of the block executed.
+    pub block_hash: Hash,
+    /// State root after the block.
+    pub state_root: Hash,
+    /// Transactions in the block.
+    pub transactions: u32,
+    /// Of which failed (they have receipts saying why).
+    pub failed: u32,
+    /// Fees collected (credited to the proposer).
+    pub fees: u64,
+}
+
+/// The execution layer's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionStatus {
+    /// Implementation name (`sequential`, `parallel`).
+    pub executor: String,
+    /// Last executed height (0: only genesis).
+    pub executed_height: u64,
+    /// State root at that height.
+    pub state_root: Hash,
+    /// Transactions waiting in the mempool.
+    pub mempool_transactions: usize,
+    /// Their encoded size.
+    pub mempool_bytes: usize,
+}
+
+/// An account at a height.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountAt {
+    /// The account.
+    pub address: Address,
+    /// The height whose state was read.
+    pub height: u64,
+    /// Balance and nonce (zero for an account that does not exist).
+    pub account: Account,
+}
+
+/// An account with its Merkle proof against the state root of a height.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountProof {
+    /// The account.
+    pub address: Address,
+    /// The height whose state root the proof is against.
+    pub height: u64,
+    /// That state root.
+    pub state_root: Hash,
+    /// `SHA-256(borsh(StateKey::Account(address)))`.
+    pub key_hash: Hash,
+    /// The account, or `None` when it does not exist (the proof then proves absence).
+    pub account: Option<Account>,
+    /// The proof.
+    pub proof: StateProof,
+}
+
+/// Where a transaction is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TxLookup {
+    /// Waiting in the mempool.
+    Pending {
+        /// The transaction.
+        transaction: Transaction,
+    },
+    /// Included in an executed block.
+    Included {
+        /// The transaction.
+        transaction: Transaction,
+        /// Its receipt.
+        receipt: Receipt,
+    },
+}
+
+/// What the execution layer publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecutionEvent {
+    /// A block was executed and its new state is durable.
+    Executed(ExecutedBlock),
+}
+
+/// Requests to the execution layer.
+#[derive(Debug)]
+pub enum ExecutionRequest {
+    /// Check a transaction and admit it to the mempool.
+    /// Reply: `Ok(tx hash)` once admitted, or the reason it was refused. Not durable: the
+    /// mempool is lost on restart.
+    SubmitTransaction {
+        /// The transaction.
+        transaction: Transaction,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Hash, MempoolRejection>>,
+    },
+    /// Take transactions for the block proposed at `height`: at most `max_transactions` and
+    /// `max_bytes` encoded bytes, each sender's in nonce order without gaps.
+    /// Reply: the transactions (possibly none). They are reserved (not handed out again)
+    /// until `height` is executed; any not included by then become available again.
+    ReapTransactions {
+        /// Height of the proposal.
+        height: u64,
+        /// Cap on the number of transactions.
+        max_transactions: usize,
+        /// Cap on their total encoded size.
+        max_bytes: usize,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Vec<Transaction>>,
+    },
+    /// Execute a committed block. Blocks must come in height order, starting at
+    /// `executed_height + 1`; a height already executed is answered with its stored result
+    /// (so a restarted node can replay safely).
+    /// Reply: once the new state, receipts and height are flushed to disk, the result; an
+    /// error leaves the state at the previous height.
+    ExecuteBlock {
+        /// The block.
+        block: Arc<Block>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<ExecutedBlock, ExecutionError>>,
+    },
+    /// Reply: the layer's status.
+    GetStatus {
+        /// Where the answer goes.
+        reply: oneshot::Sender<ExecutionStatus>,
+    },
+    /// Read an account at `height` (latest executed when `None`).
+    /// Reply: the account (zeroes if absent) or why the height cannot be read.
+    GetAccount {
+        /// The account.
+        address: Address,
+        /// The height (latest when `None`).
+        height: Option<u64>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<AccountAt, QueryError>>,
+    },
+    /// Prove an account (present or absent) against the state root of `height` (latest
+    /// executed when `None`). Every executed height is retained.
+    /// Reply: the proof, or why the height cannot be read.
+    GetAccountProof {
+        /// The account.
+        address: Address,
+        /// The height (latest when `None`).
+        height: Option<u64>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<AccountProof, QueryError>>,
+    },
+    /// Find a transaction by hash.
+    /// Reply: pending, included (with its receipt), or `None` when unknown.
+    GetTransaction {
+        /// The transaction hash.
+        hash: Hash,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Option<TxLookup>>,
+    },
+}
+
+/// Cloneable handle to an execution layer.
+#[derive(Debug, Clone)]
+pub struct ExecutionHandle {
+    mailbox: Mailbox<ExecutionRequest>,
+    events: Events<ExecutionEvent>,
+}
+
+impl ExecutionHandle {
+    /// A handle over an actor's mailbox and event publisher.
+    pub fn new(mailbox: Mailbox<ExecutionRequest>, events: Events<ExecutionEvent>) -> Self {
+        ExecutionHandle { mailbox, events }
+    }
+
+    /// See [`ExecutionRequest::SubmitTransaction`]. Sheds load with [`ChannelError::Full`]
+    /// rather than queueing when the layer is saturated.
+    pub async fn submit_transaction(
+        &self,
+        transaction: Transaction,
+    ) -> Result<Hash, RequestError<MempoolRejection>> {
+        flatten(
+            self.mailbox
+                .try_ask(|reply| ExecutionRequest::SubmitTransaction { transaction, reply })
+                .await,
+        )
+    }
+
+    /// See [`ExecutionRequest::ReapTransactions`].
+    pub async fn reap_transactions(
+        &self,
+        height: u64,
+        max_transactions: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Transaction>, ChannelError> {
+        self.mailbox
+            .ask(|reply| ExecutionRequest::ReapTransactions {
+                height,
+                max_transactions,
+                max_bytes,
+                reply,
+            })
+            .await
+    }
+
+    /// See [`ExecutionRequest::ExecuteBlock`].
+    pub async fn execute_block(
+        &self,
+        block: Arc<Block>,
+    ) -> Result<ExecutedBlock, RequestError<ExecutionError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| ExecutionRequest::ExecuteBlock { block, reply })
+                .await,
+        )
+    }
+
+    /// See [`ExecutionRequest::GetStatus`].
+    pub async fn status(&self) -> Result<ExecutionStatus, ChannelError> {
+        self.mailbox
+            .ask(|reply| ExecutionRequest::GetStatus { reply })
+            .await
+    }
+
+    /// See [`ExecutionRequest::GetAccount`].
+    pub async fn account(
+        &self,
+        address: Address,
+        height: Option<u64>,
+    ) -> Result<AccountAt, RequestError<QueryError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| ExecutionRequest::GetAccount {
+                    address,
+                    height,
+                    reply,
+                })
+                .await,
+        )
+    }
+
+    /// See [`ExecutionRequest::GetAccountProof`].
+    pub async fn account_proof(
+        &self,
+        address: Address,
+        height: Option<u64>,
+    ) -> Result<AccountProof, RequestError<QueryError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| ExecutionRequest::GetAccountProof {
+                    address,
+                    height,
+                    reply,
+                })
+                .await,
+        )
+    }
+
+    /// See [`ExecutionRequest::GetTransaction`].
+    pub async fn transaction(&self, hash: Hash) -> Result<Option<TxLookup>, ChannelError> {
+        self.mailbox
+            .ask(|reply| ExecutionRequest::GetTransaction { hash, reply })
+            .await
+    }
+
+    /// Subscribes to [`ExecutionEvent`]s.
+    pub fn subscribe(&self) -> broadcast::Receiver<ExecutionEvent> {
+        self.events.subscribe()
+    }
+}

@@ -1,0 +1,257 @@
+//! The settlement layer's contract: turn executed state roots into settled ones.
+//!
+//! Settlement messages travel inside blocks, in the `settlement` namespace, so every node's
+//! ledger sees the same ordered stream and agrees. Implementations: `attested` (in
+//! `lamina-settlement`), later `optimistic`.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, oneshot};
+
+use super::execution::ExecutedBlock;
+use super::{flatten, ChannelError, Events, Mailbox, RequestError};
+use crate::codec;
+use crate::crypto::{domain, SignatureError};
+use crate::{Address, Blob, Hash, Keypair, Signature};
+
+/// What a validator signs to attest a state root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct AttestationData {
+    /// The height attested.
+    pub height: u64,
+    /// The state root after executing that height.
+    pub state_root: Hash,
+}
+
+/// A validator's signed statement that executing `height` gives `state_root`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct Attestation {
+    /// The height attested.
+    pub height: u64,
+    /// The state root after executing that height.
+    pub state_root: Hash,
+    /// The attesting validator.
+    pub validator: Address,
+    /// Its signature over `"LAMINA_ATTEST_V1" ‖ borsh(chain_id) ‖ borsh(AttestationData)`.
+    pub signature: Signature,
+}
+
+impl Attestation {
+    /// Signs an attestation as `key`.
+    pub fn sign(chain_id: &str, key: &Keypair, height: u64, state_root: Hash) -> Self {
+        let data = AttestationData { height, state_root };
+        Attestation {
+            height,
+            state_root,
+            validator: key.address(),
+            signature: key.sign(domain::ATTESTATION, chain_id, &codec::encode(&data)),
+        }
+    }
+
+    /// Checks the signature.
+    pub fn verify(&self, chain_id: &str) -> Result<(), SignatureError> {
+        let data = AttestationData {
+            height: self.height,
+            state_root: self.state_root,
+        };
+        self.validator.verify(
+            domain::ATTESTATION,
+            chain_id,
+            &codec::encode(&data),
+            &self.signature,
+        )
+    }
+}
+
+/// A message of the `settlement` namespace (a blob holds a borsh `Vec<SettlementMessage>`).
+/// New kinds are added as new variants, at the end.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SettlementMessage {
+    /// A validator attests a state root.
+    Attestation(Attestation),
+}
+
+/// How far a height has got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeightSettlement {
+    /// The height.
+    pub height: u64,
+    /// The settled state root, once settled.
+    pub settled_root: Option<Hash>,
+    /// Voting power attesting each distinct root seen so far.
+    pub attested_power: Vec<(Hash, u64)>,
+    /// Total voting power.
+    pub total_power: u64,
+}
+
+/// The layer's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementStatus {
+    /// Mode name (`attested`, ...).
+    pub mode: String,
+    /// Highest settled height (0: none yet).
+    pub settled_height: u64,
+    /// Its settled state root.
+    pub settled_state_root: Option<Hash>,
+    /// Last block height whose settlement messages were applied to the ledger.
+    pub applied_height: u64,
+    /// Last executed height reported to this layer.
+    pub executed_height: u64,
+}
+
+/// Why a settlement request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettlementError {
+    /// Blocks must be applied in height order.
+    #[error("block {got} is out of order; next expected height is {expected}")]
+    OutOfOrder {
+        /// Next height to apply.
+        expected: u64,
+        /// Height sent.
+        got: u64,
+    },
+    /// The settlement database failed.
+    #[error("settlement storage failed: {0}")]
+    Storage(String),
+}
+
+/// What the settlement layer publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettlementEvent {
+    /// `height` is settled with `state_root`.
+    Settled {
+        /// The height.
+        height: u64,
+        /// Its state root.
+        state_root: Hash,
+    },
+}
+
+/// Requests to the settlement layer.
+#[derive(Debug)]
+pub enum SettlementRequest {
+    /// Apply the settlement-namespace blobs of committed block `height` to the ledger. Must
+    /// come in height order, every height (with or without blobs); a height already applied is
+    /// ignored. Malformed or invalid messages are skipped the same way on every node.
+    /// Reply: the status after applying, once flushed to disk.
+    ApplyBlock {
+        /// The block height.
+        height: u64,
+        /// The block's `settlement` namespace blobs.
+        blobs: Vec<Blob>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<SettlementStatus, SettlementError>>,
+    },
+    /// This node executed a block. The layer may prepare messages (e.g. its validator's
+    /// attestation) for a later block; a height reported twice is ignored.
+    /// Reply: once any prepared message is durable.
+    Executed {
+        /// The execution result.
+        executed: ExecutedBlock,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<(), SettlementError>>,
+    },
+    /// Messages to put in the block being proposed at `height`, at most `max_bytes` encoded.
+    /// Reply: blobs of the `settlement` namespace (possibly none). Messages stay pending until
+    /// a block that includes them is applied.
+    PendingBlobs {
+        /// Height of the proposal.
+        height: u64,
+        /// Cap on the encoded size.
+        max_bytes: usize,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Vec<Blob>>,
+    },
+    /// Reply: the layer's status.
+    GetStatus {
+        /// Where the answer goes.
+        reply: oneshot::Sender<SettlementStatus>,
+    },
+    /// Reply: what the ledger knows of `height` (`None`: nothing yet).
+    GetHeight {
+        /// The height.
+        height: u64,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Option<HeightSettlement>>,
+    },
+}
+
+/// Cloneable handle to a settlement layer.
+#[derive(Debug, Clone)]
+pub struct SettlementHandle {
+    mailbox: Mailbox<SettlementRequest>,
+    events: Events<SettlementEvent>,
+}
+
+impl SettlementHandle {
+    /// A handle over an actor's mailbox and event publisher.
+    pub fn new(mailbox: Mailbox<SettlementRequest>, events: Events<SettlementEvent>) -> Self {
+        SettlementHandle { mailbox, events }
+    }
+
+    /// See [`SettlementRequest::ApplyBlock`].
+    pub async fn apply_block(
+        &self,
+        height: u64,
+        blobs: Vec<Blob>,
+    ) -> Result<SettlementStatus, RequestError<SettlementError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| SettlementRequest::ApplyBlock {
+                    height,
+                    blobs,
+                    reply,
+                })
+                .await,
+        )
+    }
+
+    /// See [`SettlementRequest::Executed`].
+    pub async fn executed(
+        &self,
+        executed: ExecutedBlock,
+    ) -> Result<(), RequestError<SettlementError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| SettlementRequest::Executed { executed, reply })
+                .await,
+        )
+    }
+
+    /// See [`SettlementRequest::PendingBlobs`].
+    pub async fn pending_blobs(
+        &self,
+        height: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Blob>, ChannelError> {
+        self.mailbox
+            .ask(|reply| SettlementRequest::PendingBlobs {
+                height,
+                max_bytes,
+                reply,
+            })
+            .await
+    }
+
+    /// See [`SettlementRequest::GetStatus`].
+    pub async fn status(&self) -> Result<SettlementStatus, ChannelError> {
+        self.mailbox
+            .ask(|reply| SettlementRequest::GetStatus { reply })
+            .await
+    }
+
+    /// See [`SettlementRequest::GetHeight`].
+    pub async fn height(&self, height: u64) -> Result<Option<HeightSettlement>, ChannelError> {
+        self.mailbox
+            .ask(|reply| SettlementRequest::GetHeight { height, reply })
+            .await
+    }
+
+    /// Subscribes to [`SettlementEvent`]s.
+    pub fn subscribe(&self) -> broadcast::Receiver<SettlementEvent> {
+        self.events.subscribe()
+    }
+}
