@@ -1,1 +1,187 @@
-//! placeholder
+//! Lamina's consensus layer: orders blocks and commits them with certificates, keeping the
+//! committed chain durably.
+//!
+//! Engine `solo`: the chain's only validator proposes and commits a block every
+//! `block_time_ms` when there are transactions or settlement messages (or always, with
+//! `create_empty_blocks`). Reach it through the [`ConsensusHandle`] that [`spawn`] returns.
+
+mod proposal;
+mod solo;
+mod store;
+
+use lamina_primitives::interfaces::consensus::{ConsensusDeps, ConsensusHandle};
+use lamina_primitives::interfaces::{
+    Events, Mailbox, DEFAULT_EVENT_CAPACITY, DEFAULT_MAILBOX_CAPACITY,
+};
+use lamina_primitives::{Address, Genesis, Keypair};
+use serde::{Deserialize, Serialize};
+
+/// Default time between blocks: one second.
+pub const DEFAULT_BLOCK_TIME_MS: u64 = 1_000;
+/// Default cap on transactions per block.
+pub const DEFAULT_MAX_BLOCK_TRANSACTIONS: usize = 10_000;
+/// Default cap on a block's encoded body: 4 MiB.
+pub const DEFAULT_MAX_BLOCK_BYTES: usize = 4 * 1024 * 1024;
+
+const BLOCK_TIME_MS_RANGE: std::ops::RangeInclusive<u64> = 1..=3_600_000;
+const MAX_BLOCK_TRANSACTIONS_RANGE: std::ops::RangeInclusive<usize> = 1..=1_000_000;
+const MAX_BLOCK_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=(256 * 1024 * 1024);
+
+/// Which consensus engine to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineKind {
+    /// One validator commits every block alone.
+    #[default]
+    Solo,
+}
+
+/// Configuration of the consensus layer (the `[consensus]` part of a node's config).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsensusConfig {
+    /// The engine.
+    pub kind: EngineKind,
+    /// Time between block proposals, in milliseconds.
+    pub block_time_ms: u64,
+    /// Whether to commit blocks with no transactions and no settlement messages.
+    pub create_empty_blocks: bool,
+    /// Most transactions in one block.
+    pub max_block_transactions: usize,
+    /// Largest encoded block body, in bytes.
+    pub max_block_bytes: usize,
+}
+
+impl Default for ConsensusConfig {
+    fn default() -> Self {
+        ConsensusConfig {
+            kind: EngineKind::Solo,
+            block_time_ms: DEFAULT_BLOCK_TIME_MS,
+            create_empty_blocks: false,
+            max_block_transactions: DEFAULT_MAX_BLOCK_TRANSACTIONS,
+            max_block_bytes: DEFAULT_MAX_BLOCK_BYTES,
+        }
+    }
+}
+
+fn check_range<T: PartialOrd + std::fmt::Display>(
+    field: &str,
+    value: T,
+    range: &std::ops::RangeInclusive<T>,
+) -> Result<(), String> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} must be between {} and {}, got {value}",
+            range.start(),
+            range.end()
+        ))
+    }
+}
+
+impl ConsensusConfig {
+    /// Checks the values serde cannot: each number's range.
+    pub fn validate(&self) -> Result<(), String> {
+        check_range("block_time_ms", self.block_time_ms, &BLOCK_TIME_MS_RANGE)?;
+        check_range(
+            "max_block_transactions",
+            self.max_block_transactions,
+            &MAX_BLOCK_TRANSACTIONS_RANGE,
+        )?;
+        check_range(
+            "max_block_bytes",
+            self.max_block_bytes,
+            &MAX_BLOCK_BYTES_RANGE,
+        )
+    }
+}
+
+/// Why the consensus engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The configuration is invalid.
+    #[error("invalid consensus config: {0}")]
+    InvalidConfig(String),
+    /// `solo` was configured for a chain with more or fewer than one validator.
+    #[error(
+        "the solo engine needs exactly one validator in genesis, found {count}; \
+         use a multi-validator engine for this genesis"
+    )]
+    SoloNeedsOneValidator {
+        /// Validators in genesis.
+        count: usize,
+    },
+    /// `solo` needs the validator's key to sign blocks.
+    #[error(
+        "the solo engine needs the validator key of the genesis validator {validator}, \
+         but this node has no validator key"
+    )]
+    MissingValidatorKey {
+        /// The genesis validator.
+        validator: Address,
+    },
+    /// The node's key is not the chain's validator.
+    #[error(
+        "the solo engine must run as the genesis validator {validator}, \
+         but this node's validator key is {key}"
+    )]
+    NotTheValidator {
+        /// This node's key.
+        key: Address,
+        /// The genesis validator.
+        validator: Address,
+    },
+    /// The stored chain was built from another genesis.
+    #[error(
+        "the stored chain belongs to another genesis (its chain id is {stored_chain_id:?}, \
+         this genesis says {chain_id:?}); use a fresh data directory"
+    )]
+    GenesisMismatch {
+        /// Chain id of the stored blocks.
+        stored_chain_id: String,
+        /// Chain id of this genesis.
+        chain_id: String,
+    },
+    /// The database could not be opened or read.
+    #[error("consensus storage failed: {0}")]
+    Storage(#[from] sled::Error),
+    /// The database holds data the engine cannot read.
+    #[error("consensus storage is corrupt: {0}")]
+    Corrupt(String),
+    /// `spawn` was called outside a tokio runtime.
+    #[error("the consensus engine must be spawned from within a tokio runtime")]
+    NoRuntime,
+}
+
+/// Starts the configured engine on the current tokio runtime, keeping the committed chain in
+/// `db` (trees `consensus/*`) and resuming from its stored tip. The engine stops once every
+/// clone of the returned handle is dropped.
+pub fn spawn(
+    config: ConsensusConfig,
+    genesis: &Genesis,
+    validator_key: Option<Keypair>,
+    db: &sled::Db,
+    deps: ConsensusDeps,
+) -> Result<ConsensusHandle, SetupError> {
+    config.validate().map_err(SetupError::InvalidConfig)?;
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| SetupError::NoRuntime)?;
+    let (mailbox, requests) = Mailbox::new("consensus", DEFAULT_MAILBOX_CAPACITY);
+    let events = Events::new(DEFAULT_EVENT_CAPACITY);
+    match config.kind {
+        EngineKind::Solo => {
+            let engine = solo::Solo::open(config, genesis, validator_key, db)?;
+            runtime.spawn(solo::run(
+                engine,
+                deps,
+                db.clone(),
+                requests,
+                events.clone(),
+            ));
+        }
+    }
+    Ok(ConsensusHandle::new(mailbox, events))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,180 @@
-//! placeholder
+//! Lamina's data-availability layer: commits to block bodies, keeps them, and serves any
+//! share of a body with a Merkle proof against the header's `data_root`.
+//!
+//! Scheme `replicated`: every node stores every body whole; the body's canonical encoding is
+//! split into [`SHARE_SIZE`]-byte shares (the last one zero-padded) and `data_root` is the
+//! RFC 9162 Merkle root over them (see [`shares`]). Reach it through the
+//! [`DaHandle`] that [`spawn`] returns.
+
+mod actor;
+mod replicated;
+pub mod shares;
+
+use lamina_primitives::interfaces::da::DaHandle;
+use lamina_primitives::interfaces::{
+    Events, Mailbox, DEFAULT_EVENT_CAPACITY, DEFAULT_MAILBOX_CAPACITY,
+};
+use serde::{Deserialize, Serialize};
+
+pub use shares::SHARE_SIZE;
+
+/// Default cap on an encoded block body: 8 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
+/// Smallest accepted `max_body_bytes`: one share.
+pub const MIN_MAX_BODY_BYTES: u64 = SHARE_SIZE as u64;
+/// Largest accepted `max_body_bytes`: 1 GiB, far above anything a block should carry.
+pub const MAX_MAX_BODY_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Which DA scheme to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DaKind {
+    /// Every node keeps every body whole.
+    #[default]
+    Replicated,
+}
+
+/// Configuration of the DA layer (the `[data_availability]` part of a node's config).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaConfig {
+    /// The scheme.
+    pub kind: DaKind,
+    /// Largest encoded body accepted by `commit` and `store`, in bytes.
+    pub max_body_bytes: u64,
+}
+
+impl Default for DaConfig {
+    fn default() -> Self {
+        DaConfig {
+            kind: DaKind::Replicated,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+impl DaConfig {
+    /// Checks the values serde cannot: the body limit's range.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(MIN_MAX_BODY_BYTES..=MAX_MAX_BODY_BYTES).contains(&self.max_body_bytes) {
+            return Err(format!(
+                "max_body_bytes must be between {MIN_MAX_BODY_BYTES} and {MAX_MAX_BODY_BYTES} \
+                 bytes, got {}",
+                self.max_body_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why the DA layer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The configuration is invalid.
+    #[error("invalid data-availability config: {0}")]
+    InvalidConfig(String),
+    /// The database could not be opened or read.
+    #[error("data-availability storage failed: {0}")]
+    Storage(#[from] sled::Error),
+    /// The database holds data this layer cannot read.
+    #[error("data-availability storage is corrupt: {0}")]
+    Corrupt(String),
+    /// `spawn` was called outside a tokio runtime.
+    #[error("the data-availability layer must be spawned from within a tokio runtime")]
+    NoRuntime,
+}
+
+/// Starts the DA layer on the current tokio runtime, keeping its data in `db` (trees `da/*`).
+/// The actor stops once every clone of the returned handle is dropped.
+pub fn spawn(config: DaConfig, db: &sled::Db) -> Result<DaHandle, SetupError> {
+    config.validate().map_err(SetupError::InvalidConfig)?;
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| SetupError::NoRuntime)?;
+    let scheme = match config.kind {
+        DaKind::Replicated => replicated::Replicated::open(db, config.max_body_bytes)?,
+    };
+    let (mailbox, requests) = Mailbox::new("data-availability", DEFAULT_MAILBOX_CAPACITY);
+    let events = Events::new(DEFAULT_EVENT_CAPACITY);
+    runtime.spawn(actor::run(scheme, db.clone(), requests, events.clone()));
+    Ok(DaHandle::new(mailbox, events))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lamina_primitives::interfaces::da::{DaError, DaEvent};
+    use lamina_primitives::interfaces::RequestError;
+    use lamina_primitives::{Blob, Hash, Namespace};
+    use std::sync::Arc;
+
+    #[test]
+    fn config_parses_and_rejects_unknown_values() {
+        let config: DaConfig = toml::from_str(r#"kind = "replicated""#).unwrap();
+        assert_eq!(config, DaConfig::default());
+        assert!(config.validate().is_ok());
+        let error = toml::from_str::<DaConfig>(r#"kind = "reed-salomon""#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("unknown variant `reed-salomon`, expected `replicated`"),
+            "{error}"
+        );
+        let error = toml::from_str::<DaConfig>("max_bytes = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown field `max_bytes`"), "{error}");
+        let zero = DaConfig {
+            max_body_bytes: 0,
+            ..DaConfig::default()
+        };
+        let error = zero.validate().unwrap_err();
+        assert!(error.contains("max_body_bytes"), "{error}");
+        assert_eq!(toml::from_str::<DaConfig>("").unwrap(), DaConfig::default());
+    }
+
+    #[tokio::test]
+    async fn handle_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let da = spawn(DaConfig::default(), &db).unwrap();
+        let mut events = da.subscribe();
+        let body = Arc::new(vec![Blob {
+            namespace: Namespace::SETTLEMENT,
+            data: vec![5; 1500],
+        }]);
+        let commitment = da.commit(Arc::clone(&body)).await.unwrap();
+        assert_eq!(commitment.share_count, 3);
+        assert!(!da.is_available(1, commitment.data_root).await.unwrap());
+        let wrong = Hash::digest(b"x");
+        assert_eq!(
+            da.store(1, wrong, Arc::clone(&body)).await,
+            Err(RequestError::Layer(DaError::RootMismatch(wrong)))
+        );
+        da.store(1, commitment.data_root, Arc::clone(&body))
+            .await
+            .unwrap();
+        da.store(1, commitment.data_root, Arc::clone(&body))
+            .await
+            .unwrap();
+        assert_eq!(
+            events.recv().await.unwrap(),
+            DaEvent::Stored {
+                height: 1,
+                data_root: commitment.data_root
+            }
+        );
+        assert!(da.is_available(1, commitment.data_root).await.unwrap());
+        let share = da.share(1, 2).await.unwrap();
+        assert!(share.proof.verify(&commitment.data_root, &share.share));
+        assert!(matches!(
+            da.share(1, 3).await,
+            Err(RequestError::Layer(DaError::ShareOutOfRange {
+                count: 3,
+                ..
+            }))
+        ));
+        let status = da.status().await.unwrap();
+        assert_eq!(status.scheme, "replicated");
+        assert_eq!(status.share_size, SHARE_SIZE);
+        assert_eq!(status.stored_height, 1);
+    }
+}

@@ -1,1 +1,10 @@
-//! placeholder
+//! `lamina-node`: the `lamina` binary's library: config, wiring of the layers, the block
+//! pipeline, the HTTP API, metrics and the CLI commands.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod node;
+pub mod pipeline;
+pub mod testnet_file;

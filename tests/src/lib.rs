@@ -1,1 +1,187 @@
-//! Helpers shared by the whole-system tests.
+//! Helpers for Lamina's whole-system tests: locate the real `lamina` binary, start dev
+//! chains as child processes on loopback ports, talk to them over HTTP, and poll for
+//! conditions with deadlines. Every process and directory is cleaned up on drop.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lamina_node::testnet_file::TestnetFile;
+use serde_json::Value;
+
+/// The `lamina` binary next to this test executable, built on demand when a test runs alone.
+pub fn lamina_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/lamina
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
+    let bin = profile_dir.join(format!("lamina{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "lamina-node", "--bin", "lamina"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the lamina binary failed");
+    }
+    bin
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, panicking with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A blocking HTTP client for the tests.
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// GET `url`: status code and JSON body (`Value::Null` if the body is not JSON).
+pub fn get(url: &str) -> (u16, Value) {
+    let response = http().get(url).send().unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+/// POST a JSON value: status code and JSON body.
+pub fn post_json(url: &str, body: &Value) -> (u16, Value) {
+    let response = http().post(url).json(body).send().unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+/// A `lamina dev` process on a loopback port of its own choosing.
+#[derive(Debug)]
+pub struct DevNode {
+    child: Option<Child>,
+    dir: PathBuf,
+    /// Base URL of its HTTP API.
+    pub url: String,
+    /// Its testnet.json.
+    pub testnet: TestnetFile,
+}
+
+impl DevNode {
+    /// Starts `lamina dev --dir DIR` (new or resumed) with the given block time, on an
+    /// OS-chosen port, and waits until its API answers.
+    pub fn start(dir: &Path, block_time_ms: u64) -> DevNode {
+        let testnet_path = dir.join("testnet.json");
+        // The node rewrites this file once listening; remove a stale one from a previous run.
+        let _ = std::fs::remove_file(&testnet_path);
+        let child = Command::new(lamina_bin())
+            .args(["dev", "--dir"])
+            .arg(dir)
+            .args([
+                "--http",
+                "127.0.0.1:0",
+                "--block-time",
+                &block_time_ms.to_string(),
+            ])
+            .args(["--log", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn lamina dev");
+        let mut node = DevNode {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            url: String::new(),
+            testnet: dummy(),
+        };
+        node.testnet = wait_for("testnet.json", Duration::from_secs(60), || {
+            if let Some(status) = node.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("lamina dev exited early with {status}");
+            }
+            TestnetFile::read(&testnet_path).ok()
+        });
+        node.url = node.testnet.nodes[0].http.clone();
+        let status_url = format!("{}/v1/status", node.url);
+        wait_for("the HTTP API", Duration::from_secs(30), || {
+            http()
+                .get(&status_url)
+                .send()
+                .ok()
+                .filter(|r| r.status().is_success())
+        });
+        node
+    }
+
+    /// The chain's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `GET {url}{path}`.
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        get(&format!("{}{path}", self.url))
+    }
+
+    /// The `/v1/status` answer.
+    pub fn status(&self) -> Value {
+        let (code, body) = self.get("/v1/status");
+        assert_eq!(code, 200, "{body}");
+        body
+    }
+
+    /// Kills the process with SIGKILL (no chance to clean up) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Asks the process to stop (SIGINT, like Ctrl-C) and waits for it; returns its exit code.
+    pub fn interrupt(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("lamina did not stop within 20 s of SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for DevNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn dummy() -> TestnetFile {
+    TestnetFile {
+        chain_id: String::new(),
+        nodes: vec![],
+        accounts: vec![],
+    }
+}

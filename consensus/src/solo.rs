@@ -1,0 +1,229 @@
+//! The `solo` engine: the only validator proposes and commits a block every
+//! `block_time_ms` when there is something to put in it, certifying each block with its own
+//! precommit.
+//!
+//! Made for local development and tests: no network, no votes to wait for. Each block is
+//! durable before it is announced, and a restart continues from the stored tip.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lamina_primitives::interfaces::consensus::{
+    ConsensusDeps, ConsensusEvent, ConsensusRequest, ConsensusStatus,
+};
+use lamina_primitives::interfaces::{Events, RequestError};
+use lamina_primitives::{Block, CommittedBlock, Genesis, Keypair, Transaction, ValidatorSet};
+use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
+
+use crate::proposal::{self, Decision};
+use crate::store::{ChainStore, Tip};
+use crate::{ConsensusConfig, SetupError};
+
+/// The solo engine's state.
+#[derive(Debug)]
+pub(crate) struct Solo {
+    config: ConsensusConfig,
+    chain_id: String,
+    validators: ValidatorSet,
+    key: Keypair,
+    store: ChainStore,
+    tip: Tip,
+    /// Transactions reaped for a height whose block could not be finished. The mempool keeps
+    /// them reserved for that height, so the retry must reuse them rather than reap again.
+    carried: Option<(u64, Vec<Transaction>)>,
+}
+
+impl Solo {
+    /// Checks that this node is the chain's only validator and opens the stored chain.
+    pub(crate) fn open(
+        config: ConsensusConfig,
+        genesis: &Genesis,
+        key: Option<Keypair>,
+        db: &sled::Db,
+    ) -> Result<Self, SetupError> {
+        let [validator] = genesis.validators.as_slice() else {
+            return Err(SetupError::SoloNeedsOneValidator {
+                count: genesis.validators.len(),
+            });
+        };
+        let key = key.ok_or(SetupError::MissingValidatorKey {
+            validator: validator.address,
+        })?;
+        if key.address() != validator.address {
+            return Err(SetupError::NotTheValidator {
+                key: key.address(),
+                validator: validator.address,
+            });
+        }
+        let (store, tip) = ChainStore::open(db, genesis)?;
+        tracing::info!(height = tip.height, hash = %tip.hash, "solo engine resumes from the stored tip");
+        Ok(Solo {
+            config,
+            chain_id: genesis.chain_id.clone(),
+            validators: genesis.validator_set(),
+            key,
+            store,
+            tip,
+            carried: None,
+        })
+    }
+
+    fn status(&self) -> ConsensusStatus {
+        ConsensusStatus {
+            engine: "solo".to_string(),
+            committed_height: self.tip.height,
+            last_block_hash: self.tip.hash,
+            validator: Some(self.key.address()),
+        }
+    }
+
+    fn answer(&self, request: ConsensusRequest) {
+        // A send error only means the caller stopped waiting.
+        match request {
+            ConsensusRequest::GetStatus { reply } => {
+                let _ = reply.send(self.status());
+            }
+            ConsensusRequest::GetBlock { height, reply } => match self.store.get(height) {
+                Ok(block) => {
+                    let _ = reply.send(block.map(Arc::new));
+                }
+                // Dropping the reply reports the failure (`NoReply`); `None` would claim the
+                // block was never committed.
+                Err(error) => tracing::error!(height, %error, "cannot read committed block"),
+            },
+        }
+    }
+
+    /// One tick: builds, stores and announces the next block if there is anything to put in
+    /// it. Failures are logged and retried on the next tick.
+    async fn tick(&mut self, deps: &ConsensusDeps, db: &sled::Db, events: &Events<ConsensusEvent>) {
+        let height = self.tip.height.saturating_add(1);
+        let transactions = match self.carried.take() {
+            Some((carried_height, transactions)) if carried_height == height => transactions,
+            _ => match deps
+                .execution
+                .reap_transactions(
+                    height,
+                    self.config.max_block_transactions,
+                    proposal::transaction_budget(self.config.max_block_bytes),
+                )
+                .await
+            {
+                Ok(transactions) => transactions,
+                Err(error) => {
+                    tracing::warn!(height, %error, "cannot reap transactions; retrying next tick");
+                    return;
+                }
+            },
+        };
+        let execution = proposal::execution_blob(&transactions);
+        let settlement_budget =
+            proposal::settlement_budget(self.config.max_block_bytes, execution.as_ref());
+        let settlement = match deps
+            .settlement
+            .pending_blobs(height, settlement_budget)
+            .await
+        {
+            Ok(blobs) => blobs,
+            Err(error) => {
+                tracing::warn!(height, %error, "cannot get settlement messages; retrying next tick");
+                self.carried = Some((height, transactions));
+                return;
+            }
+        };
+        let body = match proposal::decide(execution, settlement, self.config.create_empty_blocks) {
+            Decision::Skip => return,
+            Decision::Propose(body) => Arc::new(body),
+        };
+        let commitment = match deps.da.commit(Arc::clone(&body)).await {
+            Ok(commitment) => commitment,
+            Err(RequestError::Channel(error)) => {
+                tracing::warn!(height, %error, "cannot reach the DA layer; retrying next tick");
+                self.carried = Some((height, transactions));
+                return;
+            }
+            Err(RequestError::Layer(error)) => {
+                // Retrying the same body would fail the same way; its transactions return to
+                // the mempool once this height is executed.
+                tracing::error!(height, %error, "the DA layer refused the block body; dropping it");
+                return;
+            }
+        };
+        let header = proposal::header(
+            &self.chain_id,
+            &self.tip,
+            now_ms(),
+            self.key.address(),
+            &commitment,
+        );
+        let certificate = proposal::certify_alone(&self.chain_id, &self.key, &header);
+        if let Err(error) = certificate.verify(&self.chain_id, &header, &self.validators) {
+            tracing::error!(height, %error, "own certificate does not verify; not committing");
+            return;
+        }
+        let committed = CommittedBlock {
+            block: Block {
+                header,
+                body: Arc::unwrap_or_clone(body),
+            },
+            certificate,
+        };
+        let tip = match self.store.put(&committed) {
+            Ok(tip) => tip,
+            Err(error) => {
+                tracing::error!(height, %error, "cannot store block; retrying next tick");
+                self.carried = Some((height, transactions));
+                return;
+            }
+        };
+        if let Err(error) = db.flush_async().await {
+            // Not announced, so nothing relies on it yet; the retry overwrites it.
+            tracing::error!(height, %error, "cannot flush block; retrying next tick");
+            self.carried = Some((height, transactions));
+            return;
+        }
+        self.tip = tip;
+        tracing::info!(
+            height,
+            hash = %tip.hash,
+            txs = transactions.len(),
+            "committed block"
+        );
+        events.publish(ConsensusEvent::Committed {
+            height,
+            block_hash: tip.hash,
+        });
+    }
+}
+
+fn now_ms() -> u64 {
+    // A clock before 1970 yields 0; the timestamp rule still moves past the parent.
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Runs the engine until every handle is dropped.
+pub(crate) async fn run(
+    mut solo: Solo,
+    deps: ConsensusDeps,
+    db: sled::Db,
+    mut requests: mpsc::Receiver<ConsensusRequest>,
+    events: Events<ConsensusEvent>,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(solo.config.block_time_ms));
+    // After a slow block, wait a full block time rather than catching up with a burst.
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            request = requests.recv() => match request {
+                Some(request) => solo.answer(request),
+                None => break,
+            },
+            _ = ticker.tick() => solo.tick(&deps, &db, &events).await,
+        }
+    }
+    tracing::debug!("solo engine stopped: every handle was dropped");
+}

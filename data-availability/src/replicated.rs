@@ -1,0 +1,325 @@
+//! The `replicated` scheme's state: every node keeps every body whole, in sled, and proves
+//! any share of it on request.
+//!
+//! Synchronous on purpose: the actor calls in here and only adds the awaited flush, so all of
+//! the storage rules are unit-testable without a runtime.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use lamina_primitives::interfaces::da::{DaError, DaStatus, DataCommitment, ShareWithProof};
+use lamina_primitives::{Blob, Block, Hash};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use crate::shares::{self, SHARE_SIZE};
+use crate::SetupError;
+
+/// Tree holding each height's encoded body, keyed by big-endian height.
+pub(crate) const BODIES_TREE: &str = "da/bodies";
+/// Tree holding each height's `data_root`, kept apart so availability checks stay cheap.
+pub(crate) const ROOTS_TREE: &str = "da/roots";
+/// Tree holding scalar metadata.
+pub(crate) const META_TREE: &str = "da/meta";
+const STORED_HEIGHT_KEY: &[u8] = b"stored_height";
+
+/// Bodies whose leaf hashes are kept in memory: share requests tend to cluster on the
+/// latest heights, and re-hashing a large body per share would dominate serving time.
+const LEAF_CACHE_LEN: usize = 4;
+
+/// What a successful store did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// The data was written; it still has to be flushed.
+    Written,
+    /// Exactly this data was already stored.
+    AlreadyStored,
+}
+
+/// The stored data of the `replicated` scheme.
+#[derive(Debug)]
+pub(crate) struct Replicated {
+    bodies: sled::Tree,
+    roots: sled::Tree,
+    meta: sled::Tree,
+    max_body_bytes: u64,
+    stored_height: u64,
+    leaf_cache: VecDeque<(u64, Hash, Arc<Vec<Hash>>)>,
+}
+
+fn storage(error: impl std::fmt::Display) -> DaError {
+    DaError::Storage(error.to_string())
+}
+
+fn decode_height(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+impl Replicated {
+    /// Opens (or creates) the scheme's trees in `db`.
+    pub(crate) fn open(db: &sled::Db, max_body_bytes: u64) -> Result<Self, SetupError> {
+        let meta = db.open_tree(META_TREE)?;
+        let stored_height = match meta.get(STORED_HEIGHT_KEY)? {
+            Some(bytes) => decode_height(&bytes).ok_or_else(|| {
+                SetupError::Corrupt(format!(
+                    "{META_TREE}/stored_height holds {} bytes, not a u64",
+                    bytes.len()
+                ))
+            })?,
+            None => 0,
+        };
+        Ok(Replicated {
+            bodies: db.open_tree(BODIES_TREE)?,
+            roots: db.open_tree(ROOTS_TREE)?,
+            meta,
+            max_body_bytes,
+            stored_height,
+            leaf_cache: VecDeque::with_capacity(LEAF_CACHE_LEN),
+        })
+    }
+
+    fn check_size(&self, encoded: &[u8]) -> Result<(), DaError> {
+        let size = encoded.len() as u64;
+        if size > self.max_body_bytes {
+            return Err(DaError::BodyTooLarge {
+                size,
+                limit: self.max_body_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// See `DaRequest::Commit`.
+    pub(crate) fn commit(&self, body: &[Blob]) -> Result<DataCommitment, DaError> {
+        let encoded = Block::encode_body(body);
+        self.check_size(&encoded)?;
+        Ok(shares::commit_encoded(&encoded).0)
+    }
+
+    /// See `DaRequest::Store`. Writes but does not flush: the caller flushes before it
+    /// reports the data as stored. A different body later stored at the same height replaces
+    /// the first (a proposal re-made in a later round has the same height).
+    pub(crate) fn store(
+        &mut self,
+        height: u64,
+        data_root: Hash,
+        body: &[Blob],
+    ) -> Result<Stored, DaError> {
+        let encoded = Block::encode_body(body);
+        self.check_size(&encoded)?;
+        let (commitment, leaves) = shares::commit_encoded(&encoded);
+        if commitment.data_root != data_root {
+            return Err(DaError::RootMismatch(data_root));
+        }
+        if self.root_at(height)? == Some(data_root) {
+            return Ok(Stored::AlreadyStored);
+        }
+        let key = height.to_be_bytes();
+        let new_stored_height = self.stored_height.max(height);
+        (&self.bodies, &self.roots, &self.meta)
+            .transaction(|(bodies, roots, meta)| {
+                bodies.insert(&key, encoded.as_slice())?;
+                roots.insert(&key, &data_root.0)?;
+                meta.insert(STORED_HEIGHT_KEY, &new_stored_height.to_be_bytes())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e: TransactionError<()>| match e {
+                TransactionError::Storage(error) => storage(error),
+                TransactionError::Abort(()) => storage("transaction aborted"),
+            })?;
+        self.stored_height = new_stored_height;
+        self.leaf_cache.retain(|(h, _, _)| *h != height);
+        self.remember_leaves(height, data_root, Arc::new(leaves));
+        Ok(Stored::Written)
+    }
+
+    fn root_at(&self, height: u64) -> Result<Option<Hash>, DaError> {
+        let Some(bytes) = self.roots.get(height.to_be_bytes()).map_err(storage)? else {
+            return Ok(None);
+        };
+        let root: [u8; 32] = bytes
+            .as_ref()
+            .try_into()
+            .map_err(|_| storage(format!("{ROOTS_TREE} entry of height {height} is corrupt")))?;
+        Ok(Some(Hash(root)))
+    }
+
+    /// See `DaRequest::IsAvailable`. A storage failure counts as "not available": the caller
+    /// must not vote for data it cannot read.
+    pub(crate) fn is_available(&self, height: u64, data_root: Hash) -> bool {
+        match self.root_at(height) {
+            Ok(stored) => stored == Some(data_root),
+            Err(error) => {
+                tracing::error!(height, %error, "cannot read stored data root");
+                false
+            }
+        }
+    }
+
+    fn remember_leaves(&mut self, height: u64, root: Hash, leaves: Arc<Vec<Hash>>) {
+        if self.leaf_cache.len() >= LEAF_CACHE_LEN {
+            self.leaf_cache.pop_front();
+        }
+        self.leaf_cache.push_back((height, root, leaves));
+    }
+
+    /// See `DaRequest::GetShare`.
+    pub(crate) fn share(&mut self, height: u64, index: u64) -> Result<ShareWithProof, DaError> {
+        let root = self
+            .root_at(height)?
+            .ok_or(DaError::HeightNotFound(height))?;
+        let encoded = self
+            .bodies
+            .get(height.to_be_bytes())
+            .map_err(storage)?
+            .ok_or(DaError::HeightNotFound(height))?;
+        let count = shares::share_count(encoded.len());
+        if index >= count {
+            return Err(DaError::ShareOutOfRange {
+                height,
+                index,
+                count,
+            });
+        }
+        let cached = self
+            .leaf_cache
+            .iter()
+            .find(|(h, r, _)| *h == height && *r == root)
+            .map(|(_, _, leaves)| Arc::clone(leaves));
+        let leaves = match cached {
+            Some(leaves) => leaves,
+            None => {
+                let leaves = Arc::new(shares::leaf_hashes(&encoded));
+                self.remember_leaves(height, root, Arc::clone(&leaves));
+                leaves
+            }
+        };
+        let (share, proof) =
+            shares::prove_share(&encoded, &leaves, index).ok_or(DaError::ShareOutOfRange {
+                height,
+                index,
+                count,
+            })?;
+        Ok(ShareWithProof {
+            height,
+            index,
+            share,
+            data_root: root,
+            proof,
+        })
+    }
+
+    /// See `DaRequest::GetStatus`.
+    pub(crate) fn status(&self) -> DaStatus {
+        DaStatus {
+            scheme: "replicated".to_string(),
+            share_size: SHARE_SIZE,
+            stored_height: self.stored_height,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lamina_primitives::Namespace;
+
+    fn body(fill: u8, len: usize) -> Vec<Blob> {
+        vec![Blob {
+            namespace: Namespace::EXECUTION,
+            data: vec![fill; len],
+        }]
+    }
+
+    fn open(dir: &tempfile::TempDir, max: u64) -> (sled::Db, Replicated) {
+        let db = sled::open(dir.path()).unwrap();
+        let scheme = Replicated::open(&db, max).unwrap();
+        (db, scheme)
+    }
+
+    #[test]
+    fn store_then_serve_shares() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, mut da) = open(&dir, 1 << 20);
+        let body = body(9, 2000);
+        let commitment = da.commit(&body).unwrap();
+        assert_eq!(commitment.share_count, 4);
+        assert_eq!(
+            da.store(3, commitment.data_root, &body).unwrap(),
+            Stored::Written
+        );
+        assert_eq!(
+            da.store(3, commitment.data_root, &body).unwrap(),
+            Stored::AlreadyStored
+        );
+        assert_eq!(da.status().stored_height, 3);
+        assert!(da.is_available(3, commitment.data_root));
+        assert!(!da.is_available(3, Hash::ZERO));
+        assert!(!da.is_available(2, commitment.data_root));
+        for index in 0..commitment.share_count {
+            let share = da.share(3, index).unwrap();
+            assert!(share.proof.verify(&commitment.data_root, &share.share));
+        }
+        assert_eq!(
+            da.share(3, 4),
+            Err(DaError::ShareOutOfRange {
+                height: 3,
+                index: 4,
+                count: 4
+            })
+        );
+        assert_eq!(da.share(4, 0), Err(DaError::HeightNotFound(4)));
+    }
+
+    #[test]
+    fn mismatched_root_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, mut da) = open(&dir, 1 << 20);
+        let wrong = Hash::digest(b"wrong");
+        assert_eq!(
+            da.store(1, wrong, &body(1, 10)),
+            Err(DaError::RootMismatch(wrong))
+        );
+        assert_eq!(da.status().stored_height, 0);
+        assert_eq!(da.share(1, 0), Err(DaError::HeightNotFound(1)));
+    }
+
+    #[test]
+    fn oversize_body_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, mut da) = open(&dir, 100);
+        let big = body(1, 200);
+        let size = Block::encode_body(&big).len() as u64;
+        let expected = DaError::BodyTooLarge { size, limit: 100 };
+        assert_eq!(da.commit(&big), Err(expected.clone()));
+        assert_eq!(da.store(1, Hash::ZERO, &big), Err(expected));
+    }
+
+    #[test]
+    fn later_body_replaces_and_heights_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (body(1, 600), body(2, 50));
+        let (root1, root2) = {
+            let (db, mut da) = open(&dir, 1 << 20);
+            let root1 = da.commit(&first).unwrap().data_root;
+            let root2 = da.commit(&second).unwrap().data_root;
+            da.store(5, root1, &first).unwrap();
+            assert!(da.share(5, 1).is_ok());
+            da.store(5, root2, &second).unwrap();
+            da.store(2, root1, &first).unwrap();
+            db.flush().unwrap();
+            (root1, root2)
+        };
+        let (_db, mut da) = open(&dir, 1 << 20);
+        assert_eq!(da.status().stored_height, 5);
+        assert!(da.is_available(5, root2));
+        assert!(!da.is_available(5, root1));
+        assert!(da.is_available(2, root1));
+        let share = da.share(5, 0).unwrap();
+        assert!(share.proof.verify(&root2, &share.share));
+        assert!(matches!(
+            da.share(5, 1),
+            Err(DaError::ShareOutOfRange { count: 1, .. })
+        ));
+    }
+}

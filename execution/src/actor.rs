@@ -1,0 +1,340 @@
+//! The execution actor: owns the store, the mempool and the executor, and answers
+//! [`ExecutionRequest`]s one at a time on its own thread.
+
+use lamina_primitives::interfaces::execution::{
+    AccountAt, AccountProof, ExecutedBlock, ExecutionError, ExecutionEvent, ExecutionRequest,
+    ExecutionStatus, MempoolRejection, QueryError, TxLookup,
+};
+use lamina_primitives::interfaces::Events;
+use lamina_primitives::{Address, Block, Genesis, Hash, Transaction};
+use tokio::sync::mpsc;
+
+use crate::executor::{executor_for, BlockEnv, Executor};
+use crate::mempool::{Mempool, MempoolLimits};
+use crate::state::{account_key_hash, Store, StoreError};
+use crate::{ExecutionConfig, SetupError};
+
+/// The execution layer's state and request handlers. The handlers are plain methods, so tests
+/// can drive them without channels.
+#[derive(Debug)]
+pub(crate) struct Actor {
+    pub(crate) store: Store,
+    executor: Box<dyn Executor>,
+    mempool: Mempool,
+    events: Events<ExecutionEvent>,
+    chain_id: String,
+    fee_per_transaction: u64,
+    executed_height: u64,
+    state_root: Hash,
+}
+
+fn storage(error: StoreError) -> ExecutionError {
+    ExecutionError::Storage(error.to_string())
+}
+
+fn query_storage(error: StoreError) -> QueryError {
+    QueryError::Storage(error.to_string())
+}
+
+impl Actor {
+    /// Opens the store (writing genesis into an empty one) and builds the actor.
+    pub(crate) fn open(
+        config: &ExecutionConfig,
+        genesis: &Genesis,
+        db: &sled::Db,
+        events: Events<ExecutionEvent>,
+    ) -> Result<Actor, SetupError> {
+        config.validate().map_err(SetupError::InvalidConfig)?;
+        genesis.validate().map_err(SetupError::InvalidGenesis)?;
+        let store = Store::open(db)?;
+        let expected = genesis.hash();
+        let executed_height = match (store.genesis_hash()?, store.executed_height()?) {
+            (Some(stored), Some(height)) => {
+                if stored != expected {
+                    return Err(SetupError::GenesisMismatch { stored, expected });
+                }
+                height
+            }
+            // Genesis is written in one atomic batch with the executed height, so a store with
+            // only one of the two was not written by us.
+            (None, None) => {
+                let root = store.write_genesis(genesis)?;
+                tracing::info!(state_root = %root, "wrote genesis state");
+                0
+            }
+            _ => {
+                return Err(SetupError::Storage(StoreError::Corrupt {
+                    what: "metadata",
+                    detail: "genesis hash and executed height must both be present or both absent"
+                        .into(),
+                }))
+            }
+        };
+        let state_root = store.root(executed_height)?;
+        let executor = executor_for(config.kind);
+        let mempool = Mempool::new(
+            MempoolLimits::from(config),
+            &genesis.chain_id,
+            genesis.fee_per_transaction,
+            executed_height,
+        );
+        tracing::info!(
+            executor = executor.name(),
+            executed_height,
+            %state_root,
+            "execution layer ready"
+        );
+        Ok(Actor {
+            store,
+            executor,
+            mempool,
+            events,
+            chain_id: genesis.chain_id.clone(),
+            fee_per_transaction: genesis.fee_per_transaction,
+            executed_height,
+            state_root,
+        })
+    }
+
+    /// Answers requests until every handle is dropped. Blocks the calling thread.
+    pub(crate) fn run(mut self, mut requests: mpsc::Receiver<ExecutionRequest>) {
+        while let Some(request) = requests.blocking_recv() {
+            self.handle(request);
+        }
+        tracing::debug!("execution actor stopped: all handles dropped");
+    }
+
+    fn handle(&mut self, request: ExecutionRequest) {
+        // A dropped reply receiver means the caller gave up; there is nobody to tell.
+        match request {
+            ExecutionRequest::SubmitTransaction { transaction, reply } => {
+                let _ = reply.send(self.submit(transaction));
+            }
+            ExecutionRequest::ReapTransactions {
+                height,
+                max_transactions,
+                max_bytes,
+                reply,
+            } => {
+                let _ = reply.send(self.reap(height, max_transactions, max_bytes));
+            }
+            ExecutionRequest::ExecuteBlock { block, reply } => {
+                let _ = reply.send(self.execute_block(&block));
+            }
+            ExecutionRequest::GetStatus { reply } => {
+                let _ = reply.send(self.status());
+            }
+            ExecutionRequest::GetAccount {
+                address,
+                height,
+                reply,
+            } => {
+                let _ = reply.send(self.account(&address, height));
+            }
+            ExecutionRequest::GetAccountProof {
+                address,
+                height,
+                reply,
+            } => {
+                let _ = reply.send(self.account_proof(&address, height));
+            }
+            ExecutionRequest::GetTransaction { hash, reply } => {
+                let _ = reply.send(self.transaction(&hash));
+            }
+        }
+    }
+
+    /// The latest executed nonce of `address`, `None` (logged) when storage fails: the
+    /// mempool then leaves the sender alone rather than guessing.
+    fn latest_nonce(store: &Store, version: u64, address: &Address) -> Option<u64> {
+        match store.account(address, version) {
+            Ok(account) => Some(account.unwrap_or_default().nonce),
+            Err(error) => {
+                tracing::error!(%address, %error, "reading an account for the mempool failed");
+                None
+            }
+        }
+    }
+
+    pub(crate) fn submit(&mut self, transaction: Transaction) -> Result<Hash, MempoolRejection> {
+        let account = match self
+            .store
+            .account(&transaction.sender, self.executed_height)
+        {
+            Ok(account) => account.unwrap_or_default(),
+            Err(error) => {
+                // No rejection reason fits a broken database; saying "full" makes the client
+                // retry later instead of concluding its transaction is bad.
+                tracing::error!(%error, "reading the sender's account failed");
+                return Err(MempoolRejection::MempoolFull {
+                    txs: self.mempool.len(),
+                    bytes: self.mempool.bytes(),
+                });
+            }
+        };
+        self.mempool.insert(transaction, account)
+    }
+
+    pub(crate) fn reap(
+        &mut self,
+        height: u64,
+        max_transactions: usize,
+        max_bytes: usize,
+    ) -> Vec<Transaction> {
+        let (store, version) = (&self.store, self.executed_height);
+        self.mempool
+            .reap(height, max_transactions, max_bytes, |address| {
+                Self::latest_nonce(store, version, address)
+            })
+    }
+
+    pub(crate) fn execute_block(&mut self, block: &Block) -> Result<ExecutedBlock, ExecutionError> {
+        let height = block.height();
+        let expected = self.executed_height.saturating_add(1);
+        if height == 0 || height > expected {
+            return Err(ExecutionError::OutOfOrder {
+                expected,
+                got: height,
+            });
+        }
+        if height < expected {
+            return self.replay(block);
+        }
+
+        let transactions = block.transactions();
+        let env = BlockEnv {
+            height,
+            proposer: block.header.proposer,
+            chain_id: &self.chain_id,
+            fee_per_transaction: self.fee_per_transaction,
+        };
+        let view = self.store.view(self.executed_height);
+        let output = self
+            .executor
+            .execute(&env, &transactions, &view)
+            .map_err(storage)?;
+        let executed = self
+            .store
+            .commit_block(height, block.hash(), &transactions, &output)
+            .map_err(storage)?;
+        self.executed_height = height;
+        self.state_root = executed.state_root;
+
+        let store = &self.store;
+        self.mempool.executed(height, &transactions, |address| {
+            Self::latest_nonce(store, height, address)
+        });
+        tracing::debug!(
+            height,
+            transactions = executed.transactions,
+            failed = executed.failed,
+            state_root = %executed.state_root,
+            "executed block"
+        );
+        self.events
+            .publish(ExecutionEvent::Executed(executed.clone()));
+        Ok(executed)
+    }
+
+    /// An already executed height: its stored result, without executing anything.
+    fn replay(&self, block: &Block) -> Result<ExecutedBlock, ExecutionError> {
+        let height = block.height();
+        let stored = self
+            .store
+            .executed_block(height)
+            .map_err(storage)?
+            .ok_or_else(|| {
+                ExecutionError::Storage(format!("no stored result for executed height {height}"))
+            })?;
+        if stored.block_hash != block.hash() {
+            // Consensus committed one block per height; a different one here is the caller's
+            // bug, and the state can only reflect the block that was executed.
+            tracing::warn!(
+                height,
+                executed = %stored.block_hash,
+                replayed = %block.hash(),
+                "replayed block differs from the executed one; answering with the executed result"
+            );
+        }
+        Ok(stored)
+    }
+
+    pub(crate) fn status(&self) -> ExecutionStatus {
+        ExecutionStatus {
+            executor: self.executor.name().to_string(),
+            executed_height: self.executed_height,
+            state_root: self.state_root,
+            mempool_transactions: self.mempool.len(),
+            mempool_bytes: self.mempool.bytes(),
+        }
+    }
+
+    fn readable_height(&self, height: Option<u64>) -> Result<u64, QueryError> {
+        match height {
+            None => Ok(self.executed_height),
+            Some(height) if height <= self.executed_height => Ok(height),
+            Some(height) => Err(QueryError::HeightNotExecuted {
+                height,
+                latest: self.executed_height,
+            }),
+        }
+    }
+
+    pub(crate) fn account(
+        &self,
+        address: &Address,
+        height: Option<u64>,
+    ) -> Result<AccountAt, QueryError> {
+        let height = self.readable_height(height)?;
+        let account = self
+            .store
+            .account(address, height)
+            .map_err(query_storage)?
+            .unwrap_or_default();
+        Ok(AccountAt {
+            address: *address,
+            height,
+            account,
+        })
+    }
+
+    pub(crate) fn account_proof(
+        &self,
+        address: &Address,
+        height: Option<u64>,
+    ) -> Result<AccountProof, QueryError> {
+        let height = self.readable_height(height)?;
+        let state_root = self.store.root(height).map_err(query_storage)?;
+        let (account, proof) = self
+            .store
+            .account_proof(address, height)
+            .map_err(query_storage)?;
+        Ok(AccountProof {
+            address: *address,
+            height,
+            state_root,
+            key_hash: account_key_hash(address),
+            account,
+            proof,
+        })
+    }
+
+    pub(crate) fn transaction(&self, hash: &Hash) -> Option<TxLookup> {
+        if let Some(transaction) = self.mempool.get(hash) {
+            return Some(TxLookup::Pending {
+                transaction: transaction.clone(),
+            });
+        }
+        match self.store.included_transaction(hash) {
+            Ok(found) => found.map(|(transaction, receipt)| TxLookup::Included {
+                transaction,
+                receipt,
+            }),
+            Err(error) => {
+                // The reply has no error case; unknown is the honest answer we can give.
+                tracing::error!(%hash, %error, "reading a transaction failed");
+                None
+            }
+        }
+    }
+}

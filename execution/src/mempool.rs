@@ -1,0 +1,622 @@
+//! The mempool: transactions admitted but not yet executed, and the reservations that keep a
+//! transaction handed to one proposal out of the next until its height is executed.
+//!
+//! Plain synchronous code; account state comes from the caller (the latest executed state), so
+//! the mempool itself never reads storage.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use lamina_primitives::interfaces::execution::MempoolRejection;
+use lamina_primitives::{Account, Address, Hash, Transaction};
+
+use crate::config::ExecutionConfig;
+
+/// Admission limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MempoolLimits {
+    /// Most transactions held.
+    pub max_transactions: usize,
+    /// Most encoded bytes held.
+    pub max_bytes: usize,
+    /// How many nonces past the account's next one are accepted.
+    pub nonce_window: u64,
+    /// Largest encoded transaction accepted.
+    pub max_transaction_bytes: usize,
+}
+
+impl From<&ExecutionConfig> for MempoolLimits {
+    fn from(config: &ExecutionConfig) -> Self {
+        MempoolLimits {
+            max_transactions: config.max_mempool_transactions,
+            max_bytes: config.max_mempool_bytes,
+            nonce_window: config.nonce_window,
+            max_transaction_bytes: config.max_transaction_bytes,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    transaction: Transaction,
+    size: usize,
+    /// The height of the proposal this transaction was handed to, until that height executes.
+    reserved_for: Option<u64>,
+}
+
+#[derive(Debug)]
+struct SenderQueue {
+    /// When this sender's oldest pending transaction arrived: the order senders are served in.
+    arrival: u64,
+    by_nonce: BTreeMap<u64, Hash>,
+}
+
+/// Pending transactions.
+#[derive(Debug)]
+pub struct Mempool {
+    limits: MempoolLimits,
+    chain_id: String,
+    fee_per_transaction: u64,
+    entries: HashMap<Hash, Entry>,
+    senders: HashMap<Address, SenderQueue>,
+    /// Height → transactions reserved for a proposal at that height.
+    reservations: BTreeMap<u64, HashSet<Hash>>,
+    bytes: usize,
+    next_arrival: u64,
+    executed_height: u64,
+}
+
+impl Mempool {
+    /// An empty mempool for `chain_id`, whose state is executed up to `executed_height`.
+    pub fn new(
+        limits: MempoolLimits,
+        chain_id: &str,
+        fee_per_transaction: u64,
+        executed_height: u64,
+    ) -> Self {
+        Mempool {
+            limits,
+            chain_id: chain_id.to_string(),
+            fee_per_transaction,
+            entries: HashMap::new(),
+            senders: HashMap::new(),
+            reservations: BTreeMap::new(),
+            bytes: 0,
+            next_arrival: 0,
+            executed_height,
+        }
+    }
+
+    /// Transactions pending.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Encoded bytes pending.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// A pending transaction.
+    pub fn get(&self, hash: &Hash) -> Option<&Transaction> {
+        self.entries.get(hash).map(|entry| &entry.transaction)
+    }
+
+    /// Checks `transaction` against `account` (its sender's account in the latest executed
+    /// state) and the pending set, and admits it.
+    pub fn insert(
+        &mut self,
+        transaction: Transaction,
+        account: Account,
+    ) -> Result<Hash, MempoolRejection> {
+        let size = transaction.encode().len();
+        if size > self.limits.max_transaction_bytes {
+            return Err(MempoolRejection::TooLarge {
+                size,
+                limit: self.limits.max_transaction_bytes,
+            });
+        }
+        if transaction.chain_id != self.chain_id {
+            return Err(MempoolRejection::WrongChainId {
+                expected: self.chain_id.clone(),
+                got: transaction.chain_id.clone(),
+            });
+        }
+        if transaction.verify_signature().is_err() {
+            return Err(MempoolRejection::InvalidSignature);
+        }
+        let hash = transaction.hash();
+        if self.entries.contains_key(&hash) {
+            return Err(MempoolRejection::AlreadyPending);
+        }
+        if transaction.nonce < account.nonce {
+            return Err(MempoolRejection::NonceTooLow {
+                expected: account.nonce,
+                got: transaction.nonce,
+            });
+        }
+        if transaction.nonce >= account.nonce.saturating_add(self.limits.nonce_window) {
+            return Err(MempoolRejection::NonceTooHigh {
+                expected: account.nonce,
+                got: transaction.nonce,
+                window: self.limits.nonce_window,
+            });
+        }
+        let queue = self.senders.get(&transaction.sender);
+        if queue.is_some_and(|q| q.by_nonce.contains_key(&transaction.nonce)) {
+            return Err(MempoolRejection::NonceAlreadyPending {
+                nonce: transaction.nonce,
+            });
+        }
+        let pending_cost = queue
+            .into_iter()
+            .flat_map(|q| q.by_nonce.values())
+            .filter_map(|hash| self.entries.get(hash))
+            .fold(0u64, |sum, entry| {
+                sum.saturating_add(self.cost(&entry.transaction))
+            });
+        let needed = pending_cost.saturating_add(self.cost(&transaction));
+        if account.balance < needed {
+            return Err(MempoolRejection::InsufficientBalance {
+                needed,
+                available: account.balance,
+            });
+        }
+        if self.entries.len() >= self.limits.max_transactions
+            || self.bytes.saturating_add(size) > self.limits.max_bytes
+        {
+            return Err(MempoolRejection::MempoolFull {
+                txs: self.entries.len(),
+                bytes: self.bytes,
+            });
+        }
+
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        self.senders
+            .entry(transaction.sender)
+            .or_insert_with(|| SenderQueue {
+                arrival,
+                by_nonce: BTreeMap::new(),
+            })
+            .by_nonce
+            .insert(transaction.nonce, hash);
+        self.bytes += size;
+        self.entries.insert(
+            hash,
+            Entry {
+                transaction,
+                size,
+                reserved_for: None,
+            },
+        );
+        Ok(hash)
+    }
+
+    /// What a transaction can take from its sender's balance: amount plus fee.
+    fn cost(&self, transaction: &Transaction) -> u64 {
+        transaction.value().saturating_add(self.fee_per_transaction)
+    }
+
+    /// Takes transactions for the proposal at `height`: for each sender a run of consecutive
+    /// nonces from its account nonce (`nonce_of`, `None` to skip the sender), senders served
+    /// round-robin in order of arrival, at most `max_transactions` and `max_bytes` encoded
+    /// bytes. What is returned is reserved until `height` is executed.
+    ///
+    /// A transaction reserved for an earlier, not yet executed height is skipped over (the run
+    /// continues after it, as the earlier block will have used its nonce); one reserved for
+    /// this same height may be handed out again, because a re-proposal at the same height
+    /// replaces the first and at most one of them is committed.
+    pub fn reap(
+        &mut self,
+        height: u64,
+        max_transactions: usize,
+        max_bytes: usize,
+        mut nonce_of: impl FnMut(&Address) -> Option<u64>,
+    ) -> Vec<Transaction> {
+        if height <= self.executed_height || max_transactions == 0 {
+            // A proposal at an executed height can never be committed.
+            return Vec::new();
+        }
+        let mut senders: Vec<(&Address, &SenderQueue)> = self.senders.iter().collect();
+        senders.sort_by_key(|(_, queue)| queue.arrival);
+
+        let mut runs: Vec<Vec<(Hash, usize)>> = Vec::new();
+        for (sender, queue) in senders {
+            let Some(mut nonce) = nonce_of(sender) else {
+                continue;
+            };
+            let mut run = Vec::new();
+            while let Some(hash) = queue.by_nonce.get(&nonce) {
+                let Some(entry) = self.entries.get(hash) else {
+                    break;
+                };
+                match entry.reserved_for {
+                    Some(reserved) if reserved != height => {}
+                    _ => run.push((*hash, entry.size)),
+                }
+                let Some(next) = nonce.checked_add(1) else {
+                    break;
+                };
+                nonce = next;
+            }
+            if !run.is_empty() {
+                runs.push(run);
+            }
+        }
+
+        // Round-robin: each turn a sender contributes its next transaction and goes to the
+        // back of the queue.
+        let mut queue: VecDeque<std::vec::IntoIter<(Hash, usize)>> =
+            runs.into_iter().map(Vec::into_iter).collect();
+        let mut taken: Vec<Hash> = Vec::new();
+        let mut bytes = 0usize;
+        while taken.len() < max_transactions {
+            let Some(mut run) = queue.pop_front() else {
+                break;
+            };
+            let Some((hash, size)) = run.next() else {
+                continue;
+            };
+            // A sender whose next transaction does not fit is done: its later nonces would be
+            // useless without it. Others may still fit.
+            if bytes.saturating_add(size) > max_bytes {
+                continue;
+            }
+            bytes += size;
+            taken.push(hash);
+            queue.push_back(run);
+        }
+
+        let mut out = Vec::with_capacity(taken.len());
+        for hash in taken {
+            if let Some(entry) = self.entries.get_mut(&hash) {
+                entry.reserved_for = Some(height);
+                out.push(entry.transaction.clone());
+                self.reservations.entry(height).or_default().insert(hash);
+            }
+        }
+        out
+    }
+
+    /// Updates the pool after `height` was executed with `transactions`: drops those included
+    /// and any whose nonce is now used (`nonce_of` gives the new account nonce), and releases
+    /// reservations for heights up to `height` that were not included.
+    pub fn executed(
+        &mut self,
+        height: u64,
+        transactions: &[Transaction],
+        mut nonce_of: impl FnMut(&Address) -> Option<u64>,
+    ) {
+        self.executed_height = self.executed_height.max(height);
+        let mut senders = BTreeSet::new();
+        for transaction in transactions {
+            self.remove(&transaction.hash());
+            senders.insert(transaction.sender);
+        }
+        // Only senders with a transaction in the block can have a new nonce.
+        for sender in senders {
+            let Some(nonce) = nonce_of(&sender) else {
+                continue;
+            };
+            let used: Vec<Hash> = self
+                .senders
+                .get(&sender)
+                .map(|queue| queue.by_nonce.range(..nonce).map(|(_, h)| *h).collect())
+                .unwrap_or_default();
+            for hash in used {
+                self.remove(&hash);
+            }
+        }
+        let later = self.reservations.split_off(&height.saturating_add(1));
+        let released = std::mem::replace(&mut self.reservations, later);
+        for hash in released.into_values().flatten() {
+            if let Some(entry) = self.entries.get_mut(&hash) {
+                if entry.reserved_for.is_some_and(|h| h <= height) {
+                    entry.reserved_for = None;
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, hash: &Hash) {
+        let Some(entry) = self.entries.remove(hash) else {
+            return;
+        };
+        self.bytes = self.bytes.saturating_sub(entry.size);
+        let sender = entry.transaction.sender;
+        if let Some(queue) = self.senders.get_mut(&sender) {
+            queue.by_nonce.remove(&entry.transaction.nonce);
+            if queue.by_nonce.is_empty() {
+                self.senders.remove(&sender);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lamina_primitives::Keypair;
+
+    const CHAIN: &str = "test-chain";
+    const FEE: u64 = 1;
+
+    fn limits() -> MempoolLimits {
+        MempoolLimits::from(&ExecutionConfig::default())
+    }
+
+    fn pool(limits: MempoolLimits) -> Mempool {
+        Mempool::new(limits, CHAIN, FEE, 0)
+    }
+
+    fn key(label: &str) -> Keypair {
+        Keypair::deterministic(label)
+    }
+
+    fn rich() -> Account {
+        Account {
+            balance: 1_000_000,
+            nonce: 0,
+        }
+    }
+
+    fn tx(key: &Keypair, nonce: u64, amount: u64) -> Transaction {
+        Transaction::transfer(CHAIN, key, nonce, key.address(), amount)
+    }
+
+    fn nonces(txs: &[Transaction]) -> Vec<(Address, u64)> {
+        txs.iter().map(|t| (t.sender, t.nonce)).collect()
+    }
+
+    #[test]
+    fn admits_and_counts() {
+        let mut pool = pool(limits());
+        let alice = key("alice");
+        let t = tx(&alice, 0, 5);
+        let hash = pool.insert(t.clone(), rich()).unwrap();
+        assert_eq!(hash, t.hash());
+        assert_eq!(pool.len(), 1);
+        assert_eq!(pool.bytes(), t.encode().len());
+        assert_eq!(pool.get(&hash), Some(&t));
+    }
+
+    #[test]
+    fn rejects_oversize() {
+        let t = tx(&key("alice"), 0, 5);
+        let size = t.encode().len();
+        let mut pool = pool(MempoolLimits {
+            max_transaction_bytes: size - 1,
+            ..limits()
+        });
+        assert_eq!(
+            pool.insert(t, rich()),
+            Err(MempoolRejection::TooLarge {
+                size,
+                limit: size - 1
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_wrong_chain_id() {
+        let mut pool = pool(limits());
+        let alice = key("alice");
+        let t = Transaction::transfer("other", &alice, 0, alice.address(), 1);
+        assert_eq!(
+            pool.insert(t, rich()),
+            Err(MempoolRejection::WrongChainId {
+                expected: CHAIN.into(),
+                got: "other".into()
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_bad_signature() {
+        let mut pool = pool(limits());
+        let mut t = tx(&key("alice"), 0, 1);
+        t.payload = lamina_primitives::TxPayload::Transfer {
+            to: key("mallory").address(),
+            amount: 1,
+        };
+        assert_eq!(
+            pool.insert(t, rich()),
+            Err(MempoolRejection::InvalidSignature)
+        );
+    }
+
+    #[test]
+    fn rejects_duplicates_and_replays() {
+        let mut pool = pool(limits());
+        let alice = key("alice");
+        pool.insert(tx(&alice, 3, 1), Account { nonce: 3, ..rich() })
+            .unwrap();
+        assert_eq!(
+            pool.insert(tx(&alice, 3, 1), Account { nonce: 3, ..rich() }),
+            Err(MempoolRejection::AlreadyPending)
+        );
+        assert_eq!(
+            pool.insert(tx(&alice, 3, 2), Account { nonce: 3, ..rich() }),
+            Err(MempoolRejection::NonceAlreadyPending { nonce: 3 })
+        );
+        assert_eq!(
+            pool.insert(tx(&alice, 2, 1), Account { nonce: 3, ..rich() }),
+            Err(MempoolRejection::NonceTooLow {
+                expected: 3,
+                got: 2
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_nonce_beyond_the_window() {
+        let mut pool = pool(MempoolLimits {
+            nonce_window: 4,
+            ..limits()
+        });
+        let alice = key("alice");
+        assert!(pool.insert(tx(&alice, 3, 1), rich()).is_ok());
+        assert_eq!(
+            pool.insert(tx(&alice, 4, 1), rich()),
+            Err(MempoolRejection::NonceTooHigh {
+                expected: 0,
+                got: 4,
+                window: 4
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_what_the_balance_cannot_cover_counting_pending() {
+        let mut pool = pool(limits());
+        let alice = key("alice");
+        let account = Account {
+            balance: 25,
+            nonce: 0,
+        };
+        // Each costs amount + fee = 11.
+        pool.insert(tx(&alice, 0, 10), account).unwrap();
+        pool.insert(tx(&alice, 1, 10), account).unwrap();
+        assert_eq!(
+            pool.insert(tx(&alice, 2, 10), account),
+            Err(MempoolRejection::InsufficientBalance {
+                needed: 33,
+                available: 25
+            })
+        );
+        assert!(pool.insert(tx(&alice, 2, 2), account).is_ok());
+    }
+
+    #[test]
+    fn rejects_when_full_by_count_or_bytes() {
+        let (alice, bob) = (key("alice"), key("bob"));
+        let mut by_count = pool(MempoolLimits {
+            max_transactions: 1,
+            ..limits()
+        });
+        by_count.insert(tx(&alice, 0, 1), rich()).unwrap();
+        assert!(matches!(
+            by_count.insert(tx(&bob, 0, 1), rich()),
+            Err(MempoolRejection::MempoolFull { txs: 1, .. })
+        ));
+        let size = tx(&alice, 0, 1).encode().len();
+        let mut by_bytes = pool(MempoolLimits {
+            max_bytes: size + size / 2,
+            ..limits()
+        });
+        by_bytes.insert(tx(&alice, 0, 1), rich()).unwrap();
+        assert_eq!(
+            by_bytes.insert(tx(&bob, 0, 1), rich()),
+            Err(MempoolRejection::MempoolFull {
+                txs: 1,
+                bytes: size
+            })
+        );
+    }
+
+    #[test]
+    fn reap_takes_contiguous_runs_fairly_and_skips_gaps() {
+        let mut pool = pool(limits());
+        let (alice, bob, carol) = (key("alice"), key("bob"), key("carol"));
+        for nonce in [0, 1, 2] {
+            pool.insert(tx(&alice, nonce, 1), rich()).unwrap();
+        }
+        for nonce in [0, 1] {
+            pool.insert(tx(&bob, nonce, 1), rich()).unwrap();
+        }
+        // Carol's next nonce is 0 but only 1 is pending: a gap, so none of hers.
+        pool.insert(tx(&carol, 1, 1), rich()).unwrap();
+        let reaped = pool.reap(1, 100, usize::MAX, |_| Some(0));
+        let (a, b) = (alice.address(), bob.address());
+        assert_eq!(
+            nonces(&reaped),
+            vec![(a, 0), (b, 0), (a, 1), (b, 1), (a, 2)]
+        );
+
+        // Caps: count, then bytes.
+        let mut pool2 = self::pool(limits());
+        for nonce in [0, 1, 2] {
+            pool2.insert(tx(&alice, nonce, 1), rich()).unwrap();
+        }
+        assert_eq!(pool2.reap(1, 2, usize::MAX, |_| Some(0)).len(), 2);
+        let size = tx(&alice, 0, 1).encode().len();
+        let mut pool3 = self::pool(limits());
+        for nonce in [0, 1, 2] {
+            pool3.insert(tx(&alice, nonce, 1), rich()).unwrap();
+        }
+        assert_eq!(pool3.reap(1, 100, 2 * size + 1, |_| Some(0)).len(), 2);
+        assert!(pool3.reap(2, 100, 0, |_| Some(0)).is_empty());
+    }
+
+    #[test]
+    fn reap_starts_at_the_account_nonce() {
+        let mut pool = pool(limits());
+        let alice = key("alice");
+        for nonce in [0, 1, 2] {
+            pool.insert(tx(&alice, nonce, 1), rich()).unwrap();
+        }
+        let reaped = pool.reap(1, 100, usize::MAX, |_| Some(1));
+        assert_eq!(
+            nonces(&reaped),
+            vec![(alice.address(), 1), (alice.address(), 2)]
+        );
+        assert!(pool.reap(2, 100, usize::MAX, |_| None).is_empty());
+    }
+
+    #[test]
+    fn reserved_transactions_are_not_handed_out_again_until_released() {
+        let mut pool = pool(limits());
+        let (alice, bob) = (key("alice"), key("bob"));
+        for nonce in [0, 1] {
+            pool.insert(tx(&alice, nonce, 1), rich()).unwrap();
+        }
+        let first = pool.reap(1, 1, usize::MAX, |_| Some(0));
+        assert_eq!(nonces(&first), vec![(alice.address(), 0)]);
+        // Pipelined proposal at the next height continues after the reserved nonce.
+        let second = pool.reap(2, 100, usize::MAX, |_| Some(0));
+        assert_eq!(nonces(&second), vec![(alice.address(), 1)]);
+        assert!(pool.reap(3, 100, usize::MAX, |_| Some(0)).is_empty());
+        // A re-proposal at height 1 may use height 1's reservation again.
+        assert_eq!(pool.reap(1, 100, usize::MAX, |_| Some(0)), first);
+
+        // Height 1 executes without Alice's transaction (someone else's block): her nonce is
+        // unchanged, and height 1's reservation is released, height 2's is kept.
+        pool.insert(tx(&bob, 0, 1), rich()).unwrap();
+        let bobs = tx(&bob, 0, 1);
+        pool.executed(1, std::slice::from_ref(&bobs), |a| {
+            Some(u64::from(*a == bob.address()))
+        });
+        assert_eq!(pool.len(), 2);
+        assert!(pool.get(&bobs.hash()).is_none());
+        let again = pool.reap(3, 100, usize::MAX, |_| Some(0));
+        assert_eq!(nonces(&again), vec![(alice.address(), 0)]);
+        // A proposal for an executed height gets nothing.
+        assert!(pool.reap(1, 100, usize::MAX, |_| Some(0)).is_empty());
+    }
+
+    #[test]
+    fn execution_drops_included_and_used_nonces() {
+        let mut pool = pool(limits());
+        let alice = key("alice");
+        for nonce in [0, 1, 2] {
+            pool.insert(tx(&alice, nonce, 1), rich()).unwrap();
+        }
+        let reaped = pool.reap(1, 1, usize::MAX, |_| Some(0));
+        // The block carried a different transaction with nonce 1 (from elsewhere) too.
+        let mut included = reaped.clone();
+        included.push(tx(&alice, 1, 7));
+        pool.executed(1, &included, |_| Some(2));
+        assert_eq!(pool.len(), 1);
+        assert_eq!(pool.bytes(), tx(&alice, 2, 1).encode().len());
+        let next = pool.reap(2, 100, usize::MAX, |_| Some(2));
+        assert_eq!(nonces(&next), vec![(alice.address(), 2)]);
+        pool.executed(2, &next, |_| Some(3));
+        assert!(pool.is_empty());
+        assert_eq!(pool.bytes(), 0);
+    }
+}

@@ -1,0 +1,70 @@
+//! `lamina dev`: a single-node chain in one command, resumable from its directory.
+
+use anyhow::Context;
+
+use super::init::{init_node_dir, single_node_testnet_file, InitOptions, NodeDir};
+use super::run::serve_until_stopped;
+use super::DevArgs;
+use crate::config::NodeConfig;
+use crate::node::{load_genesis, RunningNode};
+
+/// `lamina dev`
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    // Without --dir the chain lives in a temporary directory removed on exit.
+    let (dir, _temp) = match args.dir {
+        Some(dir) => (dir, None),
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("lamina-dev-")
+                .tempdir()
+                .context("cannot create a temporary directory")?;
+            (temp.path().to_path_buf(), Some(temp))
+        }
+    };
+    let node_dir = NodeDir { dir: dir.clone() };
+    let resumed = node_dir.config().exists();
+    if !resumed {
+        let options = InitOptions {
+            chain_id: "lamina-dev".into(),
+            accounts: 10,
+            http: args.http,
+            block_time_ms: args.block_time,
+        };
+        init_node_dir(&dir, &options)?;
+    }
+    let mut config = NodeConfig::load(&node_dir.config())?;
+    // Flags win over the stored config, so a resumed chain can move port or pace.
+    config.http.listen = args.http;
+    config.consensus.block_time_ms = args.block_time;
+    let genesis = load_genesis(&config.node.genesis)?;
+    let node = RunningNode::start(config).await?;
+    let validator = node.context.consensus.status().await?.validator;
+    let testnet = single_node_testnet_file(&genesis, node.http_addr, validator);
+    testnet.write(&node_dir.testnet_file())?;
+
+    let height = node.context.consensus.status().await?.committed_height;
+    println!(
+        "Lamina dev chain {}",
+        if resumed { "(resumed)" } else { "(new)" }
+    );
+    println!("  chain id      {}", genesis.chain_id);
+    println!("  HTTP API      http://{}", node.http_addr);
+    println!("  directory     {}", dir.display());
+    println!("  testnet file  {}", node_dir.testnet_file().display());
+    println!("  height        {height}");
+    println!();
+    println!(
+        "Prefunded accounts (genesis balance {} each):",
+        testnet.accounts.first().map_or(0, |a| a.balance)
+    );
+    for (i, account) in testnet.accounts.iter().enumerate() {
+        println!("  ({i}) {}", account.address);
+        println!("      secret key {}", account.secret_key);
+    }
+    println!();
+    println!(
+        "Ctrl-C to stop; `lamina dev --dir {}` resumes this chain.",
+        dir.display()
+    );
+    serve_until_stopped(node).await
+}

@@ -1,0 +1,164 @@
+//! The `lamina` command line: `dev`, `init`, `run`, `keys`, `tx` and `query`.
+
+mod client;
+mod dev;
+mod init;
+mod query;
+mod run;
+mod tx;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use client::NodeClient;
+pub use init::{init_node_dir, InitOptions, NodeDir};
+
+/// An argument a user must fix; the process exits with code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Lamina: a modular blockchain node.
+#[derive(Debug, Parser)]
+#[command(name = "lamina", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log filter (tracing syntax, e.g. `info`, `lamina_node=debug`); default `$RUST_LOG` or `info`.
+    #[arg(long, global = true)]
+    pub log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a single-node development chain with 10 prefunded accounts.
+    Dev(DevArgs),
+    /// Write a node directory: config.toml, genesis.json, validator.key.
+    Init(InitArgs),
+    /// Run a node from a config file.
+    Run {
+        /// The node's config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Key management.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Build, sign and submit transactions.
+    #[command(subcommand)]
+    Tx(TxCommand),
+    /// Read chain state from a node.
+    #[command(subcommand)]
+    Query(QueryCommand),
+}
+
+/// `lamina dev`
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Directory of the chain; reused if it exists (resume), a fresh temporary one if absent.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// HTTP listen address.
+    #[arg(long, default_value = "127.0.0.1:8545")]
+    pub http: SocketAddr,
+    /// Milliseconds between blocks.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub block_time: u64,
+}
+
+/// `lamina init`
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to write into (created if missing; must not hold a config already).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Chain id (a-z, 0-9, '-').
+    #[arg(long, default_value = "lamina-local")]
+    pub chain_id: String,
+    /// Number of deterministic prefunded accounts.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub accounts: u32,
+    /// HTTP listen address.
+    #[arg(long, default_value = "127.0.0.1:8545")]
+    pub http: SocketAddr,
+    /// Milliseconds between blocks.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub block_time: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Generate a new ed25519 key; prints the address and the secret key.
+    Generate {
+        /// Also write the secret key to this file (readable only by you).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TxCommand {
+    /// Transfer funds; waits for inclusion and prints the receipt.
+    Transfer(tx::TransferArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum QueryCommand {
+    /// An account's balance and nonce, with its Merkle proof verified locally.
+    Account(query::AccountArgs),
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dev(args) => dev::run(args).await,
+        Command::Init(args) => init::run(args),
+        Command::Run { config } => run::run(&config).await,
+        Command::Keys(KeysCommand::Generate { out, json }) => init::generate_key(out, json),
+        Command::Tx(TxCommand::Transfer(args)) => tx::transfer(args).await,
+        Command::Query(QueryCommand::Account(args)) => query::account(args).await,
+    }
+}
+
+/// Logs go to stderr so stdout stays for the command's own output.
+pub fn init_logging(filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match filter {
+        Some(f) => EnvFilter::try_new(f).unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

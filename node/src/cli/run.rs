@@ -1,0 +1,72 @@
+//! `lamina run --config FILE`, and the live status line shared with `lamina dev`.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::config::NodeConfig;
+use crate::node::{NodeContext, RunningNode};
+
+/// `lamina run`
+pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    let config = NodeConfig::load(config_path)?;
+    let node = RunningNode::start(config).await?;
+    println!("node running; HTTP API on http://{}", node.http_addr);
+    serve_until_stopped(node).await
+}
+
+/// Shows the status line until Ctrl-C or SIGTERM, then stops the node cleanly.
+pub async fn serve_until_stopped(node: RunningNode) -> anyhow::Result<()> {
+    let status = tokio::spawn(status_line(node.context.clone()));
+    super::stop_signal().await;
+    status.abort();
+    if std::io::stdout().is_terminal() {
+        println!();
+    }
+    println!("stopping...");
+    node.stop().await?;
+    println!("stopped; every committed block is on disk");
+    Ok(())
+}
+
+/// Height, settled height and transaction rate: rewritten in place on a terminal, one line
+/// every 10 s otherwise (so logs and pipes stay readable).
+async fn status_line(ctx: NodeContext) {
+    let terminal = std::io::stdout().is_terminal();
+    let period = if terminal {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(10)
+    };
+    let mut last = (Instant::now(), ctx.metrics.transactions_executed.get());
+    let mut ticker = tokio::time::interval(period);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let (Ok(consensus), Ok(settlement), Ok(execution)) = (
+            ctx.consensus.status().await,
+            ctx.settlement.status().await,
+            ctx.execution.status().await,
+        ) else {
+            return;
+        };
+        let executed = ctx.metrics.transactions_executed.get();
+        let rate = (executed - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-3);
+        last = (Instant::now(), executed);
+        let line = format!(
+            "height {} | executed {} | settled {} | mempool {} | {:.1} tx/s",
+            consensus.committed_height,
+            execution.executed_height,
+            settlement.settled_height,
+            execution.mempool_transactions,
+            rate
+        );
+        let mut out = std::io::stdout().lock();
+        let _ = if terminal {
+            write!(out, "\r\x1b[2K{line}")
+        } else {
+            writeln!(out, "{line}")
+        };
+        let _ = out.flush();
+    }
+}

@@ -1,0 +1,247 @@
+//! The node's TOML config: one section per layer, each with a `kind`, plus the node's own
+//! paths and HTTP settings. Loading validates everything and resolves relative paths against
+//! the config file's directory, so a bad file stops start-up with a message saying what to fix.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use lamina_consensus::ConsensusConfig;
+use lamina_da::DaConfig;
+use lamina_execution::ExecutionConfig;
+use lamina_settlement::SettlementConfig;
+use serde::{Deserialize, Serialize};
+
+/// Largest config file accepted.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Why a config could not be used. Start-up exits with code 2 on any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is larger than any sane config.
+    #[error("config file {path} is {size} bytes; the limit is {MAX_CONFIG_BYTES}")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
+    /// The TOML does not parse or does not match the schema (unknown kind, wrong type,
+    /// unknown key).
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, with the line and the valid choices.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid config file {path}: [{section}] {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The section.
+        section: &'static str,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+/// `[node]`: where the node keeps its files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// Directory of the node's database (created if missing).
+    pub data_dir: PathBuf,
+    /// The genesis file.
+    pub genesis: PathBuf,
+    /// The validator's secret key file (hex seed); absent for a non-validating node.
+    pub validator_key: Option<PathBuf>,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            data_dir: PathBuf::from("data"),
+            genesis: PathBuf::from("genesis.json"),
+            validator_key: Some(PathBuf::from("validator.key")),
+        }
+    }
+}
+
+/// `[http]`: the JSON API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Requests taking longer than this are answered with 503.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8545)),
+            max_body_bytes: 64 * 1024,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// `[node]`
+    pub node: NodeSection,
+    /// `[http]`
+    pub http: HttpSection,
+    /// `[consensus]`
+    pub consensus: ConsensusConfig,
+    /// `[execution]`
+    pub execution: ExecutionConfig,
+    /// `[data_availability]`
+    pub data_availability: DaConfig,
+    /// `[settlement]`
+    pub settlement: SettlementConfig,
+}
+
+impl NodeConfig {
+    /// Reads, parses and validates `path`, resolving relative paths against its directory.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let read_err = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let size = std::fs::metadata(path).map_err(read_err)?.len();
+        if size > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_path_buf(),
+                size,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        let mut config = NodeConfig::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text (`path` only names the file in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+        let config: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |section, message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            section,
+            message,
+        };
+        if self.http.max_body_bytes < 1024 || self.http.max_body_bytes > 64 << 20 {
+            return Err(invalid(
+                "http",
+                format!(
+                    "max_body_bytes = {} is out of range; use 1024 to {}",
+                    self.http.max_body_bytes,
+                    64 << 20
+                ),
+            ));
+        }
+        if self.http.request_timeout_ms == 0 {
+            return Err(invalid(
+                "http",
+                "request_timeout_ms must be at least 1".into(),
+            ));
+        }
+        self.consensus
+            .validate()
+            .map_err(|m| invalid("consensus", m))?;
+        self.execution
+            .validate()
+            .map_err(|m| invalid("execution", m))?;
+        self.data_availability
+            .validate()
+            .map_err(|m| invalid("data_availability", m))?;
+        self.settlement
+            .validate()
+            .map_err(|m| invalid("settlement", m))?;
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.node.data_dir);
+        resolve(&mut self.node.genesis);
+        if let Some(key) = self.node.validator_key.as_mut() {
+            resolve(key);
+        }
+    }
+
+    /// The config as TOML (what `lamina init` writes).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        NodeConfig::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let config = NodeConfig::default();
+        let back = parse(&config.to_toml()).unwrap();
+        assert_eq!(back.http, config.http);
+        assert_eq!(back.node, config.node);
+    }
+
+    #[test]
+    fn unknown_kind_names_the_valid_choices() {
+        let err = parse("[consensus]\nkind = \"paxos\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("paxos") && err.contains("solo"), "{err}");
+        let err = parse("[execution]\nkind = \"magic\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sequential"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_and_unknown_keys_are_refused() {
+        let err = parse("[http]\nmax_body_bytes = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_body_bytes"), "{err}");
+        let err = parse("[http]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen") || err.contains("address"), "{err}");
+        let err = parse("[nodes]\n").unwrap_err().to_string();
+        assert!(err.contains("nodes"), "{err}");
+    }
+}

@@ -1,0 +1,534 @@
+//! The route handlers and their request/response types.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use lamina_primitives::codec;
+use lamina_primitives::merkle::MerkleProof;
+use lamina_primitives::state_proof::StateProof;
+use lamina_primitives::{
+    Account, Address, BlockHeader, Certificate, CommittedBlock, Hash, Namespace, Receipt,
+    Transaction,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ErrorBody, Json, Path, Query};
+use crate::node::NodeContext;
+
+/// Implementation and settings of one layer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LayerInfo {
+    /// The implementation (`solo`, `sequential`, `replicated`, `attested`, ...).
+    pub kind: String,
+    /// Its resolved settings, as in the config file.
+    #[schema(value_type = Object)]
+    pub settings: Value,
+}
+
+/// Each layer's implementation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LayersInfo {
+    /// Consensus engine.
+    pub consensus: LayerInfo,
+    /// Executor.
+    pub execution: LayerInfo,
+    /// DA scheme.
+    pub data_availability: LayerInfo,
+    /// Settlement mode.
+    pub settlement: LayerInfo,
+}
+
+/// The node's view of the chain.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusResponse {
+    /// Chain id.
+    pub chain_id: String,
+    /// Node software version.
+    pub version: String,
+    /// Highest committed height.
+    pub height: u64,
+    /// Hash of that block.
+    pub latest_block_hash: Hash,
+    /// Highest executed height.
+    pub executed_height: u64,
+    /// State root at the executed height.
+    pub state_root: Hash,
+    /// Highest settled height.
+    pub settled_height: u64,
+    /// Its state root.
+    pub settled_state_root: Option<Hash>,
+    /// This node's validator address, if it validates.
+    pub validator: Option<Address>,
+    /// Transactions waiting in the mempool.
+    pub mempool_transactions: usize,
+    /// Active implementation of each layer.
+    pub layers: LayersInfo,
+}
+
+fn layer_info<T: Serialize>(settings: &T) -> LayerInfo {
+    let settings = serde_json::to_value(settings).unwrap_or(Value::Null);
+    let kind = settings
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string();
+    LayerInfo { kind, settings }
+}
+
+/// Chain and node status.
+#[utoipa::path(get, path = "/v1/status", tag = "chain",
+    responses((status = 200, body = StatusResponse), (status = 503, body = ErrorBody)))]
+pub async fn status(State(ctx): State<NodeContext>) -> Result<Json<StatusResponse>, ApiError> {
+    let consensus = ctx.consensus.status().await?;
+    let execution = ctx.execution.status().await?;
+    let settlement = ctx.settlement.status().await?;
+    let config = &ctx.config;
+    Ok(Json(StatusResponse {
+        chain_id: ctx.genesis.chain_id.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        height: consensus.committed_height,
+        latest_block_hash: consensus.last_block_hash,
+        executed_height: execution.executed_height,
+        state_root: execution.state_root,
+        settled_height: settlement.settled_height,
+        settled_state_root: settlement.settled_state_root,
+        validator: consensus.validator,
+        mempool_transactions: execution.mempool_transactions,
+        layers: LayersInfo {
+            consensus: layer_info(&config.consensus),
+            execution: layer_info(&config.execution),
+            data_availability: layer_info(&config.data_availability),
+            settlement: layer_info(&config.settlement),
+        },
+    }))
+}
+
+/// A transaction with its hash.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransactionSummary {
+    /// `SHA-256(borsh(transaction))`.
+    pub hash: Hash,
+    /// The transaction.
+    pub transaction: Transaction,
+}
+
+/// A blob of the body, by namespace and size.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BlobSummary {
+    /// Its namespace (hex).
+    pub namespace: Namespace,
+    /// Its size in bytes.
+    pub size: usize,
+}
+
+/// A committed block.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BlockResponse {
+    /// `SHA-256(borsh(header))`.
+    pub hash: Hash,
+    /// The header.
+    pub header: BlockHeader,
+    /// The commit certificate.
+    pub certificate: Certificate,
+    /// Transactions of the `execution` namespace.
+    pub transactions: Vec<TransactionSummary>,
+    /// Every blob of the body.
+    pub blobs: Vec<BlobSummary>,
+}
+
+impl From<&CommittedBlock> for BlockResponse {
+    fn from(committed: &CommittedBlock) -> Self {
+        let block = &committed.block;
+        BlockResponse {
+            hash: block.hash(),
+            header: block.header.clone(),
+            certificate: committed.certificate.clone(),
+            transactions: block
+                .transactions()
+                .into_iter()
+                .map(|transaction| TransactionSummary {
+                    hash: transaction.hash(),
+                    transaction,
+                })
+                .collect(),
+            blobs: block
+                .body
+                .iter()
+                .map(|blob| BlobSummary {
+                    namespace: blob.namespace,
+                    size: blob.data.len(),
+                })
+                .collect(),
+        }
+    }
+}
+
+async fn block_response(ctx: &NodeContext, height: u64) -> Result<Json<BlockResponse>, ApiError> {
+    match ctx.consensus.block(height).await? {
+        Some(block) => Ok(Json(BlockResponse::from(block.as_ref()))),
+        None => {
+            let latest = ctx.consensus.status().await?.committed_height;
+            Err(ApiError::not_found(
+                "block_not_found",
+                format!("no block at height {height}; the latest height is {latest}"),
+            ))
+        }
+    }
+}
+
+/// The latest committed block.
+#[utoipa::path(get, path = "/v1/blocks/latest", tag = "chain",
+    responses((status = 200, body = BlockResponse), (status = 404, body = ErrorBody)))]
+pub async fn latest_block(State(ctx): State<NodeContext>) -> Result<Json<BlockResponse>, ApiError> {
+    let height = ctx.consensus.status().await?.committed_height;
+    block_response(&ctx, height).await
+}
+
+/// The committed block at a height.
+#[utoipa::path(get, path = "/v1/blocks/{height}", tag = "chain",
+    params(("height" = u64, Path, description = "Block height, from 1")),
+    responses((status = 200, body = BlockResponse), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn block_at(
+    State(ctx): State<NodeContext>,
+    Path(height): Path<u64>,
+) -> Result<Json<BlockResponse>, ApiError> {
+    block_response(&ctx, height).await
+}
+
+/// A signed transaction to submit.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTransactionRequest {
+    /// The borsh encoding of the signed transaction, hex (see docs/wire-format.md).
+    pub transaction: String,
+}
+
+/// An accepted transaction.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubmitTransactionResponse {
+    /// Its hash; poll `/v1/transactions/{hash}` for inclusion.
+    pub hash: Hash,
+}
+
+/// Submit a signed transaction to the mempool.
+#[utoipa::path(post, path = "/v1/transactions", tag = "transactions",
+    request_body = SubmitTransactionRequest,
+    responses((status = 202, body = SubmitTransactionResponse),
+              (status = 400, description = "Malformed JSON or transaction", body = ErrorBody),
+              (status = 409, description = "Already pending", body = ErrorBody),
+              (status = 413, description = "Too large", body = ErrorBody),
+              (status = 422, description = "Rejected by the mempool (signature, chain id, nonce, balance)", body = ErrorBody),
+              (status = 503, description = "Mempool full or node busy", body = ErrorBody)))]
+pub async fn submit_transaction(
+    State(ctx): State<NodeContext>,
+    Json(request): Json<SubmitTransactionRequest>,
+) -> Result<(StatusCode, Json<SubmitTransactionResponse>), ApiError> {
+    let bytes = hex::decode(request.transaction.trim().trim_start_matches("0x")).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_transaction",
+            format!("transaction is not hex: {e}"),
+        )
+    })?;
+    let limit = ctx.config.execution.max_transaction_bytes;
+    let transaction = Transaction::decode(&bytes, limit).map_err(|e| match e {
+        codec::DecodeError::TooLarge { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "tx_too_large", e.to_string())
+        }
+        codec::DecodeError::Malformed(_) => ApiError::bad_request(
+            "invalid_transaction",
+            format!("not a borsh-encoded signed transaction: {e}"),
+        ),
+    })?;
+    match ctx.execution.submit_transaction(transaction).await {
+        Ok(hash) => {
+            ctx.metrics.transactions_accepted.inc();
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(SubmitTransactionResponse { hash }),
+            ))
+        }
+        Err(err) => {
+            ctx.metrics.transactions_rejected.inc();
+            Err(err.into())
+        }
+    }
+}
+
+/// Where a transaction is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransactionResponse {
+    /// Its hash.
+    pub hash: Hash,
+    /// `pending` (in the mempool) or `included`.
+    pub status: String,
+    /// The height that included it.
+    pub height: Option<u64>,
+    /// The transaction.
+    pub transaction: Transaction,
+    /// Its receipt, once included.
+    pub receipt: Option<Receipt>,
+}
+
+fn parse_hash(text: &str) -> Result<Hash, ApiError> {
+    text.parse()
+        .map_err(|e| ApiError::bad_request("invalid_hash", format!("bad transaction hash: {e}")))
+}
+
+fn parse_address(text: &str) -> Result<Address, ApiError> {
+    text.parse().map_err(|e| {
+        ApiError::bad_request(
+            "invalid_address",
+            format!("bad address (want 64 hex characters): {e}"),
+        )
+    })
+}
+
+/// A transaction by hash: pending or included with its receipt.
+#[utoipa::path(get, path = "/v1/transactions/{hash}", tag = "transactions",
+    params(("hash" = String, Path, description = "Transaction hash, 64 hex characters")),
+    responses((status = 200, body = TransactionResponse), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn transaction(
+    State(ctx): State<NodeContext>,
+    Path(hash): Path<String>,
+) -> Result<Json<TransactionResponse>, ApiError> {
+    use lamina_primitives::interfaces::execution::TxLookup;
+    let hash = parse_hash(&hash)?;
+    match ctx.execution.transaction(hash).await? {
+        Some(TxLookup::Pending { transaction }) => Ok(Json(TransactionResponse {
+            hash,
+            status: "pending".into(),
+            height: None,
+            transaction,
+            receipt: None,
+        })),
+        Some(TxLookup::Included {
+            transaction,
+            receipt,
+        }) => Ok(Json(TransactionResponse {
+            hash,
+            status: "included".into(),
+            height: Some(receipt.height),
+            transaction,
+            receipt: Some(receipt),
+        })),
+        None => Err(ApiError::not_found(
+            "transaction_not_found",
+            format!("transaction {hash} is neither pending nor included"),
+        )),
+    }
+}
+
+/// Which height to read.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HeightQuery {
+    /// Executed height to read (latest when absent).
+    pub height: Option<u64>,
+}
+
+/// An account's balance and nonce.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountResponse {
+    /// The account.
+    pub address: Address,
+    /// The executed height read.
+    pub height: u64,
+    /// Balance.
+    pub balance: u64,
+    /// Next nonce.
+    pub nonce: u64,
+}
+
+/// An account at the latest (or a given) executed height; absent accounts read as zero.
+#[utoipa::path(get, path = "/v1/accounts/{address}", tag = "state",
+    params(("address" = String, Path, description = "Account address, 64 hex characters"), HeightQuery),
+    responses((status = 200, body = AccountResponse), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn account(
+    State(ctx): State<NodeContext>,
+    Path(address): Path<String>,
+    Query(query): Query<HeightQuery>,
+) -> Result<Json<AccountResponse>, ApiError> {
+    let address = parse_address(&address)?;
+    let at = ctx.execution.account(address, query.height).await?;
+    Ok(Json(AccountResponse {
+        address,
+        height: at.height,
+        balance: at.account.balance,
+        nonce: at.account.nonce,
+    }))
+}
+
+/// An account with its Merkle proof.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountProofResponse {
+    /// The account.
+    pub address: Address,
+    /// Height whose state root the proof is against.
+    pub height: u64,
+    /// That state root.
+    pub state_root: Hash,
+    /// `SHA-256(borsh(StateKey::Account(address)))`.
+    pub key_hash: Hash,
+    /// The account, or null when it does not exist (the proof then proves absence).
+    pub account: Option<Account>,
+    /// `borsh(account)` as hex: the leaf's value bytes (null when absent).
+    pub value: Option<String>,
+    /// The sparse Merkle proof.
+    pub proof: StateProof,
+}
+
+/// An account (present or absent) with a Merkle proof against a height's state root.
+#[utoipa::path(get, path = "/v1/accounts/{address}/proof", tag = "state",
+    params(("address" = String, Path, description = "Account address, 64 hex characters"), HeightQuery),
+    responses((status = 200, body = AccountProofResponse), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn account_proof(
+    State(ctx): State<NodeContext>,
+    Path(address): Path<String>,
+    Query(query): Query<HeightQuery>,
+) -> Result<Json<AccountProofResponse>, ApiError> {
+    let address = parse_address(&address)?;
+    let proof = ctx.execution.account_proof(address, query.height).await?;
+    Ok(Json(AccountProofResponse {
+        address,
+        height: proof.height,
+        state_root: proof.state_root,
+        key_hash: proof.key_hash,
+        account: proof.account,
+        value: proof
+            .account
+            .map(|account| hex::encode(codec::encode(&account))),
+        proof: proof.proof,
+    }))
+}
+
+/// A DA share with its inclusion proof.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShareResponse {
+    /// Block height.
+    pub height: u64,
+    /// Share index.
+    pub index: u64,
+    /// The share's bytes, hex.
+    pub share: String,
+    /// The header's `data_root`.
+    pub data_root: Hash,
+    /// RFC 6962 inclusion proof of the share against `data_root`.
+    pub proof: MerkleProof,
+}
+
+/// One share of a block's data with its proof against the header's `data_root`.
+#[utoipa::path(get, path = "/v1/da/shares/{height}/{index}", tag = "data availability",
+    params(("height" = u64, Path, description = "Block height"), ("index" = u64, Path, description = "Share index, from 0")),
+    responses((status = 200, body = ShareResponse), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn da_share(
+    State(ctx): State<NodeContext>,
+    Path((height, index)): Path<(u64, u64)>,
+) -> Result<Json<ShareResponse>, ApiError> {
+    use lamina_primitives::interfaces::da::DaError;
+    use lamina_primitives::interfaces::RequestError;
+    match ctx.da.share(height, index).await {
+        Ok(share) => Ok(Json(ShareResponse {
+            height: share.height,
+            index: share.index,
+            share: hex::encode(&share.share),
+            data_root: share.data_root,
+            proof: share.proof,
+        })),
+        Err(RequestError::Layer(err @ DaError::HeightNotFound(_))) => {
+            Err(ApiError::not_found("height_not_found", err.to_string()))
+        }
+        Err(RequestError::Layer(err @ DaError::ShareOutOfRange { .. })) => {
+            Err(ApiError::not_found("share_not_found", err.to_string()))
+        }
+        Err(RequestError::Layer(err)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage_error",
+            err.to_string(),
+        )),
+        Err(RequestError::Channel(err)) => Err(err.into()),
+    }
+}
+
+/// Attested power for one state root.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RootPower {
+    /// The state root.
+    pub state_root: Hash,
+    /// Voting power attesting it.
+    pub power: u64,
+}
+
+/// What the settlement ledger knows of a height.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SettlementHeightResponse {
+    /// The height.
+    pub height: u64,
+    /// `settled` or `pending`.
+    pub status: String,
+    /// The settled state root.
+    pub settled_root: Option<Hash>,
+    /// Attested power per distinct root.
+    pub attestations: Vec<RootPower>,
+    /// Total voting power.
+    pub total_power: u64,
+}
+
+/// Settlement status of a height.
+#[utoipa::path(get, path = "/v1/settlement/heights/{height}", tag = "settlement",
+    params(("height" = u64, Path, description = "Block height")),
+    responses((status = 200, body = SettlementHeightResponse), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn settlement_height(
+    State(ctx): State<NodeContext>,
+    Path(height): Path<u64>,
+) -> Result<Json<SettlementHeightResponse>, ApiError> {
+    let found = ctx.settlement.height(height).await?.ok_or_else(|| {
+        ApiError::not_found(
+            "height_not_found",
+            format!("no attestation for height {height} yet"),
+        )
+    })?;
+    Ok(Json(SettlementHeightResponse {
+        height: found.height,
+        status: if found.settled_root.is_some() {
+            "settled"
+        } else {
+            "pending"
+        }
+        .into(),
+        settled_root: found.settled_root,
+        attestations: found
+            .attested_power
+            .into_iter()
+            .map(|(state_root, power)| RootPower { state_root, power })
+            .collect(),
+        total_power: found.total_power,
+    }))
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "node",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+pub async fn metrics(State(ctx): State<NodeContext>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        ctx.metrics.render(),
+    )
+}
+
+/// This API's OpenAPI 3 description.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "node",
+    responses((status = 200, description = "OpenAPI document", body = Object)))]
+pub async fn openapi_json() -> impl IntoResponse {
+    axum::Json(super::openapi().clone())
+}

@@ -1,0 +1,88 @@
+//! The JSON HTTP API (axum). Every route is declared once, with its OpenAPI description, in
+//! [`api_router`]; `/v1/openapi.json` serves the description generated from those handlers.
+
+mod error;
+mod handlers;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::{ApiError, ErrorBody};
+
+use crate::node::NodeContext;
+
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "Lamina node API",
+    description = "Blocks, transactions, accounts with Merkle proofs, DA shares and settlement \
+                   status of a Lamina node. Errors are `{error_code, message}` JSON."
+))]
+struct ApiDoc;
+
+/// Every documented route, without state.
+pub fn api_router() -> OpenApiRouter<NodeContext> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(handlers::status))
+        .routes(routes!(handlers::latest_block))
+        .routes(routes!(handlers::block_at))
+        .routes(routes!(handlers::submit_transaction))
+        .routes(routes!(handlers::transaction))
+        .routes(routes!(handlers::account))
+        .routes(routes!(handlers::account_proof))
+        .routes(routes!(handlers::da_share))
+        .routes(routes!(handlers::settlement_height))
+        .routes(routes!(handlers::metrics))
+        .routes(routes!(handlers::openapi_json))
+}
+
+/// The OpenAPI description of [`api_router`].
+pub fn openapi() -> &'static utoipa::openapi::OpenApi {
+    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOC.get_or_init(|| api_router().into_openapi())
+}
+
+/// The full router with limits, timeouts and JSON fallbacks.
+pub fn router(context: NodeContext) -> Router {
+    let max_body = context.config.http.max_body_bytes;
+    let timeout = Duration::from_millis(context.config.http.request_timeout_ms);
+    let (router, _) = api_router().split_for_parts();
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(timeout, time_limit))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(context)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("route_not_found", "no such route; see /v1/openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!("the request took longer than {} ms", limit.as_millis()),
+        )
+        .into_response(),
+    }
+}

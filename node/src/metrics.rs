@@ -1,0 +1,98 @@
+//! Prometheus metrics of the node, served at `/metrics`.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// The node's metrics; cheap to update from any task.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Highest committed height.
+    pub committed_height: Gauge<u64, AtomicU64>,
+    /// Highest executed height.
+    pub executed_height: Gauge<u64, AtomicU64>,
+    /// Highest settled height.
+    pub settled_height: Gauge<u64, AtomicU64>,
+    /// Transactions executed (successful or failed).
+    pub transactions_executed: Counter,
+    /// Transactions that failed at execution.
+    pub transactions_failed: Counter,
+    /// Transactions admitted to the mempool over HTTP.
+    pub transactions_accepted: Counter,
+    /// Transactions refused by the mempool over HTTP.
+    pub transactions_rejected: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("lamina");
+        let metrics = Metrics {
+            registry: Registry::default(),
+            committed_height: Gauge::default(),
+            executed_height: Gauge::default(),
+            settled_height: Gauge::default(),
+            transactions_executed: Counter::default(),
+            transactions_failed: Counter::default(),
+            transactions_accepted: Counter::default(),
+            transactions_rejected: Counter::default(),
+        };
+        registry.register(
+            "committed_height",
+            "Highest committed block height",
+            metrics.committed_height.clone(),
+        );
+        registry.register(
+            "executed_height",
+            "Highest executed block height",
+            metrics.executed_height.clone(),
+        );
+        registry.register(
+            "settled_height",
+            "Highest settled block height",
+            metrics.settled_height.clone(),
+        );
+        registry.register(
+            "transactions_executed",
+            "Transactions executed",
+            metrics.transactions_executed.clone(),
+        );
+        registry.register(
+            "transactions_failed",
+            "Transactions that failed at execution",
+            metrics.transactions_failed.clone(),
+        );
+        registry.register(
+            "transactions_accepted",
+            "Transactions admitted to the mempool",
+            metrics.transactions_accepted.clone(),
+        );
+        registry.register(
+            "transactions_rejected",
+            "Transactions refused by the mempool",
+            metrics.transactions_rejected.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

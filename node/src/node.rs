@@ -1,0 +1,197 @@
+//! Starting a node: open the database, spawn each layer's configured implementation, wire
+//! them with the block pipeline, and serve the HTTP API until asked to stop.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use lamina_primitives::interfaces::consensus::{ConsensusDeps, ConsensusHandle};
+use lamina_primitives::interfaces::da::DaHandle;
+use lamina_primitives::interfaces::execution::ExecutionHandle;
+use lamina_primitives::interfaces::settlement::SettlementHandle;
+use lamina_primitives::{Genesis, Keypair};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::NodeConfig;
+use crate::http;
+use crate::metrics::Metrics;
+use crate::pipeline::{self, Layers};
+
+/// Largest genesis file accepted.
+const MAX_GENESIS_BYTES: u64 = 64 << 20;
+
+/// What the HTTP handlers and the CLI need to reach a running node's layers.
+#[derive(Debug, Clone)]
+pub struct NodeContext {
+    /// The genesis the node runs.
+    pub genesis: Arc<Genesis>,
+    /// The resolved config.
+    pub config: Arc<NodeConfig>,
+    /// Consensus engine.
+    pub consensus: ConsensusHandle,
+    /// Execution layer.
+    pub execution: ExecutionHandle,
+    /// DA layer.
+    pub da: DaHandle,
+    /// Settlement layer.
+    pub settlement: SettlementHandle,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// Handles to its layers.
+    pub context: NodeContext,
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    db: sled::Db,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Reads and validates a genesis file.
+pub fn load_genesis(path: &Path) -> anyhow::Result<Genesis> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read genesis file {}", path.display()))?
+        .len();
+    if size > MAX_GENESIS_BYTES {
+        bail!(
+            "genesis file {} is {size} bytes; the limit is {MAX_GENESIS_BYTES}",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read genesis file {}", path.display()))?;
+    let genesis: Genesis = serde_json::from_str(&text)
+        .with_context(|| format!("invalid genesis file {}", path.display()))?;
+    genesis
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid genesis file {}: {e}", path.display()))?;
+    Ok(genesis)
+}
+
+/// Reads a hex secret key file.
+pub fn load_key(path: &Path) -> anyhow::Result<Keypair> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read key file {}", path.display()))?;
+    Keypair::from_secret_hex(text.trim()).map_err(|e| {
+        anyhow::anyhow!(
+            "key file {} is not a hex ed25519 secret: {e}",
+            path.display()
+        )
+    })
+}
+
+impl RunningNode {
+    /// Starts every layer and the HTTP API; returns once the API is listening.
+    pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
+        let genesis = load_genesis(&config.node.genesis)?;
+        let validator_key = config
+            .node
+            .validator_key
+            .as_deref()
+            .map(load_key)
+            .transpose()?;
+        std::fs::create_dir_all(&config.node.data_dir).with_context(|| {
+            format!(
+                "cannot create data directory {}",
+                config.node.data_dir.display()
+            )
+        })?;
+        let db_path = config.node.data_dir.join("db");
+        let db = sled::Config::new().path(&db_path).open().with_context(|| {
+            format!(
+                "cannot open the database at {} (is another node using this directory?)",
+                db_path.display()
+            )
+        })?;
+
+        let da = lamina_da::spawn(config.data_availability.clone(), &db)
+            .context("starting the data-availability layer")?;
+        let settlement = lamina_settlement::spawn(
+            config.settlement.clone(),
+            &genesis,
+            validator_key.clone(),
+            &db,
+        )
+        .context("starting the settlement layer")?;
+        let execution = lamina_execution::spawn(config.execution.clone(), &genesis, &db)
+            .context("starting the execution layer")?;
+        let deps = ConsensusDeps {
+            execution: execution.clone(),
+            da: da.clone(),
+            settlement: settlement.clone(),
+        };
+        let consensus =
+            lamina_consensus::spawn(config.consensus.clone(), &genesis, validator_key, &db, deps)
+                .context("starting the consensus engine")?;
+
+        let metrics = Arc::new(Metrics::new());
+        let context = NodeContext {
+            genesis: Arc::new(genesis),
+            config: Arc::new(config),
+            consensus: consensus.clone(),
+            execution: execution.clone(),
+            da: da.clone(),
+            settlement: settlement.clone(),
+            metrics: metrics.clone(),
+        };
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let layers = Layers {
+            consensus,
+            execution,
+            da,
+            settlement,
+        };
+        let mut tasks = vec![tokio::spawn(pipeline::run(
+            layers,
+            metrics,
+            shutdown_rx.clone(),
+        ))];
+
+        let listen = context.config.http.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {listen}"))?;
+        let http_addr = listener.local_addr()?;
+        let app = http::router(context.clone());
+        let mut http_shutdown = shutdown_rx;
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = http_shutdown.wait_for(|stop| *stop).await;
+                })
+                .await;
+            if let Err(err) = served {
+                tracing::error!("HTTP server failed: {err}");
+            }
+        }));
+        tracing::info!(%http_addr, chain_id = %context.genesis.chain_id, "node started");
+        Ok(RunningNode {
+            context,
+            http_addr,
+            db,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops serving, lets in-flight work finish, and flushes the database. Everything a
+    /// layer reported as committed was already flushed; this is belt and braces.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        }
+        self.db
+            .flush_async()
+            .await
+            .context("flushing the database")?;
+        tracing::info!("node stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! The `lamina` binary refuses bad config and arguments with a message saying what to fix
+//! and exit code 2.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+
+fn lamina(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lamina"))
+        .args(args)
+        .output()
+        .expect("run lamina")
+}
+
+fn assert_usage_error(output: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "stderr lacks {needle:?}: {stderr}");
+    }
+}
+
+#[test]
+fn unknown_layer_kind_names_the_valid_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[consensus]\nkind = \"paxos\"\n").unwrap();
+    let output = lamina(&["run", "--config", config.to_str().unwrap()]);
+    assert_usage_error(&output, &["paxos", "solo"]);
+
+    std::fs::write(
+        &config,
+        "[execution]\nkind = \"sequential\"\nnonce_window = 0\n",
+    )
+    .unwrap();
+    let output = lamina(&["run", "--config", config.to_str().unwrap()]);
+    assert_usage_error(&output, &["nonce_window"]);
+}
+
+#[test]
+fn missing_config_and_bad_arguments_exit_2() {
+    assert_usage_error(
+        &lamina(&["run", "--config", "/nonexistent/lamina.toml"]),
+        &["cannot read"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let output = lamina(&[
+        "init",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--chain-id",
+        "Bad_Id",
+    ]);
+    assert_usage_error(&output, &["chain id"]);
+    let output = lamina(&[
+        "tx", "transfer", "--key", "zz", "--to", "00", "--amount", "1",
+    ]);
+    assert_usage_error(&output, &["--key"]);
+    let output = lamina(&["dev", "--block-time", "0"]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn init_writes_a_config_that_loads_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    let output = lamina(&["init", "--dir", path, "--chain-id", "my-chain"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let config = lamina_node::config::NodeConfig::load(&dir.path().join("config.toml")).unwrap();
+    assert_eq!(config.consensus.block_time_ms, 1000);
+    let genesis = lamina_node::node::load_genesis(&config.node.genesis).unwrap();
+    assert_eq!(genesis.chain_id, "my-chain");
+    assert_eq!(genesis.accounts.len(), 10);
+    assert_usage_error(&lamina(&["init", "--dir", path]), &["already exists"]);
+}
+
+#[test]
+fn keys_generate_prints_a_usable_key() {
+    let output = lamina(&["keys", "generate", "--json"]);
+    assert!(output.status.success());
+    let key: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let secret = key["secret_key"].as_str().unwrap();
+    let keypair = lamina_primitives::Keypair::from_secret_hex(secret).unwrap();
+    assert_eq!(
+        keypair.address().to_string(),
+        key["address"].as_str().unwrap()
+    );
+}
