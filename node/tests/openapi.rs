@@ -6,7 +6,6 @@
 use lamina_node::cli::{init_node_dir, InitOptions};
 use lamina_node::config::NodeConfig;
 use lamina_node::node::RunningNode;
-use utoipa::openapi::path::HttpMethod;
 
 const REQUIRED: [(&str, &str); 11] = [
     ("get", "/v1/status"),
@@ -27,16 +26,15 @@ fn documented() -> Vec<(String, String)> {
     let mut routes = Vec::new();
     for (path, item) in &doc.paths.paths {
         let methods = [
-            (HttpMethod::Get, item.get.is_some()),
-            (HttpMethod::Post, item.post.is_some()),
-            (HttpMethod::Put, item.put.is_some()),
-            (HttpMethod::Delete, item.delete.is_some()),
-            (HttpMethod::Patch, item.patch.is_some()),
+            ("get", item.get.is_some()),
+            ("post", item.post.is_some()),
+            ("put", item.put.is_some()),
+            ("delete", item.delete.is_some()),
+            ("patch", item.patch.is_some()),
         ];
         for (method, present) in methods {
             if present {
-                let name = format!("{method:?}").to_lowercase();
-                routes.push((name, path.clone()));
+                routes.push((method.to_string(), path.clone()));
             }
         }
     }
