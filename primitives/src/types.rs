@@ -758,3 +758,34 @@ mod tests {
         assert!(cert.verify("other", &header, &set).is_err());
     }
 }
+
+/// The worked example of docs/wire-format.md; if this test changes, the page must too.
+#[cfg(test)]
+mod wire_format_vector {
+    use super::*;
+    use crate::crypto::signing_bytes;
+
+    pub(super) fn example() -> (Keypair, Transaction) {
+        let key = Keypair::from_seed([0x01; 32]);
+        let tx = Transaction::transfer("lamina-dev", &key, 0, Address([0x02; 32]), 1000);
+        (key, tx)
+    }
+
+    #[test]
+    fn documented_transaction_vector() {
+        let (key, tx) = example();
+        let unsigned = tx.unsigned().message();
+        let signed = signing_bytes(domain::TRANSACTION, &tx.chain_id, &unsigned);
+        let print = std::env::var("PRINT_VECTOR").is_ok();
+        if print {
+            println!("address   {}", key.address());
+            println!("unsigned  {}", hex::encode(&unsigned));
+            println!("signing   {}", hex::encode(&signed));
+            println!("signature {}", tx.signature);
+            println!("tx        {}", hex::encode(tx.encode()));
+            println!("hash      {}", tx.hash());
+        }
+        assert_eq!(hex::encode(tx.encode()), include_str!("../../docs/vectors/transfer.hex").trim());
+        assert_eq!(tx.hash().to_string(), include_str!("../../docs/vectors/transfer.hash").trim());
+    }
+}
