@@ -785,7 +785,13 @@ mod wire_format_vector {
             println!("tx        {}", hex::encode(tx.encode()));
             println!("hash      {}", tx.hash());
         }
-        assert_eq!(hex::encode(tx.encode()), include_str!("../../docs/vectors/transfer.hex").trim());
-        assert_eq!(tx.hash().to_string(), include_str!("../../docs/vectors/transfer.hash").trim());
+        assert_eq!(
+            hex::encode(tx.encode()),
+            include_str!("../../docs/vectors/transfer.hex").trim()
+        );
+        assert_eq!(
+            tx.hash().to_string(),
+            include_str!("../../docs/vectors/transfer.hash").trim()
+        );
     }
 }
