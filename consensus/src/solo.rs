@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lamina_primitives::interfaces::consensus::{
-    ConsensusDeps, ConsensusEvent, ConsensusRequest, ConsensusStatus,
+    ConsensusDeps, ConsensusError, ConsensusEvent, ConsensusRequest, ConsensusStatus,
 };
 use lamina_primitives::interfaces::{Events, RequestError};
 use lamina_primitives::{Block, CommittedBlock, Genesis, Keypair, Transaction, ValidatorSet};
@@ -84,14 +84,13 @@ impl Solo {
             ConsensusRequest::GetStatus { reply } => {
                 let _ = reply.send(self.status());
             }
-            ConsensusRequest::GetBlock { height, reply } => match self.store.get(height) {
-                Ok(block) => {
-                    let _ = reply.send(block.map(Arc::new));
+            ConsensusRequest::GetBlock { height, reply } => {
+                let answer = self.store.get(height).map(|block| block.map(Arc::new));
+                if let Err(error) = &answer {
+                    tracing::error!(height, %error, "cannot read committed block");
                 }
-                // Dropping the reply reports the failure (`NoReply`); `None` would claim the
-                // block was never committed.
-                Err(error) => tracing::error!(height, %error, "cannot read committed block"),
-            },
+                let _ = reply.send(answer.map_err(|e| ConsensusError::Storage(e.to_string())));
+            }
         }
     }
 

@@ -163,13 +163,8 @@ impl Actor {
         {
             Ok(account) => account.unwrap_or_default(),
             Err(error) => {
-                // No rejection reason fits a broken database; saying "full" makes the client
-                // retry later instead of concluding its transaction is bad.
                 tracing::error!(%error, "reading the sender's account failed");
-                return Err(MempoolRejection::MempoolFull {
-                    txs: self.mempool.len(),
-                    bytes: self.mempool.bytes(),
-                });
+                return Err(MempoolRejection::StateUnavailable(error.to_string()));
             }
         };
         self.mempool.insert(transaction, account)
@@ -319,22 +314,19 @@ impl Actor {
         })
     }
 
-    pub(crate) fn transaction(&self, hash: &Hash) -> Option<TxLookup> {
+    pub(crate) fn transaction(&self, hash: &Hash) -> Result<Option<TxLookup>, QueryError> {
         if let Some(transaction) = self.mempool.get(hash) {
-            return Some(TxLookup::Pending {
+            return Ok(Some(TxLookup::Pending {
                 transaction: transaction.clone(),
-            });
+            }));
         }
-        match self.store.included_transaction(hash) {
-            Ok(found) => found.map(|(transaction, receipt)| TxLookup::Included {
-                transaction,
-                receipt,
-            }),
-            Err(error) => {
-                // The reply has no error case; unknown is the honest answer we can give.
-                tracing::error!(%hash, %error, "reading a transaction failed");
-                None
-            }
-        }
+        let found = self
+            .store
+            .included_transaction(hash)
+            .map_err(query_storage)?;
+        Ok(found.map(|(transaction, receipt)| TxLookup::Included {
+            transaction,
+            receipt,
+        }))
     }
 }

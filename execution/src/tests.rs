@@ -172,7 +172,7 @@ fn executes_blocks_in_order_and_replays_executed_heights() {
             }
         }
     );
-    match actor.transaction(&txs[0].hash()) {
+    match actor.transaction(&txs[0].hash()).unwrap() {
         Some(TxLookup::Included {
             transaction,
             receipt,
@@ -182,7 +182,7 @@ fn executes_blocks_in_order_and_replays_executed_heights() {
         }
         other => panic!("expected an included transaction, got {other:?}"),
     }
-    assert_eq!(actor.transaction(&Hash([9; 32])), None);
+    assert_eq!(actor.transaction(&Hash([9; 32])).unwrap(), None);
 
     // Replaying height 1 answers with the stored result and changes nothing.
     assert_eq!(actor.execute_block(&first), Ok(executed.clone()));
@@ -255,7 +255,7 @@ fn mempool_flow_submit_reap_execute() {
     assert_eq!(actor.submit(t0.clone()), Ok(t0.hash()));
     assert_eq!(actor.submit(t1.clone()), Ok(t1.hash()));
     assert!(matches!(
-        actor.transaction(&t0.hash()),
+        actor.transaction(&t0.hash()).unwrap(),
         Some(TxLookup::Pending { .. })
     ));
     // Balance counts pending spends: 1000 - 2 * 12 left.
@@ -271,7 +271,7 @@ fn mempool_flow_submit_reap_execute() {
     assert_eq!(actor.reap(2, 10, usize::MAX), vec![t1.clone()]);
     actor.execute_block(&block(1, &reaped)).unwrap();
     assert!(matches!(
-        actor.transaction(&t0.hash()),
+        actor.transaction(&t0.hash()).unwrap(),
         Some(TxLookup::Included { .. })
     ));
     assert_eq!(actor.status().mempool_transactions, 1);
@@ -307,7 +307,7 @@ fn restart_keeps_state_receipts_and_root() {
     assert_eq!(status.state_root, executed.state_root);
     assert_eq!(balance(&actor, "bob", None), 507);
     assert!(matches!(
-        actor.transaction(&tx.hash()),
+        actor.transaction(&tx.hash()).unwrap(),
         Some(TxLookup::Included { .. })
     ));
     assert_eq!(actor.store.receipts(1).unwrap().len(), 1);

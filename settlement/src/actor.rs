@@ -68,16 +68,11 @@ pub(crate) async fn run(
                 let _ = reply.send(ledger.status());
             }
             SettlementRequest::GetHeight { height, reply } => {
-                match ledger.height(height) {
-                    Ok(answer) => {
-                        let _ = reply.send(answer);
-                    }
-                    // Dropping the reply tells the caller the layer failed (`NoReply`), which
-                    // is the truth; `None` would claim the height is unknown.
-                    Err(error) => {
-                        tracing::error!(height, %error, "cannot read the settlement ledger");
-                    }
+                let answer = ledger.height(height);
+                if let Err(error) = &answer {
+                    tracing::error!(height, %error, "cannot read the settlement ledger");
                 }
+                let _ = reply.send(answer);
             }
         }
     }

@@ -6,7 +6,10 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use lamina_primitives::interfaces::consensus::ConsensusError;
+use lamina_primitives::interfaces::da::DaError;
 use lamina_primitives::interfaces::execution::{MempoolRejection, QueryError};
+use lamina_primitives::interfaces::settlement::SettlementError;
 use lamina_primitives::interfaces::{ChannelError, RequestError};
 use serde::Serialize;
 
@@ -42,6 +45,15 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// 500: a layer's storage failed.
+    pub fn storage(err: impl std::fmt::Display) -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage_error",
+            err.to_string(),
+        )
+    }
+
     /// 404 Not Found.
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, code, message)
@@ -72,13 +84,39 @@ impl From<MempoolRejection> for ApiError {
     fn from(err: MempoolRejection) -> Self {
         let status = match err {
             MempoolRejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            MempoolRejection::MempoolFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            MempoolRejection::MempoolFull { .. } | MempoolRejection::StateUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             MempoolRejection::AlreadyPending | MempoolRejection::NonceAlreadyPending { .. } => {
                 StatusCode::CONFLICT
             }
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, err.code(), format!("transaction rejected: {err}"))
+    }
+}
+
+impl From<ConsensusError> for ApiError {
+    fn from(err: ConsensusError) -> Self {
+        ApiError::storage(err)
+    }
+}
+
+impl From<SettlementError> for ApiError {
+    fn from(err: SettlementError) -> Self {
+        ApiError::storage(err)
+    }
+}
+
+impl From<DaError> for ApiError {
+    fn from(err: DaError) -> Self {
+        match err {
+            DaError::HeightNotFound(_) => ApiError::not_found("height_not_found", err.to_string()),
+            DaError::ShareOutOfRange { .. } => {
+                ApiError::not_found("share_not_found", err.to_string())
+            }
+            _ => ApiError::storage(err),
+        }
     }
 }
 

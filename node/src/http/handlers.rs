@@ -170,10 +170,12 @@ async fn block_response(ctx: &NodeContext, height: u64) -> Result<Json<BlockResp
         Some(block) => Ok(Json(BlockResponse::from(block.as_ref()))),
         None => {
             let latest = ctx.consensus.status().await?.committed_height;
-            Err(ApiError::not_found(
-                "block_not_found",
-                format!("no block at height {height}; the latest height is {latest}"),
-            ))
+            let message = if latest == 0 {
+                "no block has been committed yet".to_string()
+            } else {
+                format!("no block at height {height}; the latest height is {latest}")
+            };
+            Err(ApiError::not_found("block_not_found", message))
         }
     }
 }
@@ -431,29 +433,14 @@ pub async fn da_share(
     State(ctx): State<NodeContext>,
     Path((height, index)): Path<(u64, u64)>,
 ) -> Result<Json<ShareResponse>, ApiError> {
-    use lamina_primitives::interfaces::da::DaError;
-    use lamina_primitives::interfaces::RequestError;
-    match ctx.da.share(height, index).await {
-        Ok(share) => Ok(Json(ShareResponse {
-            height: share.height,
-            index: share.index,
-            share: hex::encode(&share.share),
-            data_root: share.data_root,
-            proof: share.proof,
-        })),
-        Err(RequestError::Layer(err @ DaError::HeightNotFound(_))) => {
-            Err(ApiError::not_found("height_not_found", err.to_string()))
-        }
-        Err(RequestError::Layer(err @ DaError::ShareOutOfRange { .. })) => {
-            Err(ApiError::not_found("share_not_found", err.to_string()))
-        }
-        Err(RequestError::Layer(err)) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "storage_error",
-            err.to_string(),
-        )),
-        Err(RequestError::Channel(err)) => Err(err.into()),
-    }
+    let share = ctx.da.share(height, index).await?;
+    Ok(Json(ShareResponse {
+        height: share.height,
+        index: share.index,
+        share: hex::encode(&share.share),
+        data_root: share.data_root,
+        proof: share.proof,
+    }))
 }
 
 /// Attested power for one state root.

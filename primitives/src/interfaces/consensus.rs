@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, oneshot};
 use super::da::DaHandle;
 use super::execution::ExecutionHandle;
 use super::settlement::SettlementHandle;
-use super::{ChannelError, Events, Mailbox};
+use super::{flatten, ChannelError, Events, Mailbox, RequestError};
 use crate::{Address, CommittedBlock, Hash};
 
 /// The other layers, as an engine sees them.
@@ -53,6 +53,14 @@ pub enum ConsensusEvent {
     },
 }
 
+/// Why a consensus engine could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsensusError {
+    /// The block store failed.
+    #[error("block storage failed: {0}")]
+    Storage(String),
+}
+
 /// Requests to a consensus engine.
 #[derive(Debug)]
 pub enum ConsensusRequest {
@@ -62,12 +70,12 @@ pub enum ConsensusRequest {
         reply: oneshot::Sender<ConsensusStatus>,
     },
     /// Reply: the committed block at `height` with its certificate, or `None` when no block is
-    /// committed there (yet).
+    /// committed there (yet), or `Storage` when the block store cannot be read.
     GetBlock {
         /// The height.
         height: u64,
         /// Where the answer goes.
-        reply: oneshot::Sender<Option<Arc<CommittedBlock>>>,
+        reply: oneshot::Sender<Result<Option<Arc<CommittedBlock>>, ConsensusError>>,
     },
 }
 
@@ -92,10 +100,15 @@ impl ConsensusHandle {
     }
 
     /// See [`ConsensusRequest::GetBlock`].
-    pub async fn block(&self, height: u64) -> Result<Option<Arc<CommittedBlock>>, ChannelError> {
-        self.mailbox
-            .ask(|reply| ConsensusRequest::GetBlock { height, reply })
-            .await
+    pub async fn block(
+        &self,
+        height: u64,
+    ) -> Result<Option<Arc<CommittedBlock>>, RequestError<ConsensusError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| ConsensusRequest::GetBlock { height, reply })
+                .await,
+        )
     }
 
     /// Subscribes to [`ConsensusEvent`]s.

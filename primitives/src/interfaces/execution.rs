@@ -73,6 +73,9 @@ pub enum MempoolRejection {
     /// This exact transaction is already pending.
     #[error("transaction already pending")]
     AlreadyPending,
+    /// The node cannot read the sender's account right now (a storage failure); retry later.
+    #[error("the node cannot check this transaction now: {0}")]
+    StateUnavailable(String),
     /// The mempool is at its transaction-count or byte limit.
     #[error("mempool full ({txs} transactions, {bytes} bytes); retry later")]
     MempoolFull {
@@ -95,6 +98,7 @@ impl MempoolRejection {
             MempoolRejection::NonceAlreadyPending { .. } => "nonce_already_pending",
             MempoolRejection::InsufficientBalance { .. } => "insufficient_balance",
             MempoolRejection::AlreadyPending => "already_pending",
+            MempoolRejection::StateUnavailable(_) => "state_unavailable",
             MempoolRejection::MempoolFull { .. } => "mempool_full",
         }
     }
@@ -291,12 +295,13 @@ pub enum ExecutionRequest {
         reply: oneshot::Sender<Result<AccountProof, QueryError>>,
     },
     /// Find a transaction by hash.
-    /// Reply: pending, included (with its receipt), or `None` when unknown.
+    /// Reply: pending, included (with its receipt), `None` when unknown, or `Storage` when
+    /// the transaction index cannot be read.
     GetTransaction {
         /// The transaction hash.
         hash: Hash,
         /// Where the answer goes.
-        reply: oneshot::Sender<Option<TxLookup>>,
+        reply: oneshot::Sender<Result<Option<TxLookup>, QueryError>>,
     },
 }
 
@@ -397,10 +402,15 @@ impl ExecutionHandle {
     }
 
     /// See [`ExecutionRequest::GetTransaction`].
-    pub async fn transaction(&self, hash: Hash) -> Result<Option<TxLookup>, ChannelError> {
-        self.mailbox
-            .ask(|reply| ExecutionRequest::GetTransaction { hash, reply })
-            .await
+    pub async fn transaction(
+        &self,
+        hash: Hash,
+    ) -> Result<Option<TxLookup>, RequestError<QueryError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| ExecutionRequest::GetTransaction { hash, reply })
+                .await,
+        )
     }
 
     /// Subscribes to [`ExecutionEvent`]s.

@@ -170,12 +170,13 @@ pub enum SettlementRequest {
         /// Where the answer goes.
         reply: oneshot::Sender<SettlementStatus>,
     },
-    /// Reply: what the ledger knows of `height` (`None`: nothing yet).
+    /// Reply: what the ledger knows of `height` (`None`: no attestation for it yet), or
+    /// `Storage` when the ledger cannot be read.
     GetHeight {
         /// The height.
         height: u64,
         /// Where the answer goes.
-        reply: oneshot::Sender<Option<HeightSettlement>>,
+        reply: oneshot::Sender<Result<Option<HeightSettlement>, SettlementError>>,
     },
 }
 
@@ -244,10 +245,15 @@ impl SettlementHandle {
     }
 
     /// See [`SettlementRequest::GetHeight`].
-    pub async fn height(&self, height: u64) -> Result<Option<HeightSettlement>, ChannelError> {
-        self.mailbox
-            .ask(|reply| SettlementRequest::GetHeight { height, reply })
-            .await
+    pub async fn height(
+        &self,
+        height: u64,
+    ) -> Result<Option<HeightSettlement>, RequestError<SettlementError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| SettlementRequest::GetHeight { height, reply })
+                .await,
+        )
     }
 
     /// Subscribes to [`SettlementEvent`]s.
