@@ -11,6 +11,10 @@ use lamina_execution::ExecutionConfig;
 use lamina_settlement::SettlementConfig;
 use serde::{Deserialize, Serialize};
 
+/// Room for the body's own encoding (blob headers, length prefixes) beyond the block's
+/// transactions and settlement messages.
+const BODY_OVERHEAD_BYTES: u64 = 4096;
+
 /// Largest config file accepted.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -18,13 +22,16 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
+    /// A file the config points to (genesis, validator key) is missing or invalid.
+    #[error("{0}")]
+    File(String),
     /// The file is larger than any sane config.
     #[error("config file {path} is {size} bytes; the limit is {MAX_CONFIG_BYTES}")]
     TooLarge {
@@ -62,7 +69,7 @@ pub struct NodeSection {
     pub data_dir: PathBuf,
     /// The genesis file.
     pub genesis: PathBuf,
-    /// The validator's secret key file (hex seed); absent for a non-validating node.
+    /// The validator's secret key file (hex seed); leave it out for a non-validating node.
     pub validator_key: Option<PathBuf>,
 }
 
@@ -71,7 +78,7 @@ impl Default for NodeSection {
         NodeSection {
             data_dir: PathBuf::from("data"),
             genesis: PathBuf::from("genesis.json"),
-            validator_key: Some(PathBuf::from("validator.key")),
+            validator_key: None,
         }
     }
 }
@@ -119,9 +126,9 @@ pub struct NodeConfig {
 impl NodeConfig {
     /// Reads, parses and validates `path`, resolving relative paths against its directory.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
-        let read_err = |source| ConfigError::Read {
+        let read_err = |cause| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         let size = std::fs::metadata(path).map_err(read_err)?.len();
         if size > MAX_CONFIG_BYTES {
@@ -167,6 +174,30 @@ impl NodeConfig {
             return Err(invalid(
                 "http",
                 "request_timeout_ms must be at least 1".into(),
+            ));
+        }
+        // A transaction must fit in a request body (hex doubles it, JSON adds a little).
+        let needed = 2 * self.execution.max_transaction_bytes + 64;
+        if self.http.max_body_bytes < needed {
+            return Err(invalid(
+                "http",
+                format!(
+                    "max_body_bytes = {} cannot carry a transaction of [execution] \
+                     max_transaction_bytes = {}; use at least {needed}",
+                    self.http.max_body_bytes, self.execution.max_transaction_bytes
+                ),
+            ));
+        }
+        // A full block must be accepted by the DA layer, or proposals would be refused forever.
+        let body_limit = self.data_availability.max_body_bytes;
+        if self.consensus.max_block_bytes as u64 + BODY_OVERHEAD_BYTES > body_limit {
+            return Err(invalid(
+                "consensus",
+                format!(
+                    "max_block_bytes = {} does not fit in [data_availability] max_body_bytes = \
+                     {body_limit} (with {BODY_OVERHEAD_BYTES} bytes of encoding overhead)",
+                    self.consensus.max_block_bytes
+                ),
             ));
         }
         self.consensus
@@ -243,5 +274,27 @@ mod tests {
         assert!(err.contains("listen") || err.contains("address"), "{err}");
         let err = parse("[nodes]\n").unwrap_err().to_string();
         assert!(err.contains("nodes"), "{err}");
+    }
+
+    #[test]
+    fn limits_that_contradict_each_other_are_refused() {
+        let err = parse("[consensus]\nmax_block_bytes = 8388608\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max_block_bytes") && err.contains("max_body_bytes"),
+            "{err}"
+        );
+        let err = parse("[http]\nmax_body_bytes = 4096\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_transaction_bytes"), "{err}");
+    }
+
+    #[test]
+    fn validator_key_is_optional() {
+        assert_eq!(parse("").unwrap().node.validator_key, None);
+        let config = parse("[node]\nvalidator_key = \"v.key\"\n").unwrap();
+        assert_eq!(config.node.validator_key, Some(PathBuf::from("v.key")));
     }
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use lamina_primitives::interfaces::consensus::{ConsensusDeps, ConsensusHandle};
 use lamina_primitives::interfaces::da::DaHandle;
 use lamina_primitives::interfaces::execution::ExecutionHandle;
@@ -14,7 +14,7 @@ use lamina_primitives::{Genesis, Keypair};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::NodeConfig;
+use crate::config::{ConfigError, NodeConfig};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Layers};
@@ -54,35 +54,35 @@ pub struct RunningNode {
 }
 
 /// Reads and validates a genesis file.
-pub fn load_genesis(path: &Path) -> anyhow::Result<Genesis> {
+pub fn load_genesis(path: &Path) -> Result<Genesis, ConfigError> {
+    let shown = path.display();
     let size = std::fs::metadata(path)
-        .with_context(|| format!("cannot read genesis file {}", path.display()))?
+        .map_err(|e| ConfigError::File(format!("cannot read genesis file {shown}: {e}")))?
         .len();
     if size > MAX_GENESIS_BYTES {
-        bail!(
-            "genesis file {} is {size} bytes; the limit is {MAX_GENESIS_BYTES}",
-            path.display()
-        );
+        return Err(ConfigError::File(format!(
+            "genesis file {shown} is {size} bytes; the limit is {MAX_GENESIS_BYTES}"
+        )));
     }
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read genesis file {}", path.display()))?;
+        .map_err(|e| ConfigError::File(format!("cannot read genesis file {shown}: {e}")))?;
     let genesis: Genesis = serde_json::from_str(&text)
-        .with_context(|| format!("invalid genesis file {}", path.display()))?;
+        .map_err(|e| ConfigError::File(format!("invalid genesis file {shown}: {e}")))?;
     genesis
         .validate()
-        .map_err(|e| anyhow::anyhow!("invalid genesis file {}: {e}", path.display()))?;
+        .map_err(|e| ConfigError::File(format!("invalid genesis file {shown}: {e}")))?;
     Ok(genesis)
 }
 
 /// Reads a hex secret key file.
-pub fn load_key(path: &Path) -> anyhow::Result<Keypair> {
+pub fn load_key(path: &Path) -> Result<Keypair, ConfigError> {
+    let shown = path.display();
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read key file {}", path.display()))?;
+        .map_err(|e| ConfigError::File(format!("cannot read key file {shown}: {e}")))?;
     Keypair::from_secret_hex(text.trim()).map_err(|e| {
-        anyhow::anyhow!(
-            "key file {} is not a hex ed25519 secret: {e}",
-            path.display()
-        )
+        ConfigError::File(format!(
+            "key file {shown} is not a hex ed25519 secret key: {e}"
+        ))
     })
 }
 

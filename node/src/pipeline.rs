@@ -52,6 +52,13 @@ pub async fn run(layers: Layers, metrics: Arc<Metrics>, mut shutdown: watch::Rec
         }
     };
     tracing::info!(next, "block pipeline started");
+    if let (Ok(execution), Ok(settlement)) = (
+        layers.execution.status().await,
+        layers.settlement.status().await,
+    ) {
+        metrics.executed_height.set(execution.executed_height);
+        metrics.settled_height.set(settlement.settled_height);
+    }
     loop {
         let tip = match layers.consensus.status().await {
             Ok(status) => status.committed_height,

@@ -56,6 +56,10 @@ fn missing_config_and_bad_arguments_exit_2() {
         "tx", "transfer", "--key", "zz", "--to", "00", "--amount", "1",
     ]);
     assert_usage_error(&output, &["--key"]);
+    let config = dir.path().join("no-genesis.toml");
+    std::fs::write(&config, "[node]\ngenesis = \"missing.json\"\n").unwrap();
+    let output = lamina(&["run", "--config", config.to_str().unwrap()]);
+    assert_usage_error(&output, &["genesis file", "missing.json"]);
     let output = lamina(&["dev", "--block-time", "0"]);
     assert_eq!(output.status.code(), Some(2));
 }

@@ -1,5 +1,7 @@
 //! `lamina dev`: a single-node chain in one command, resumable from its directory.
 
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
 use anyhow::Context;
 
 use super::init::{init_node_dir, single_node_testnet_file, InitOptions, NodeDir};
@@ -7,6 +9,11 @@ use super::run::serve_until_stopped;
 use super::DevArgs;
 use crate::config::NodeConfig;
 use crate::node::{load_genesis, RunningNode};
+
+/// Where a new dev chain listens unless `--http` says otherwise.
+const DEFAULT_HTTP: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8545));
+/// Block time of a new dev chain unless `--block-time` says otherwise.
+const DEFAULT_BLOCK_TIME_MS: u64 = 1000;
 
 /// `lamina dev`
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -27,15 +34,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let options = InitOptions {
             chain_id: "lamina-dev".into(),
             accounts: 10,
-            http: args.http,
-            block_time_ms: args.block_time,
+            http: args.http.unwrap_or(DEFAULT_HTTP),
+            block_time_ms: args.block_time.unwrap_or(DEFAULT_BLOCK_TIME_MS),
         };
         init_node_dir(&dir, &options)?;
     }
     let mut config = NodeConfig::load(&node_dir.config())?;
-    // Flags win over the stored config, so a resumed chain can move port or pace.
-    config.http.listen = args.http;
-    config.consensus.block_time_ms = args.block_time;
+    // Flags given on a resumed chain win over its stored config, for this run only.
+    if let Some(http) = args.http {
+        config.http.listen = http;
+    }
+    if let Some(block_time) = args.block_time {
+        config.consensus.block_time_ms = block_time;
+    }
     let genesis = load_genesis(&config.node.genesis)?;
     let node = RunningNode::start(config).await?;
     let validator = node.context.consensus.status().await?.validator;

@@ -114,6 +114,7 @@ pub fn init_node_dir(dir: &Path, options: &InitOptions) -> anyhow::Result<NodeDi
     std::fs::write(node_dir.genesis(), serde_json::to_string_pretty(&genesis)?)
         .with_context(|| format!("cannot write {}", node_dir.genesis().display()))?;
     let mut config = NodeConfig::default();
+    config.node.validator_key = Some(PathBuf::from("validator.key"));
     config.http.listen = options.http;
     config.consensus.block_time_ms = options.block_time_ms;
     std::fs::write(node_dir.config(), config.to_toml())
@@ -170,6 +171,13 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         "start it with: lamina run --config {}",
         dir.config().display()
     );
+    if options.accounts > 0 {
+        println!(
+            "note: the {} prefunded accounts use publicly known development keys; \
+             pass --accounts 0 for a chain that holds anything of value",
+            options.accounts
+        );
+    }
     Ok(())
 }
 

@@ -60,12 +60,12 @@ pub struct DevArgs {
     /// Directory of the chain; reused if it exists (resume), a fresh temporary one if absent.
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// HTTP listen address.
-    #[arg(long, default_value = "127.0.0.1:8545")]
-    pub http: SocketAddr,
-    /// Milliseconds between blocks.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
-    pub block_time: u64,
+    /// HTTP listen address [default: 127.0.0.1:8545, or the chain's stored setting].
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// Milliseconds between blocks [default: 1000, or the chain's stored setting].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub block_time: Option<u64>,
 }
 
 /// `lamina init`
@@ -84,7 +84,7 @@ pub struct InitArgs {
     #[arg(long, default_value = "127.0.0.1:8545")]
     pub http: SocketAddr,
     /// Milliseconds between blocks.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub block_time: u64,
 }
 
