@@ -85,7 +85,13 @@ impl Solo {
                 let _ = reply.send(self.status());
             }
             ConsensusRequest::GetBlock { height, reply } => {
-                let answer = self.store.get(height).map(|block| block.map(Arc::new));
+                // Above the tip nothing is committed, even if a write whose flush failed
+                // left a block readable there.
+                let answer = if height > self.tip.height {
+                    Ok(None)
+                } else {
+                    self.store.get(height).map(|block| block.map(Arc::new))
+                };
                 if let Err(error) = &answer {
                     tracing::error!(height, %error, "cannot read committed block");
                 }
@@ -99,7 +105,11 @@ impl Solo {
     async fn tick(&mut self, deps: &ConsensusDeps, db: &sled::Db, events: &Events<ConsensusEvent>) {
         let height = self.tip.height.saturating_add(1);
         let transactions = match self.carried.take() {
-            Some((carried_height, transactions)) if carried_height == height => transactions,
+            Some((carried_height, transactions))
+                if carried_height == height && !transactions.is_empty() =>
+            {
+                transactions
+            }
             _ => match deps
                 .execution
                 .reap_transactions(
@@ -143,8 +153,9 @@ impl Solo {
                 return;
             }
             Err(RequestError::Layer(error)) => {
-                // Retrying the same body would fail the same way; its transactions return to
-                // the mempool once this height is executed.
+                // Retrying the same body would fail the same way. Its transactions stay
+                // reserved for this height, so a later reap may hand them out again: with the
+                // node's config check (blocks fit the DA limit) this is not expected to happen.
                 tracing::error!(height, %error, "the DA layer refused the block body; dropping it");
                 return;
             }

@@ -98,7 +98,9 @@ impl Replicated {
 
     /// See `DaRequest::Store`. Writes but does not flush: the caller flushes before it
     /// reports the data as stored. A different body later stored at the same height replaces
-    /// the first (a proposal re-made in a later round has the same height).
+    /// the first (a proposal re-made in a later round has the same height). The size limit
+    /// is not applied here: the body is already committed, and refusing it would stall this
+    /// node forever (e.g. after its limit was lowered).
     pub(crate) fn store(
         &mut self,
         height: u64,
@@ -106,7 +108,6 @@ impl Replicated {
         body: &[Blob],
     ) -> Result<Stored, DaError> {
         let encoded = Block::encode_body(body);
-        self.check_size(&encoded)?;
         let (commitment, leaves) = shares::commit_encoded(&encoded);
         if commitment.data_root != data_root {
             return Err(DaError::RootMismatch(data_root));
@@ -285,14 +286,19 @@ mod tests {
     }
 
     #[test]
-    fn oversize_body_is_refused() {
+    fn oversize_body_is_refused_for_proposals_but_stored_once_committed() {
         let dir = tempfile::tempdir().unwrap();
         let (_db, mut da) = open(&dir, 100);
         let big = body(1, 200);
         let size = Block::encode_body(&big).len() as u64;
         let expected = DaError::BodyTooLarge { size, limit: 100 };
-        assert_eq!(da.commit(&big), Err(expected.clone()));
-        assert_eq!(da.store(1, Hash::ZERO, &big), Err(expected));
+        assert_eq!(da.commit(&big), Err(expected));
+        // A committed body is stored whatever this node's limit: refusing it would stall
+        // the node on a block the chain already agreed on.
+        let root = shares::commit_encoded(&Block::encode_body(&big))
+            .0
+            .data_root;
+        assert!(da.store(1, root, &big).is_ok());
     }
 
     #[test]

@@ -242,14 +242,13 @@ impl Actor {
                 ExecutionError::Storage(format!("no stored result for executed height {height}"))
             })?;
         if stored.block_hash != block.hash() {
-            // Consensus committed one block per height; a different one here is the caller's
-            // bug, and the state can only reflect the block that was executed.
-            tracing::warn!(
+            // Consensus commits one block per height; a different one is a fork or a mixed-up
+            // database, never something to paper over.
+            return Err(ExecutionError::ConflictingBlock {
                 height,
-                executed = %stored.block_hash,
-                replayed = %block.hash(),
-                "replayed block differs from the executed one; answering with the executed result"
-            );
+                executed: stored.block_hash,
+                given: block.hash(),
+            });
         }
         Ok(stored)
     }

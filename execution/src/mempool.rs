@@ -126,9 +126,8 @@ impl Mempool {
                 got: transaction.chain_id.clone(),
             });
         }
-        if transaction.verify_signature().is_err() {
-            return Err(MempoolRejection::InvalidSignature);
-        }
+        // Cheap checks first: a flood of duplicates or stale nonces must not cost a signature
+        // verification each.
         let hash = transaction.hash();
         if self.entries.contains_key(&hash) {
             return Err(MempoolRejection::AlreadyPending);
@@ -145,6 +144,9 @@ impl Mempool {
                 got: transaction.nonce,
                 window: self.limits.nonce_window,
             });
+        }
+        if transaction.verify_signature().is_err() {
+            return Err(MempoolRejection::InvalidSignature);
         }
         let queue = self.senders.get(&transaction.sender);
         if queue.is_some_and(|q| q.by_nonce.contains_key(&transaction.nonce)) {

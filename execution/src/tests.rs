@@ -206,7 +206,19 @@ fn executes_blocks_in_order_and_replays_executed_heights() {
     let second = actor.execute_block(&block(2, &[])).unwrap();
     assert_eq!(second.state_root, executed.state_root);
     assert_eq!(second.transactions, 0);
-    assert_eq!(actor.execute_block(&first), Ok(executed));
+    assert_eq!(actor.execute_block(&first), Ok(executed.clone()));
+
+    // A different block at an executed height is a fork, refused rather than papered over.
+    let mut other = block(1, &txs[..1]);
+    other.header.timestamp_ms += 1;
+    assert_eq!(
+        actor.execute_block(&other),
+        Err(ExecutionError::ConflictingBlock {
+            height: 1,
+            executed: executed.block_hash,
+            given: other.hash(),
+        })
+    );
 }
 
 #[test]

@@ -176,30 +176,6 @@ impl NodeConfig {
                 "request_timeout_ms must be at least 1".into(),
             ));
         }
-        // A transaction must fit in a request body (hex doubles it, JSON adds a little).
-        let needed = 2 * self.execution.max_transaction_bytes + 64;
-        if self.http.max_body_bytes < needed {
-            return Err(invalid(
-                "http",
-                format!(
-                    "max_body_bytes = {} cannot carry a transaction of [execution] \
-                     max_transaction_bytes = {}; use at least {needed}",
-                    self.http.max_body_bytes, self.execution.max_transaction_bytes
-                ),
-            ));
-        }
-        // A full block must be accepted by the DA layer, or proposals would be refused forever.
-        let body_limit = self.data_availability.max_body_bytes;
-        if self.consensus.max_block_bytes as u64 + BODY_OVERHEAD_BYTES > body_limit {
-            return Err(invalid(
-                "consensus",
-                format!(
-                    "max_block_bytes = {} does not fit in [data_availability] max_body_bytes = \
-                     {body_limit} (with {BODY_OVERHEAD_BYTES} bytes of encoding overhead)",
-                    self.consensus.max_block_bytes
-                ),
-            ));
-        }
         self.consensus
             .validate()
             .map_err(|m| invalid("consensus", m))?;
@@ -212,6 +188,36 @@ impl NodeConfig {
         self.settlement
             .validate()
             .map_err(|m| invalid("settlement", m))?;
+        // Each section is sane on its own; now the limits that must agree across sections.
+        // A transaction must fit in a request body (hex doubles it, JSON adds a little).
+        let needed = self
+            .execution
+            .max_transaction_bytes
+            .saturating_mul(2)
+            .saturating_add(64);
+        if self.http.max_body_bytes < needed {
+            return Err(invalid(
+                "http",
+                format!(
+                    "max_body_bytes = {} cannot carry a transaction of [execution] \
+                     max_transaction_bytes = {}; use at least {needed}",
+                    self.http.max_body_bytes, self.execution.max_transaction_bytes
+                ),
+            ));
+        }
+        // A full block must be accepted by the DA layer, or proposals would be refused forever.
+        let body_limit = self.data_availability.max_body_bytes;
+        if (self.consensus.max_block_bytes as u64).saturating_add(BODY_OVERHEAD_BYTES) > body_limit
+        {
+            return Err(invalid(
+                "consensus",
+                format!(
+                    "max_block_bytes = {} does not fit in [data_availability] max_body_bytes = \
+                     {body_limit} (with {BODY_OVERHEAD_BYTES} bytes of encoding overhead)",
+                    self.consensus.max_block_bytes
+                ),
+            ));
+        }
         Ok(())
     }
 

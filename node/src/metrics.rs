@@ -36,55 +36,58 @@ impl Default for Metrics {
 impl Metrics {
     /// A fresh registry with every metric registered.
     pub fn new() -> Self {
+        let committed_height = Gauge::default();
+        let executed_height = Gauge::default();
+        let settled_height = Gauge::default();
+        let transactions_executed = Counter::default();
+        let transactions_failed = Counter::default();
+        let transactions_accepted = Counter::default();
+        let transactions_rejected = Counter::default();
         let mut registry = Registry::with_prefix("lamina");
-        let metrics = Metrics {
-            registry: Registry::default(),
-            committed_height: Gauge::default(),
-            executed_height: Gauge::default(),
-            settled_height: Gauge::default(),
-            transactions_executed: Counter::default(),
-            transactions_failed: Counter::default(),
-            transactions_accepted: Counter::default(),
-            transactions_rejected: Counter::default(),
-        };
         registry.register(
             "committed_height",
             "Highest committed block height",
-            metrics.committed_height.clone(),
+            committed_height.clone(),
         );
         registry.register(
             "executed_height",
             "Highest executed block height",
-            metrics.executed_height.clone(),
+            executed_height.clone(),
         );
         registry.register(
             "settled_height",
             "Highest settled block height",
-            metrics.settled_height.clone(),
+            settled_height.clone(),
         );
         registry.register(
             "transactions_executed",
             "Transactions executed",
-            metrics.transactions_executed.clone(),
+            transactions_executed.clone(),
         );
         registry.register(
             "transactions_failed",
             "Transactions that failed at execution",
-            metrics.transactions_failed.clone(),
+            transactions_failed.clone(),
         );
         registry.register(
             "transactions_accepted",
             "Transactions admitted to the mempool",
-            metrics.transactions_accepted.clone(),
+            transactions_accepted.clone(),
         );
         registry.register(
             "transactions_rejected",
             "Transactions refused by the mempool",
-            metrics.transactions_rejected.clone(),
+            transactions_rejected.clone(),
         );
         Metrics {
             registry,
-            ..metrics
+            committed_height,
+            executed_height,
+            settled_height,
+            transactions_executed,
+            transactions_failed,
+            transactions_accepted,
+            transactions_rejected,
         }
     }
 

@@ -102,6 +102,11 @@ impl RunningNode {
                 config.node.data_dir.display()
             )
         })?;
+        // Bind before any layer starts, so a busy port fails start-up before anything commits.
+        let listen = config.http.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {listen}; is the port in use?"))?;
         let db_path = config.node.data_dir.join("db");
         let db = sled::Config::new().path(&db_path).open().with_context(|| {
             format!(
@@ -153,10 +158,6 @@ impl RunningNode {
             shutdown_rx.clone(),
         ))];
 
-        let listen = context.config.http.listen;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen for HTTP on {listen}"))?;
         let http_addr = listener.local_addr()?;
         let app = http::router(context.clone());
         let mut http_shutdown = shutdown_rx;

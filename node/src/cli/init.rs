@@ -144,15 +144,29 @@ pub fn single_node_testnet_file(
     }
 }
 
+/// Creates a new secret key file readable only by its owner; never overwrites one.
 fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
-    std::fs::write(path, format!("{secret}\n"))
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
     }
-    Ok(())
+    let mut file = options.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::Error::new(UsageError(format!(
+                "{} already exists; not overwriting a key",
+                path.display()
+            )))
+        } else {
+            anyhow::Error::new(e).context(format!("cannot write {}", path.display()))
+        }
+    })?;
+    file.write_all(format!("{secret}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// `lamina init`
@@ -185,13 +199,6 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
 pub fn generate_key(out: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     let key = Keypair::generate().context("no operating-system randomness for a key")?;
     if let Some(path) = &out {
-        if path.exists() {
-            return Err(UsageError(format!(
-                "{} already exists; not overwriting a key",
-                path.display()
-            ))
-            .into());
-        }
         write_secret(path, &key.secret_hex())?;
     }
     if json {

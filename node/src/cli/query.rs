@@ -79,7 +79,10 @@ pub async fn account(args: AccountArgs) -> anyhow::Result<()> {
     match settled {
         Some(root) if root == answer.state_root => println!("settlement  root is settled"),
         Some(root) => anyhow::bail!("the settled root at this height is {root}, not the node's"),
-        None => println!("settlement  height not settled yet"),
+        None => println!(
+            "settlement  no quorum of attestations for this height (yet: heights are attested \
+             once executed, and only those whose block held transactions)"
+        ),
     }
     Ok(())
 }

@@ -13,8 +13,9 @@ pub struct TransferArgs {
     /// Base URL of a node's HTTP API.
     #[arg(long, default_value = "http://127.0.0.1:8545")]
     pub node: String,
-    /// The sender's secret key (64 hex characters).
-    #[arg(long)]
+    /// The sender's secret key (64 hex characters); prefer the LAMINA_KEY environment
+    /// variable, which stays out of the process list and shell history.
+    #[arg(long, env = "LAMINA_KEY", hide_env_values = true)]
     pub key: String,
     /// Recipient address (64 hex characters).
     #[arg(long)]

@@ -104,8 +104,8 @@ impl MempoolRejection {
     }
 }
 
-/// Why a block could not be executed. Any of these stops the node's block pipeline: the
-/// state is left at the last executed height, nothing is half-applied.
+/// Why a block could not be executed. The state is left at the last executed height,
+/// nothing is half-applied; the node's block pipeline retries the height.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExecutionError {
     /// Blocks must be executed in height order.
@@ -115,6 +115,17 @@ pub enum ExecutionError {
         expected: u64,
         /// The height sent.
         got: u64,
+    },
+    /// A different block was already executed at this height (a fork, or a database from
+    /// another chain): the state cannot reflect both.
+    #[error("height {height} was executed with block {executed}, not {given}")]
+    ConflictingBlock {
+        /// The height.
+        height: u64,
+        /// Hash of the block executed there.
+        executed: Hash,
+        /// Hash of the block given now.
+        given: Hash,
     },
     /// The state database failed.
     #[error("state storage failed: {0}")]
@@ -367,7 +378,9 @@ impl ExecutionHandle {
             .await
     }
 
-    /// See [`ExecutionRequest::GetAccount`].
+    /// See [`ExecutionRequest::GetAccount`]. Like every read meant for outside callers, it
+    /// fails with [`ChannelError::Full`] instead of queueing when the layer is saturated, so
+    /// reads can never crowd out block execution.
     pub async fn account(
         &self,
         address: Address,
@@ -375,7 +388,7 @@ impl ExecutionHandle {
     ) -> Result<AccountAt, RequestError<QueryError>> {
         flatten(
             self.mailbox
-                .ask(|reply| ExecutionRequest::GetAccount {
+                .try_ask(|reply| ExecutionRequest::GetAccount {
                     address,
                     height,
                     reply,
@@ -392,7 +405,7 @@ impl ExecutionHandle {
     ) -> Result<AccountProof, RequestError<QueryError>> {
         flatten(
             self.mailbox
-                .ask(|reply| ExecutionRequest::GetAccountProof {
+                .try_ask(|reply| ExecutionRequest::GetAccountProof {
                     address,
                     height,
                     reply,
@@ -408,7 +421,7 @@ impl ExecutionHandle {
     ) -> Result<Option<TxLookup>, RequestError<QueryError>> {
         flatten(
             self.mailbox
-                .ask(|reply| ExecutionRequest::GetTransaction { hash, reply })
+                .try_ask(|reply| ExecutionRequest::GetTransaction { hash, reply })
                 .await,
         )
     }

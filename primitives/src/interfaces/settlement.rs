@@ -251,7 +251,7 @@ impl SettlementHandle {
     ) -> Result<Option<HeightSettlement>, RequestError<SettlementError>> {
         flatten(
             self.mailbox
-                .ask(|reply| SettlementRequest::GetHeight { height, reply })
+                .try_ask(|reply| SettlementRequest::GetHeight { height, reply })
                 .await,
         )
     }
