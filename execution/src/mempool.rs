@@ -41,6 +41,10 @@ struct Entry {
     size: usize,
     /// The height of the proposal this transaction was handed to, until that height executes.
     reserved_for: Option<u64>,
+    /// Admission order, and whether the transaction could not run yet when admitted (a nonce
+    /// gap): such transactions are the first evicted when the pool is full.
+    seq: u64,
+    queued: bool,
 }
 
 #[derive(Debug)]
@@ -60,6 +64,10 @@ pub struct Mempool {
     senders: HashMap<Address, SenderQueue>,
     /// Height → transactions reserved for a proposal at that height.
     reservations: BTreeMap<u64, HashSet<Hash>>,
+    /// Transactions admitted with a nonce gap, by admission order. A full pool evicts the
+    /// newest of these to admit a transaction that can run, so nonce-gapped transactions
+    /// (which cost their sender nothing until they run) cannot lock everyone else out.
+    queued: BTreeSet<(u64, Hash)>,
     bytes: usize,
     next_arrival: u64,
     executed_height: u64,
@@ -80,6 +88,7 @@ impl Mempool {
             entries: HashMap::new(),
             senders: HashMap::new(),
             reservations: BTreeMap::new(),
+            queued: BTreeSet::new(),
             bytes: 0,
             next_arrival: 0,
             executed_height,
@@ -168,17 +177,44 @@ impl Mempool {
                 available: account.balance,
             });
         }
-        if self.entries.len() >= self.limits.max_transactions
+        // Runnable: the account's next nonce, or right after a pending runnable transaction.
+        let follows_runnable = queue
+            .and_then(|q| q.by_nonce.get(&transaction.nonce.wrapping_sub(1)))
+            .and_then(|hash| self.entries.get(hash))
+            .is_some_and(|previous| !previous.queued);
+        let queued = transaction.nonce != account.nonce && !follows_runnable;
+        while self.entries.len() >= self.limits.max_transactions
             || self.bytes.saturating_add(size) > self.limits.max_bytes
         {
-            return Err(MempoolRejection::MempoolFull {
-                txs: self.entries.len(),
-                bytes: self.bytes,
-            });
+            let victim = if queued {
+                None
+            } else {
+                self.queued
+                    .iter()
+                    .rev()
+                    .map(|(_, hash)| *hash)
+                    .find(|hash| {
+                        self.entries
+                            .get(hash)
+                            .is_some_and(|e| e.reserved_for.is_none())
+                    })
+            };
+            match victim {
+                Some(hash) => self.remove(&hash),
+                None => {
+                    return Err(MempoolRejection::MempoolFull {
+                        txs: self.entries.len(),
+                        bytes: self.bytes,
+                    })
+                }
+            }
         }
 
         let arrival = self.next_arrival;
         self.next_arrival += 1;
+        if queued {
+            self.queued.insert((arrival, hash));
+        }
         self.senders
             .entry(transaction.sender)
             .or_insert_with(|| SenderQueue {
@@ -194,6 +230,8 @@ impl Mempool {
                 transaction,
                 size,
                 reserved_for: None,
+                seq: arrival,
+                queued,
             },
         );
         Ok(hash)
@@ -330,6 +368,9 @@ impl Mempool {
             return;
         };
         self.bytes = self.bytes.saturating_sub(entry.size);
+        if entry.queued {
+            self.queued.remove(&(entry.seq, *hash));
+        }
         let sender = entry.transaction.sender;
         if let Some(queue) = self.senders.get_mut(&sender) {
             queue.by_nonce.remove(&entry.transaction.nonce);
@@ -519,6 +560,38 @@ mod tests {
                 bytes: size
             })
         );
+    }
+
+    #[test]
+    fn a_full_pool_evicts_nonce_gapped_transactions_for_runnable_ones() {
+        let (mallory, alice, bob) = (key("mallory"), key("alice"), key("bob"));
+        let mut pool = pool(MempoolLimits {
+            max_transactions: 3,
+            ..limits()
+        });
+        // Mallory fills the pool with transactions that cannot run (nonces 5.. with 0 unused).
+        let gapped: Vec<Transaction> = (5..8).map(|n| tx(&mallory, n, 1)).collect();
+        for t in &gapped {
+            pool.insert(t.clone(), rich()).unwrap();
+        }
+        // Another gapped transaction finds the pool full...
+        assert!(matches!(
+            pool.insert(tx(&bob, 3, 1), rich()),
+            Err(MempoolRejection::MempoolFull { .. })
+        ));
+        // ...but runnable ones evict the newest gapped transactions.
+        pool.insert(tx(&alice, 0, 1), rich()).unwrap();
+        pool.insert(tx(&alice, 1, 1), rich()).unwrap();
+        assert_eq!(pool.len(), 3);
+        assert!(pool.get(&gapped[0].hash()).is_some());
+        assert!(pool.get(&gapped[1].hash()).is_none());
+        assert!(pool.get(&gapped[2].hash()).is_none());
+        // With no gapped transaction left to evict, the pool is simply full.
+        pool.insert(tx(&bob, 0, 1), rich()).unwrap();
+        assert!(matches!(
+            pool.insert(tx(&bob, 1, 1), rich()),
+            Err(MempoolRejection::MempoolFull { .. })
+        ));
     }
 
     #[test]
