@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use jmt::storage::{LeafNode, Node, NodeBatch, NodeKey, TreeReader, TreeWriter};
+use jmt::storage::{LeafNode, Node, NodeBatch, NodeKey, TreeReader};
 use jmt::{KeyHash, OwnedValue, Sha256Jmt, Version};
 use lamina_primitives::codec;
 use lamina_primitives::interfaces::execution::ExecutedBlock;
@@ -393,15 +393,6 @@ impl TreeReader for Store {
 
     fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
         Ok(self.rightmost_leaf()?)
-    }
-}
-
-impl TreeWriter for Store {
-    fn write_node_batch(&self, node_batch: &NodeBatch) -> anyhow::Result<()> {
-        let mut batch = sled::Batch::default();
-        self.add_node_batch(&mut batch, node_batch)?;
-        self.tree.apply_batch(batch)?;
-        Ok(())
     }
 }
 

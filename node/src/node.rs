@@ -50,7 +50,9 @@ pub struct RunningNode {
     pub http_addr: SocketAddr,
     db: sled::Db,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    /// The block pipeline; it ends early only when a layer has stopped.
+    pipeline: Option<JoinHandle<anyhow::Result<()>>>,
+    http: JoinHandle<()>,
 }
 
 /// Reads and validates a genesis file.
@@ -152,16 +154,12 @@ impl RunningNode {
             da,
             settlement,
         };
-        let mut tasks = vec![tokio::spawn(pipeline::run(
-            layers,
-            metrics,
-            shutdown_rx.clone(),
-        ))];
+        let pipeline = tokio::spawn(pipeline::run(layers, metrics, shutdown_rx.clone()));
 
         let http_addr = listener.local_addr()?;
         let app = http::router(context.clone());
         let mut http_shutdown = shutdown_rx;
-        tasks.push(tokio::spawn(async move {
+        let http = tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = http_shutdown.wait_for(|stop| *stop).await;
@@ -170,24 +168,41 @@ impl RunningNode {
             if let Err(err) = served {
                 tracing::error!("HTTP server failed: {err}");
             }
-        }));
+        });
         tracing::info!(%http_addr, chain_id = %context.genesis.chain_id, "node started");
         Ok(RunningNode {
             context,
             http_addr,
             db,
             shutdown,
-            tasks,
+            pipeline: Some(pipeline),
+            http,
         })
+    }
+
+    /// Resolves only if the node cannot go on (one of its layers stopped), with the reason.
+    pub async fn failed(&mut self) -> anyhow::Error {
+        let Some(pipeline) = self.pipeline.as_mut() else {
+            return std::future::pending().await;
+        };
+        let outcome = pipeline.await;
+        self.pipeline = None;
+        match outcome {
+            Ok(Err(err)) => err,
+            Ok(Ok(())) => std::future::pending().await,
+            Err(join) => anyhow::anyhow!("the block pipeline crashed: {join}"),
+        }
     }
 
     /// Stops serving, lets in-flight work finish, and flushes the database. Everything a
     /// layer reported as committed was already flushed; this is belt and braces.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        let grace = std::time::Duration::from_secs(5);
+        if let Some(pipeline) = self.pipeline {
+            let _ = tokio::time::timeout(grace, pipeline).await;
         }
+        let _ = tokio::time::timeout(grace, self.http).await;
         self.db
             .flush_async()
             .await

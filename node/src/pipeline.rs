@@ -36,17 +36,44 @@ const RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Safety net: re-check the committed height this often even without an event.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Runs until `shutdown` flips to true.
-pub async fn run(layers: Layers, metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {
+impl Layers {
+    /// The name of a layer whose actor has stopped, if any: nothing can recover from that.
+    fn stopped(&self) -> Option<&'static str> {
+        [
+            ("consensus", self.consensus.is_closed()),
+            ("execution", self.execution.is_closed()),
+            ("data-availability", self.da.is_closed()),
+            ("settlement", self.settlement.is_closed()),
+        ]
+        .into_iter()
+        .find_map(|(name, closed)| closed.then_some(name))
+    }
+
+    fn check_running(&self) -> anyhow::Result<()> {
+        match self.stopped() {
+            Some(layer) => Err(anyhow!("the {layer} layer has stopped; see the log above")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Runs until `shutdown` flips to true (then `Ok`), or until a layer stops (then `Err`):
+/// transient failures are retried, a dead layer is not.
+pub async fn run(
+    layers: Layers,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     // Subscribe before reading the tip, so no commit falls between the two.
     let mut commits = layers.consensus.subscribe();
     let mut next = loop {
         match start_height(&layers).await {
             Ok(height) => break height,
             Err(err) => {
+                layers.check_running()?;
                 tracing::error!("block pipeline cannot start: {err:#}");
                 if wait_or_shutdown(&mut shutdown, RETRY_DELAY).await {
-                    return;
+                    return Ok(());
                 }
             }
         }
@@ -63,24 +90,29 @@ pub async fn run(layers: Layers, metrics: Arc<Metrics>, mut shutdown: watch::Rec
         let tip = match layers.consensus.status().await {
             Ok(status) => status.committed_height,
             Err(err) => {
-                tracing::error!("consensus unavailable: {err}");
-                return;
+                layers.check_running()?;
+                tracing::error!("consensus did not answer, will retry: {err}");
+                if wait_or_shutdown(&mut shutdown, RETRY_DELAY).await {
+                    return Ok(());
+                }
+                continue;
             }
         };
         metrics.committed_height.set(tip);
         while next <= tip {
             if *shutdown.borrow() {
-                return;
+                return Ok(());
             }
             match deliver(&layers, &metrics, next).await {
                 Ok(()) => next += 1,
                 Err(err) => {
+                    layers.check_running()?;
                     tracing::error!(
                         height = next,
                         "delivering block failed, will retry: {err:#}"
                     );
                     if wait_or_shutdown(&mut shutdown, RETRY_DELAY).await {
-                        return;
+                        return Ok(());
                     }
                 }
             }
@@ -88,7 +120,7 @@ pub async fn run(layers: Layers, metrics: Arc<Metrics>, mut shutdown: watch::Rec
         tokio::select! {
             _ = commits.recv() => {}
             _ = tokio::time::sleep(POLL_INTERVAL) => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => return Ok(()),
         }
     }
 }
@@ -158,4 +190,31 @@ async fn deliver(layers: &Layers, metrics: &Metrics, height: u64) -> anyhow::Res
         "block applied"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use lamina_primitives::interfaces::{Events, Mailbox};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stopped_layer_ends_the_pipeline_with_an_error() {
+        // Handles whose actors are gone: their receivers are dropped at once.
+        let layers = Layers {
+            consensus: ConsensusHandle::new(Mailbox::new("consensus", 1).0, Events::new(1)),
+            execution: ExecutionHandle::new(Mailbox::new("execution", 1).0, Events::new(1)),
+            da: DaHandle::new(Mailbox::new("da", 1).0, Events::new(1)),
+            settlement: SettlementHandle::new(Mailbox::new("settlement", 1).0, Events::new(1)),
+        };
+        let (_stop, shutdown) = watch::channel(false);
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(10),
+            run(layers, Arc::new(Metrics::new()), shutdown),
+        )
+        .await
+        .expect("the pipeline gives up instead of retrying forever");
+        let message = outcome.expect_err("a dead layer is an error").to_string();
+        assert!(message.contains("has stopped"), "{message}");
+    }
 }

@@ -15,11 +15,19 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     serve_until_stopped(node).await
 }
 
-/// Shows the status line until Ctrl-C or SIGTERM, then stops the node cleanly.
-pub async fn serve_until_stopped(node: RunningNode) -> anyhow::Result<()> {
+/// Shows the status line until Ctrl-C or SIGTERM, then stops the node cleanly; exits with an
+/// error if one of the node's layers stops on its own.
+pub async fn serve_until_stopped(mut node: RunningNode) -> anyhow::Result<()> {
     let status = tokio::spawn(status_line(node.context.clone()));
-    super::stop_signal().await;
+    let failure = tokio::select! {
+        _ = super::stop_signal() => None,
+        err = node.failed() => Some(err),
+    };
     status.abort();
+    if let Some(err) = failure {
+        let _ = node.stop().await;
+        return Err(err.context("the node cannot continue"));
+    }
     if std::io::stdout().is_terminal() {
         println!();
     }

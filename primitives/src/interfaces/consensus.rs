@@ -111,6 +111,12 @@ impl ConsensusHandle {
         )
     }
 
+    /// True once the layer's actor has stopped (it panicked or shut down): no request will
+    /// be answered again.
+    pub fn is_closed(&self) -> bool {
+        self.mailbox.is_closed()
+    }
+
     /// Subscribes to [`ConsensusEvent`]s.
     pub fn subscribe(&self) -> broadcast::Receiver<ConsensusEvent> {
         self.events.subscribe()

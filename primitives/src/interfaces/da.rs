@@ -240,6 +240,12 @@ impl DaHandle {
             .await
     }
 
+    /// True once the layer's actor has stopped (it panicked or shut down): no request will
+    /// be answered again.
+    pub fn is_closed(&self) -> bool {
+        self.mailbox.is_closed()
+    }
+
     /// Subscribes to [`DaEvent`]s.
     pub fn subscribe(&self) -> broadcast::Receiver<DaEvent> {
         self.events.subscribe()

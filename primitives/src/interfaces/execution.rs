@@ -426,6 +426,12 @@ impl ExecutionHandle {
         )
     }
 
+    /// True once the layer's actor has stopped (it panicked or shut down): no request will
+    /// be answered again.
+    pub fn is_closed(&self) -> bool {
+        self.mailbox.is_closed()
+    }
+
     /// Subscribes to [`ExecutionEvent`]s.
     pub fn subscribe(&self) -> broadcast::Receiver<ExecutionEvent> {
         self.events.subscribe()

@@ -256,6 +256,12 @@ impl SettlementHandle {
         )
     }
 
+    /// True once the layer's actor has stopped (it panicked or shut down): no request will
+    /// be answered again.
+    pub fn is_closed(&self) -> bool {
+        self.mailbox.is_closed()
+    }
+
     /// Subscribes to [`SettlementEvent`]s.
     pub fn subscribe(&self) -> broadcast::Receiver<SettlementEvent> {
         self.events.subscribe()
