@@ -6,29 +6,38 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use lamina_node::testnet_file::TestnetFile;
 use serde_json::Value;
 
-/// The `lamina` binary next to this test executable, built on demand when a test runs alone.
+/// The `lamina` binary of this workspace, next to this test executable. It is (re)built
+/// once per test process, so a test run with `-p lamina-tests` never drives a stale binary;
+/// after `cargo test --workspace` built it, this is a quick no-op.
 pub fn lamina_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/lamina
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile dir");
-    let bin = profile_dir.join(format!("lamina{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> -> target/<profile>/lamina
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile dir");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "lamina-node", "--bin", "lamina"])
-            .status()
-            .expect("run cargo build");
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "lamina-node", "--bin", "lamina"]);
+        if profile_dir
+            .file_name()
+            .is_some_and(|name| name == "release")
+        {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
         assert!(status.success(), "building the lamina binary failed");
-    }
-    bin
+        profile_dir.join(format!("lamina{}", std::env::consts::EXE_SUFFIX))
+    })
+    .clone()
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, panicking with `what` after `timeout`.

@@ -3,9 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
+use std::time::Duration;
 
 use lamina_primitives::Keypair;
-use lamina_tests::{lamina_bin, DevNode};
+use lamina_tests::{lamina_bin, wait_for, DevNode};
 use serde_json::Value;
 
 #[test]
@@ -34,19 +35,29 @@ fn tx_transfer_waits_for_inclusion_and_query_verifies_the_proof() {
         "{receipt}"
     );
 
-    let output = Command::new(lamina_bin())
-        .args(["query", "account", "--node", &node.url, "--address", &to])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("balance     42"), "{stdout}");
-    assert!(
-        stdout.contains("proof       verified (presence"),
-        "{stdout}"
+    // The proof verifies at once; the root becomes settled once the validator's attestation
+    // is in a later block.
+    let query = || {
+        let output = Command::new(lamina_bin())
+            .args(["query", "account", "--node", &node.url, "--address", &to])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("balance     42"), "{stdout}");
+        assert!(
+            stdout.contains("proof       verified (presence"),
+            "{stdout}"
+        );
+        stdout
+    };
+    wait_for(
+        "the queried root to be settled",
+        Duration::from_secs(60),
+        || Some(query()).filter(|stdout| stdout.contains("root is settled")),
     );
 }

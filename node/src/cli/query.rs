@@ -31,6 +31,12 @@ struct ProofAnswer {
 }
 
 #[derive(Debug, Deserialize)]
+struct StatusAnswer {
+    settled_height: u64,
+    settled_state_root: Option<Hash>,
+}
+
+#[derive(Debug, Deserialize)]
 struct SettlementAnswer {
     settled_root: Option<Hash>,
 }
@@ -79,10 +85,22 @@ pub async fn account(args: AccountArgs) -> anyhow::Result<()> {
     match settled {
         Some(root) if root == answer.state_root => println!("settlement  root is settled"),
         Some(root) => anyhow::bail!("the settled root at this height is {root}, not the node's"),
-        None => println!(
-            "settlement  no quorum of attestations for this height (yet: heights are attested \
-             once executed, and only those whose block held transactions)"
-        ),
+        None => {
+            // Heights whose block held no transactions are never attested: their root is the
+            // root of the last height that changed state, which may be settled.
+            let status: StatusAnswer = client.get("/v1/status").await?;
+            if status.settled_state_root == Some(answer.state_root) {
+                println!(
+                    "settlement  root is settled (it is the root settled at height {})",
+                    status.settled_height
+                );
+            } else {
+                println!(
+                    "settlement  not settled yet (latest settled height {})",
+                    status.settled_height
+                );
+            }
+        }
     }
     Ok(())
 }
