@@ -54,26 +54,26 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     testnet.write(&node_dir.testnet_file())?;
 
     let height = node.context.consensus.status().await?.committed_height;
-    println!(
+    out!(
         "Lamina dev chain {}",
         if resumed { "(resumed)" } else { "(new)" }
     );
-    println!("  chain id      {}", genesis.chain_id);
-    println!("  HTTP API      http://{}", node.http_addr);
-    println!("  directory     {}", dir.display());
-    println!("  testnet file  {}", node_dir.testnet_file().display());
-    println!("  height        {height}");
-    println!();
-    println!(
+    out!("  chain id      {}", genesis.chain_id);
+    out!("  HTTP API      http://{}", node.http_addr);
+    out!("  directory     {}", dir.display());
+    out!("  testnet file  {}", node_dir.testnet_file().display());
+    out!("  height        {height}");
+    out!();
+    out!(
         "Prefunded accounts (genesis balance {} each):",
         testnet.accounts.first().map_or(0, |a| a.balance)
     );
     for (i, account) in testnet.accounts.iter().enumerate() {
-        println!("  ({i}) {}", account.address);
-        println!("      secret key {}", account.secret_key);
+        out!("  ({i}) {}", account.address);
+        out!("      secret key {}", account.secret_key);
     }
-    println!();
-    println!(
+    out!();
+    out!(
         "Ctrl-C to stop; `lamina dev --dir {}` resumes this chain.",
         dir.display()
     );

@@ -178,15 +178,15 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         block_time_ms: args.block_time,
     };
     let dir = init_node_dir(&args.dir, &options)?;
-    println!("wrote {}", dir.config().display());
-    println!("wrote {}", dir.genesis().display());
-    println!("wrote {}", dir.validator_key().display());
-    println!(
+    out!("wrote {}", dir.config().display());
+    out!("wrote {}", dir.genesis().display());
+    out!("wrote {}", dir.validator_key().display());
+    out!(
         "start it with: lamina run --config {}",
         dir.config().display()
     );
     if options.accounts > 0 {
-        println!(
+        out!(
             "note: the {} prefunded accounts use publicly known development keys; \
              pass --accounts 0 for a chain that holds anything of value",
             options.accounts
@@ -202,13 +202,13 @@ pub fn generate_key(out: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         write_secret(path, &key.secret_hex())?;
     }
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({ "address": key.address(), "secret_key": key.secret_hex() })
         );
     } else {
-        println!("address    {}", key.address());
-        println!("secret key {}", key.secret_hex());
+        out!("address    {}", key.address());
+        out!("secret key {}", key.secret_hex());
     }
     Ok(())
 }

@@ -1,5 +1,13 @@
 //! The `lamina` command line: `dev`, `init`, `run`, `keys`, `tx` and `query`.
 
+/// `println!` that ignores a closed stdout (`lamina ... | head`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod client;
 mod dev;
 mod init;

@@ -64,12 +64,12 @@ pub async fn account(args: AccountArgs) -> anyhow::Result<()> {
         .verify(&answer.state_root, &key_hash, value.as_deref())
         .map_err(|e| anyhow::anyhow!("PROOF DOES NOT VERIFY: {e}"))?;
     let account = answer.account.unwrap_or_default();
-    println!("address     {address}");
-    println!("height      {}", answer.height);
-    println!("balance     {}", account.balance);
-    println!("nonce       {}", account.nonce);
-    println!("state root  {}", answer.state_root);
-    println!(
+    out!("address     {address}");
+    out!("height      {}", answer.height);
+    out!("balance     {}", account.balance);
+    out!("nonce       {}", account.nonce);
+    out!("state root  {}", answer.state_root);
+    out!(
         "proof       verified ({} against the state root)",
         if answer.account.is_some() {
             "presence"
@@ -83,19 +83,19 @@ pub async fn account(args: AccountArgs) -> anyhow::Result<()> {
         .ok()
         .and_then(|s| s.settled_root);
     match settled {
-        Some(root) if root == answer.state_root => println!("settlement  root is settled"),
+        Some(root) if root == answer.state_root => out!("settlement  root is settled"),
         Some(root) => anyhow::bail!("the settled root at this height is {root}, not the node's"),
         None => {
             // Heights whose block held no transactions are never attested: their root is the
             // root of the last height that changed state, which may be settled.
             let status: StatusAnswer = client.get("/v1/status").await?;
             if status.settled_state_root == Some(answer.state_root) {
-                println!(
+                out!(
                     "settlement  root is settled (it is the root settled at height {})",
                     status.settled_height
                 );
             } else {
-                println!(
+                out!(
                     "settlement  not settled yet (latest settled height {})",
                     status.settled_height
                 );

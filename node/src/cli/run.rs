@@ -11,7 +11,7 @@ use crate::node::{NodeContext, RunningNode};
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = NodeConfig::load(config_path)?;
     let node = RunningNode::start(config).await?;
-    println!("node running; HTTP API on http://{}", node.http_addr);
+    out!("node running; HTTP API on http://{}", node.http_addr);
     serve_until_stopped(node).await
 }
 
@@ -29,11 +29,11 @@ pub async fn serve_until_stopped(mut node: RunningNode) -> anyhow::Result<()> {
         return Err(err.context("the node cannot continue"));
     }
     if std::io::stdout().is_terminal() {
-        println!();
+        out!();
     }
-    println!("stopping...");
+    out!("stopping...");
     node.stop().await?;
-    println!("stopped; every committed block is on disk");
+    out!("stopped; every committed block is on disk");
     Ok(())
 }
 

@@ -51,6 +51,6 @@ pub async fn transfer(args: TransferArgs) -> anyhow::Result<()> {
     let answer = client
         .wait_included(&hash, Duration::from_secs(args.timeout))
         .await?;
-    println!("{}", serde_json::to_string_pretty(&answer)?);
+    out!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
 }
