@@ -12,8 +12,10 @@ use lamina_primitives::interfaces::consensus::{
     ConsensusDeps, ConsensusError, ConsensusEvent, ConsensusRequest, ConsensusStatus,
 };
 use lamina_primitives::interfaces::{Events, RequestError};
-use lamina_primitives::{Block, CommittedBlock, Genesis, Keypair, Transaction, ValidatorSet};
-use tokio::sync::mpsc;
+use lamina_primitives::{
+    Address, Block, CommittedBlock, Genesis, Keypair, Transaction, ValidatorSet,
+};
+use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
 use crate::proposal::{self, Decision};
@@ -29,6 +31,8 @@ pub(crate) struct Solo {
     key: Keypair,
     store: ChainStore,
     tip: Tip,
+    /// The committed tip as readers see it; updated only once a block is durable.
+    published: watch::Sender<Tip>,
     /// Transactions reaped for a height whose block could not be finished. The mempool keeps
     /// them reserved for that height, so the retry must reuse them rather than reap again.
     carried: Option<(u64, Vec<Transaction>)>,
@@ -65,16 +69,38 @@ impl Solo {
             key,
             store,
             tip,
+            published: watch::Sender::new(tip),
             carried: None,
         })
     }
 
+    /// What answers requests: it reads the store and the published tip, so requests are
+    /// answered even while a block is being built.
+    fn reader(&self) -> Reader {
+        Reader {
+            store: self.store.clone(),
+            tip: self.published.subscribe(),
+            validator: self.key.address(),
+        }
+    }
+}
+
+/// Answers [`ConsensusRequest`]s from the committed chain.
+#[derive(Debug)]
+struct Reader {
+    store: ChainStore,
+    tip: watch::Receiver<Tip>,
+    validator: Address,
+}
+
+impl Reader {
     fn status(&self) -> ConsensusStatus {
+        let tip = *self.tip.borrow();
         ConsensusStatus {
             engine: "solo".to_string(),
-            committed_height: self.tip.height,
-            last_block_hash: self.tip.hash,
-            validator: Some(self.key.address()),
+            committed_height: tip.height,
+            last_block_hash: tip.hash,
+            validator: Some(self.validator),
         }
     }
 
@@ -87,7 +113,7 @@ impl Solo {
             ConsensusRequest::GetBlock { height, reply } => {
                 // Above the tip nothing is committed, even if a write whose flush failed
                 // left a block readable there.
-                let answer = if height > self.tip.height {
+                let answer = if height > self.tip.borrow().height {
                     Ok(None)
                 } else {
                     self.store.get(height).map(|block| block.map(Arc::new))
@@ -99,7 +125,9 @@ impl Solo {
             }
         }
     }
+}
 
+impl Solo {
     /// One tick: builds, stores and announces the next block if there is anything to put in
     /// it. Failures are logged and retried on the next tick.
     async fn tick(&mut self, deps: &ConsensusDeps, db: &sled::Db, events: &Events<ConsensusEvent>) {
@@ -194,6 +222,7 @@ impl Solo {
             return;
         }
         self.tip = tip;
+        self.published.send_replace(tip);
         tracing::info!(
             height,
             hash = %tip.hash,
@@ -226,13 +255,31 @@ pub(crate) async fn run(
     let mut ticker = tokio::time::interval(Duration::from_millis(solo.config.block_time_ms));
     // After a slow block, wait a full block time rather than catching up with a burst.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let reader = solo.reader();
     loop {
         tokio::select! {
             request = requests.recv() => match request {
-                Some(request) => solo.answer(request),
+                Some(request) => reader.answer(request),
                 None => break,
             },
-            _ = ticker.tick() => solo.tick(&deps, &db, &events).await,
+            _ = ticker.tick() => {
+                // Keep answering requests while the block is built.
+                let tick = solo.tick(&deps, &db, &events);
+                tokio::pin!(tick);
+                loop {
+                    tokio::select! {
+                        () = &mut tick => break,
+                        request = requests.recv() => match request {
+                            Some(request) => reader.answer(request),
+                            None => {
+                                tick.await;
+                                tracing::debug!("solo engine stopped: every handle was dropped");
+                                return;
+                            }
+                        },
+                    }
+                }
+            }
         }
     }
     tracing::debug!("solo engine stopped: every handle was dropped");

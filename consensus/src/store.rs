@@ -54,8 +54,8 @@ pub(crate) enum StoreError {
     Corrupt { height: u64, message: String },
 }
 
-/// The committed chain.
-#[derive(Debug)]
+/// The committed chain. Clones share the same sled trees.
+#[derive(Debug, Clone)]
 pub(crate) struct ChainStore {
     blocks: sled::Tree,
     meta: sled::Tree,

@@ -397,3 +397,38 @@ async fn restart_resumes_from_the_stored_tip() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn answers_requests_while_a_block_is_being_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let key = Keypair::deterministic("validator");
+    let genesis = genesis(&[&key]);
+    // An execution layer that takes the reap request and never answers: the engine's tick
+    // stays stuck inside block building.
+    let (mailbox, mut requests) = Mailbox::new("execution", 16);
+    let (reaped, mut reap_seen) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(request) = requests.recv().await {
+            held.push(request);
+            let _ = reaped.try_send(());
+        }
+    });
+    let deps = ConsensusDeps {
+        execution: ExecutionHandle::new(mailbox, Events::new(16)),
+        ..fake_deps(&Arc::new(Fakes::default()))
+    };
+    let consensus = spawn(config(false), &genesis, Some(key), &db, deps).unwrap();
+    reap_seen.recv().await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(5), consensus.status())
+        .await
+        .expect("status is answered while the tick waits on execution")
+        .unwrap();
+    assert_eq!(status.committed_height, 0);
+    let block = tokio::time::timeout(Duration::from_secs(5), consensus.block(1))
+        .await
+        .expect("blocks are served while the tick waits")
+        .unwrap();
+    assert!(block.is_none());
+}
