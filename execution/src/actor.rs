@@ -71,7 +71,7 @@ impl Actor {
             }
         };
         let state_root = store.root(executed_height)?;
-        let executor = executor_for(config.kind);
+        let executor = executor_for(config);
         let mempool = Mempool::new(
             MempoolLimits::from(config),
             &genesis.chain_id,

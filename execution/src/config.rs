@@ -1,5 +1,7 @@
-//! The `[execution]` section of the node's config file: which executor runs blocks and the
-//! mempool's limits.
+//! The `[execution]` section of the node's config file: which executor runs blocks (and on
+//! how many threads) and the mempool's limits.
+
+use std::num::NonZeroUsize;
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +12,8 @@ pub enum ExecutorKind {
     /// One transaction after another, in block order.
     #[default]
     Sequential,
+    /// Block-STM: optimistic execution on several threads over a multi-version store.
+    Parallel,
 }
 
 impl ExecutorKind {
@@ -17,6 +21,7 @@ impl ExecutorKind {
     pub fn name(self) -> &'static str {
         match self {
             ExecutorKind::Sequential => "sequential",
+            ExecutorKind::Parallel => "parallel",
         }
     }
 }
@@ -27,6 +32,10 @@ impl ExecutorKind {
 pub struct ExecutionConfig {
     /// Which executor runs blocks.
     pub kind: ExecutorKind,
+    /// Threads of the `parallel` executor (1 to 256); unset: the cores available to the
+    /// process. The `sequential` executor ignores it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
     /// Most transactions the mempool holds.
     pub max_mempool_transactions: usize,
     /// Most encoded bytes the mempool holds.
@@ -41,6 +50,7 @@ impl Default for ExecutionConfig {
     fn default() -> Self {
         ExecutionConfig {
             kind: ExecutorKind::Sequential,
+            threads: None,
             max_mempool_transactions: 10_000,
             max_mempool_bytes: 16 * 1024 * 1024,
             nonce_window: 64,
@@ -49,9 +59,26 @@ impl Default for ExecutionConfig {
     }
 }
 
+/// Most threads `threads` may ask for.
+pub const MAX_THREADS: usize = 256;
+
 impl ExecutionConfig {
+    /// The threads the `parallel` executor uses: `threads`, or the cores available to the
+    /// process when unset (1 when that cannot be determined).
+    pub fn threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, NonZeroUsize::get))
+    }
+
     /// Checks that every limit is usable; the message names the field and what is allowed.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(threads) = self.threads {
+            if !(1..=MAX_THREADS).contains(&threads) {
+                return Err(format!(
+                    "threads must be 1 to {MAX_THREADS} (got {threads}); leave it unset to use every available core"
+                ));
+            }
+        }
         let positive = |name: &str, value: u64| {
             if value == 0 {
                 Err(format!("{name} must be at least 1 (got 0)"))
@@ -121,5 +148,58 @@ mod tests {
         assert_eq!(config.max_transaction_bytes, 4096);
         assert!(toml::from_str::<ExecutionConfig>("kind = \"Sequential\"").is_err());
         assert!(toml::from_str::<ExecutionConfig>("nonce_windw = 8").is_err());
+    }
+
+    #[test]
+    fn parallel_kind_and_threads_parse_and_validate() {
+        let config: ExecutionConfig = toml::from_str("kind = \"parallel\"\nthreads = 4\n").unwrap();
+        assert_eq!(config.kind, ExecutorKind::Parallel);
+        assert_eq!(config.kind.name(), "parallel");
+        assert_eq!((config.threads, config.threads()), (Some(4), 4));
+        assert!(config.validate().is_ok());
+        for bad in [0, MAX_THREADS + 1] {
+            let config = ExecutionConfig {
+                threads: Some(bad),
+                ..config.clone()
+            };
+            let message = config.validate().unwrap_err();
+            assert!(message.contains("threads"), "{message}");
+        }
+        let config = ExecutionConfig {
+            threads: Some(MAX_THREADS),
+            ..config
+        };
+        assert!(config.validate().is_ok());
+        // Unset: every available core, at least one.
+        let config: ExecutionConfig = toml::from_str("kind = \"parallel\"").unwrap();
+        assert_eq!(config.threads, None);
+        assert!(config.threads() >= 1);
+        assert!(toml::from_str::<ExecutionConfig>("threads = -1").is_err());
+    }
+
+    #[test]
+    fn serializes_and_parses_back() {
+        for config in [
+            ExecutionConfig::default(),
+            ExecutionConfig {
+                kind: ExecutorKind::Parallel,
+                threads: Some(3),
+                ..ExecutionConfig::default()
+            },
+        ] {
+            let text = toml::to_string(&config).unwrap();
+            assert_eq!(toml::from_str::<ExecutionConfig>(&text).unwrap(), config);
+        }
+        let text = toml::to_string(&ExecutionConfig {
+            kind: ExecutorKind::Parallel,
+            threads: Some(3),
+            ..ExecutionConfig::default()
+        })
+        .unwrap();
+        assert!(text.contains("kind = \"parallel\""), "{text}");
+        assert!(text.contains("threads = 3"), "{text}");
+        // Unset threads are left out rather than written as an unrepresentable null.
+        let text = toml::to_string(&ExecutionConfig::default()).unwrap();
+        assert!(!text.contains("threads"), "{text}");
     }
 }

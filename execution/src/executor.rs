@@ -1,5 +1,6 @@
 //! Block executors: the [`Executor`] trait every implementation provides, the transaction
-//! rules they all share ([`execute_transaction`]), and the sequential executor.
+//! rules they all share ([`execute_transaction`]), and the sequential executor (the parallel
+//! one is in [`crate::parallel`]).
 //!
 //! An executor is a pure function of the block and the state it reads: it returns receipts
 //! and the accounts to write, and never touches storage itself, so two executors can be
@@ -10,7 +11,8 @@ use std::fmt;
 
 use lamina_primitives::{Account, Address, Receipt, Transaction, TxFailure, TxOutcome, TxPayload};
 
-use crate::config::ExecutorKind;
+use crate::config::{ExecutionConfig, ExecutorKind};
+use crate::parallel::ParallelExecutor;
 use crate::state::StoreError;
 
 /// Read access to the state a block executes on (the previous height's).
@@ -66,10 +68,11 @@ pub trait Executor: Send + fmt::Debug {
     ) -> Result<BlockOutput, StoreError>;
 }
 
-/// The executor selected by the config.
-pub fn executor_for(kind: ExecutorKind) -> Box<dyn Executor> {
-    match kind {
+/// The executor selected by the config (`kind`, and `threads` for `parallel`).
+pub fn executor_for(config: &ExecutionConfig) -> Box<dyn Executor> {
+    match config.kind {
         ExecutorKind::Sequential => Box::new(SequentialExecutor),
+        ExecutorKind::Parallel => Box::new(ParallelExecutor::new(config.threads())),
     }
 }
 
@@ -171,14 +174,14 @@ pub fn execute_transaction<E>(
 }
 
 /// Accounts read and written during one block, over the state before it.
-struct Overlay<'a> {
+pub(crate) struct Overlay<'a> {
     state: &'a dyn StateView,
     /// Address → (value before the block, current value).
     accounts: BTreeMap<Address, (Account, Account)>,
 }
 
 impl<'a> Overlay<'a> {
-    fn new(state: &'a dyn StateView) -> Self {
+    pub(crate) fn new(state: &'a dyn StateView) -> Self {
         Overlay {
             state,
             accounts: BTreeMap::new(),
@@ -201,9 +204,15 @@ impl<'a> Overlay<'a> {
         }
     }
 
+    /// Records an account's value before the block and after it, as computed elsewhere
+    /// (the parallel executor's merged writes).
+    pub(crate) fn preload(&mut self, address: Address, before: Account, after: Account) {
+        self.accounts.insert(address, (before, after));
+    }
+
     /// The accounts whose value differs from before the block: writing back an unchanged
     /// value would not change the root, and skipping it keeps the write set minimal.
-    fn into_writes(self) -> BTreeMap<Address, Account> {
+    pub(crate) fn into_writes(self) -> BTreeMap<Address, Account> {
         self.accounts
             .into_iter()
             .filter(|(_, (before, after))| before != after)
@@ -214,7 +223,7 @@ impl<'a> Overlay<'a> {
 
 /// Credits the block's fees to its proposer; a balance at the top saturates rather than
 /// failing the block.
-fn credit_proposer(
+pub(crate) fn credit_proposer(
     env: &BlockEnv<'_>,
     fees: u64,
     overlay: &mut Overlay<'_>,
@@ -243,34 +252,56 @@ impl Executor for SequentialExecutor {
         transactions: &[Transaction],
         state: &dyn StateView,
     ) -> Result<BlockOutput, StoreError> {
-        let mut overlay = Overlay::new(state);
-        let mut receipts = Vec::with_capacity(transactions.len());
-        let mut fees = 0u64;
-        let mut failed = 0u32;
-        for (index, transaction) in transactions.iter().enumerate() {
-            let index = u32::try_from(index).unwrap_or(u32::MAX);
-            let signature_valid = transaction.verify_signature().is_ok();
-            let effect =
-                execute_transaction(env, index, transaction, signature_valid, &mut |address| {
-                    overlay.read(address)
-                })?;
-            for (address, account) in effect.writes {
-                overlay.write(address, account);
-            }
-            fees = fees.saturating_add(effect.receipt.fee);
-            if effect.receipt.outcome != TxOutcome::Success {
-                failed = failed.saturating_add(1);
-            }
-            receipts.push(effect.receipt);
-        }
-        credit_proposer(env, fees, &mut overlay)?;
-        Ok(BlockOutput {
-            receipts,
-            writes: overlay.into_writes(),
-            fees,
-            failed,
+        execute_in_order(env, transactions, state, &|_, transaction| {
+            transaction.verify_signature().is_ok()
         })
     }
+}
+
+/// The block's fees and failure count, summed from its receipts.
+pub(crate) fn fees_and_failures(receipts: &[Receipt]) -> (u64, u32) {
+    receipts
+        .iter()
+        .fold((0u64, 0u32), |(fees, failed), receipt| {
+            let failed = if receipt.outcome == TxOutcome::Success {
+                failed
+            } else {
+                failed.saturating_add(1)
+            };
+            (fees.saturating_add(receipt.fee), failed)
+        })
+}
+
+/// The sequential loop: runs `transactions` one after another on `state`, then credits the
+/// fees to the proposer. `signature_valid(index, transaction)` says whether a transaction's
+/// signature verifies (the parallel executor checks them all up front).
+pub(crate) fn execute_in_order(
+    env: &BlockEnv<'_>,
+    transactions: &[Transaction],
+    state: &dyn StateView,
+    signature_valid: &dyn Fn(usize, &Transaction) -> bool,
+) -> Result<BlockOutput, StoreError> {
+    let mut overlay = Overlay::new(state);
+    let mut receipts = Vec::with_capacity(transactions.len());
+    for (position, transaction) in transactions.iter().enumerate() {
+        let index = u32::try_from(position).unwrap_or(u32::MAX);
+        let valid = signature_valid(position, transaction);
+        let effect = execute_transaction(env, index, transaction, valid, &mut |address| {
+            overlay.read(address)
+        })?;
+        for (address, account) in effect.writes {
+            overlay.write(address, account);
+        }
+        receipts.push(effect.receipt);
+    }
+    let (fees, failed) = fees_and_failures(&receipts);
+    credit_proposer(env, fees, &mut overlay)?;
+    Ok(BlockOutput {
+        receipts,
+        writes: overlay.into_writes(),
+        fees,
+        failed,
+    })
 }
 
 #[cfg(test)]

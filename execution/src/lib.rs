@@ -1,5 +1,6 @@
 //! Lamina's execution layer: the authenticated account state (a Jellyfish Merkle Tree in
-//! sled), the mempool, and the executors that run committed blocks.
+//! sled), the mempool, and the executors that run committed blocks (`sequential`, and
+//! `parallel`: Block-STM, in [`parallel`]).
 //!
 //! [`spawn`] starts the layer as an actor on its own thread and returns the
 //! [`ExecutionHandle`] every other part of the node talks to.
@@ -8,6 +9,7 @@ mod actor;
 pub mod config;
 pub mod executor;
 pub mod mempool;
+pub mod parallel;
 pub mod state;
 
 use std::thread;

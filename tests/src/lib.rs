@@ -194,3 +194,59 @@ fn dummy() -> TestnetFile {
         accounts: vec![],
     }
 }
+
+/// A `lamina run --config FILE` process; its HTTP address is read from its first line of
+/// output, so the config may listen on port 0.
+#[derive(Debug)]
+pub struct RunNode {
+    child: Child,
+    /// Base URL of its HTTP API.
+    pub url: String,
+}
+
+impl RunNode {
+    /// Starts the node and waits until its API answers.
+    pub fn start(config: &Path) -> RunNode {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(lamina_bin())
+            .args(["run", "--log", "warn", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn lamina run");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut first = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut first)
+            .expect("read the node's first line");
+        let url = first
+            .split_whitespace()
+            .find(|word| word.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no HTTP address in {first:?}"))
+            .to_string();
+        let node = RunNode { child, url };
+        let status_url = format!("{}/v1/status", node.url);
+        wait_for("the HTTP API", Duration::from_secs(30), || {
+            http()
+                .get(&status_url)
+                .send()
+                .ok()
+                .filter(|r| r.status().is_success())
+        });
+        node
+    }
+
+    /// `GET {url}{path}`.
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        get(&format!("{}{path}", self.url))
+    }
+}
+
+impl Drop for RunNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -60,6 +60,28 @@ enum Command {
     /// Read chain state from a node.
     #[command(subcommand)]
     Query(QueryCommand),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Block-STM workloads W1–W4: a sequential loop against the parallel executor.
+    Execution {
+        /// Threads of the parallel executor [default: the available cores].
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+        threads: Option<u64>,
+        /// Timed runs per measurement; the median is reported.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        runs: u64,
+        /// Only blocks of 1,000 transactions.
+        #[arg(long)]
+        quick: bool,
+        /// One JSON object per row instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `lamina dev`
@@ -130,7 +152,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Generate { out, json }) => init::generate_key(out, json),
         Command::Tx(TxCommand::Transfer(args)) => tx::transfer(args).await,
         Command::Query(QueryCommand::Account(args)) => query::account(args).await,
+        Command::Bench(BenchCommand::Execution {
+            threads,
+            runs,
+            quick,
+            json,
+        }) => bench_execution(threads, runs, quick, json).await,
     }
+}
+
+async fn bench_execution(
+    threads: Option<u64>,
+    runs: u64,
+    quick: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let threads = match threads {
+        Some(threads) => threads as usize,
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    let options = crate::bench::BenchOptions {
+        threads,
+        runs: runs as usize,
+        quick,
+    };
+    // CPU-bound for a long time: keep it off the async runtime's workers.
+    let rows = tokio::task::spawn_blocking(move || crate::bench::run(&options)).await??;
+    if json {
+        for row in &rows {
+            out!("{}", serde_json::to_string(row)?);
+        }
+    } else {
+        out!("{}", crate::bench::render(&rows).trim_end());
+    }
+    Ok(())
 }
 
 /// Logs go to stderr so stdout stays for the command's own output.

@@ -1,0 +1,410 @@
+//! `lamina bench execution`: the Block-STM paper's workloads, each run by a true sequential
+//! loop and by the parallel executor in the same process, so the speedup is a ratio measured
+//! under the same conditions. Medians of several runs; one JSON object per row with `--json`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use lamina_execution::executor::{
+    execute_transaction, BlockEnv, Executor, SequentialExecutor, StateView,
+};
+use lamina_execution::parallel::{self, ParallelExecutor, TransactionLogic};
+use lamina_execution::state::StoreError;
+use lamina_primitives::{Account, Address, Hash, Keypair, Transaction};
+use serde::Serialize;
+
+const CHAIN: &str = "lamina-bench";
+const BALANCE: u64 = 1 << 50;
+
+/// One row of the results table.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    /// W1 .. W4.
+    pub workload: String,
+    /// Distinct accounts transfers are drawn from.
+    pub accounts: usize,
+    /// Transactions per block.
+    pub block_size: usize,
+    /// Threads of the parallel executor.
+    pub threads: usize,
+    /// Sequential loop throughput (median run).
+    pub sequential_tps: f64,
+    /// Parallel executor throughput (median run).
+    pub parallel_tps: f64,
+    /// `parallel_tps / sequential_tps`.
+    pub speedup: f64,
+    /// Incarnations executed per transaction by the parallel executor (1.0 = no re-execution).
+    pub executions_per_tx: f64,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Parallel threads.
+    pub threads: usize,
+    /// Timed runs per measurement (the median is reported).
+    pub runs: usize,
+    /// Only the smaller block size (a quick look).
+    pub quick: bool,
+}
+
+/// SplitMix64: a tiny deterministic generator, so every machine benchmarks the same blocks.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// A block of `size` signed transfers among `accounts` funded accounts, nonces in order.
+struct Workload {
+    transactions: Vec<Transaction>,
+    state: BTreeMap<Address, Account>,
+}
+
+fn transfers(accounts: usize, size: usize, seed: u64) -> Workload {
+    let keys: Vec<Keypair> = (0..accounts)
+        .map(|i| Keypair::deterministic(&format!("bench-{i}")))
+        .collect();
+    let mut nonces = vec![0u64; accounts];
+    let mut rng = SplitMix(seed);
+    let transactions = (0..size)
+        .map(|_| {
+            let from = rng.below(accounts);
+            let mut to = rng.below(accounts);
+            if to == from && accounts > 1 {
+                to = (to + 1) % accounts;
+            }
+            let nonce = nonces[from];
+            nonces[from] += 1;
+            Transaction::transfer(CHAIN, &keys[from], nonce, keys[to].address(), 1)
+        })
+        .collect();
+    let state = keys
+        .iter()
+        .map(|k| {
+            (
+                k.address(),
+                Account {
+                    balance: BALANCE,
+                    nonce: 0,
+                },
+            )
+        })
+        .collect();
+    Workload {
+        transactions,
+        state,
+    }
+}
+
+fn env(fee: u64) -> BlockEnv<'static> {
+    BlockEnv {
+        height: 1,
+        proposer: Keypair::deterministic("bench-proposer").address(),
+        chain_id: CHAIN,
+        fee_per_transaction: fee,
+    }
+}
+
+/// The transfer rules, with signatures taken as checked (W1–W3 measure execution alone),
+/// plus `work` extra rounds of hashing per transaction (W3's heavier transaction kind).
+struct TransferLogic<'a> {
+    env: BlockEnv<'a>,
+    transactions: &'a [Transaction],
+    work: u32,
+}
+
+fn hash_work(transaction: &Transaction, rounds: u32) -> Hash {
+    let mut hash = Hash::digest(&transaction.signature.0);
+    for _ in 0..rounds {
+        hash = Hash::digest(&hash.0);
+    }
+    hash
+}
+
+impl TransferLogic<'_> {
+    fn run<E>(
+        &self,
+        index: usize,
+        read: &mut dyn FnMut(&Address) -> Result<Account, E>,
+    ) -> Result<(u64, Vec<(Address, Account)>), E> {
+        let transaction = &self.transactions[index];
+        if self.work > 0 {
+            std::hint::black_box(hash_work(transaction, self.work));
+        }
+        let effect = execute_transaction(&self.env, index as u32, transaction, true, read)?;
+        Ok((effect.receipt.fee, effect.writes))
+    }
+}
+
+impl TransactionLogic<Address, Account> for TransferLogic<'_> {
+    type Output = u64;
+
+    fn execute<E>(
+        &self,
+        index: usize,
+        read: &mut dyn FnMut(&Address) -> Result<Account, E>,
+    ) -> Result<(u64, Vec<(Address, Account)>), E> {
+        self.run(index, read)
+    }
+}
+
+/// A plain loop over the same logic: the baseline every speedup is measured against.
+fn sequential_loop(logic: &TransferLogic<'_>, state: &BTreeMap<Address, Account>) -> u64 {
+    let mut overlay: HashMap<Address, Account> = HashMap::new();
+    let mut fees = 0u64;
+    for index in 0..logic.transactions.len() {
+        let mut read = |address: &Address| -> Result<Account, StoreError> {
+            Ok(overlay
+                .get(address)
+                .copied()
+                .unwrap_or_else(|| state.get(address).copied().unwrap_or_default()))
+        };
+        if let Ok((fee, writes)) = logic.run(index, &mut read) {
+            fees += fee;
+            overlay.extend(writes);
+        }
+    }
+    std::hint::black_box(overlay.len());
+    fees
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// Runs `f` once untimed (warm-up), then `runs` timed times; the median time and the last
+/// result.
+fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
+    let mut last = f();
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        last = f();
+        samples.push(start.elapsed());
+    }
+    (median(samples), last)
+}
+
+fn row(
+    workload: &str,
+    accounts: usize,
+    block_size: usize,
+    threads: usize,
+    sequential: Duration,
+    parallel: Duration,
+    executions: usize,
+) -> BenchRow {
+    let tps = |d: Duration| block_size as f64 / d.as_secs_f64().max(1e-9);
+    BenchRow {
+        workload: workload.into(),
+        accounts,
+        block_size,
+        threads,
+        sequential_tps: tps(sequential),
+        parallel_tps: tps(parallel),
+        speedup: sequential.as_secs_f64() / parallel.as_secs_f64().max(1e-9),
+        executions_per_tx: executions as f64 / block_size.max(1) as f64,
+    }
+}
+
+/// W3: a heavier transaction kind, run through the generic Block-STM engine (the same one
+/// the parallel executor uses) with its own transaction logic.
+fn core_row(
+    name: &str,
+    accounts: usize,
+    size: usize,
+    work: u32,
+    options: &BenchOptions,
+) -> anyhow::Result<BenchRow> {
+    let workload = transfers(accounts, size, 7);
+    let logic = TransferLogic {
+        env: env(0),
+        transactions: &workload.transactions,
+        work,
+    };
+    let state = &workload.state;
+    let base = |address: &Address| -> Result<Account, StoreError> {
+        Ok(state.get(address).copied().unwrap_or_default())
+    };
+    let (sequential, seq_fees) = time(options.runs, || sequential_loop(&logic, state));
+    let (parallel, output) = time(options.runs, || {
+        parallel::run(options.threads, size, &logic, &base)
+    });
+    let output = output?;
+    let par_fees: u64 = output.outputs.iter().sum();
+    anyhow::ensure!(
+        par_fees == seq_fees,
+        "{name}: parallel and sequential fees differ"
+    );
+    Ok(row(
+        name,
+        accounts,
+        size,
+        options.threads,
+        sequential,
+        parallel,
+        output.executions,
+    ))
+}
+
+/// W4: the executors end to end, signature verification included.
+fn signed_row(accounts: usize, size: usize, options: &BenchOptions) -> anyhow::Result<BenchRow> {
+    let workload = transfers(accounts, size, 11);
+    let env = env(1);
+    let state: &dyn StateView = &workload.state;
+    let (sequential, seq_out) = time(options.runs, || {
+        SequentialExecutor.execute(&env, &workload.transactions, state)
+    });
+    let executor = ParallelExecutor::new(options.threads);
+    let (parallel, par_out) = time(options.runs, || {
+        executor.execute_with_stats(&env, &workload.transactions, state)
+    });
+    let (par_out, stats) = par_out?;
+    anyhow::ensure!(
+        seq_out? == par_out,
+        "W4: parallel and sequential outputs differ"
+    );
+    Ok(row(
+        "W4",
+        accounts,
+        size,
+        options.threads,
+        sequential,
+        parallel,
+        stats.executions,
+    ))
+}
+
+/// W1 and W2: the parallel executor (with its fallback for total contention) on
+/// pre-verified transfers, against the sequential loop.
+fn transfer_row(
+    name: &str,
+    accounts: usize,
+    size: usize,
+    fee: u64,
+    options: &BenchOptions,
+) -> anyhow::Result<BenchRow> {
+    let workload = transfers(accounts, size, 7);
+    let env = env(fee);
+    let logic = TransferLogic {
+        env,
+        transactions: &workload.transactions,
+        work: 0,
+    };
+    let state = &workload.state;
+    let (sequential, seq_fees) = time(options.runs, || sequential_loop(&logic, state));
+    let signatures = vec![true; size];
+    let executor = ParallelExecutor::new(options.threads);
+    let (parallel, output) = time(options.runs, || {
+        executor.execute_verified(&env, &workload.transactions, &signatures, state)
+    });
+    let (output, stats) = output?;
+    anyhow::ensure!(
+        output.fees == seq_fees,
+        "{name}: parallel and sequential fees differ"
+    );
+    Ok(row(
+        name,
+        accounts,
+        size,
+        options.threads,
+        sequential,
+        parallel,
+        stats.executions,
+    ))
+}
+
+/// Every row of the benchmark, in the order of the table.
+pub fn run(options: &BenchOptions) -> anyhow::Result<Vec<BenchRow>> {
+    let sizes: &[usize] = if options.quick {
+        &[1_000]
+    } else {
+        &[1_000, 10_000]
+    };
+    let mut rows = Vec::new();
+    for &size in sizes {
+        for accounts in [2, 10, 100, 1_000, 10_000] {
+            rows.push(transfer_row("W1", accounts, size, 0, options)?);
+        }
+        rows.push(transfer_row("W2", 10_000, size, 1, options)?);
+        rows.push(core_row("W3", 10_000, size, HEAVY_ROUNDS, options)?);
+        rows.push(signed_row(10_000, size, options)?);
+    }
+    Ok(rows)
+}
+
+/// Extra hash rounds that make a W3 transaction cost about ten transfers.
+const HEAVY_ROUNDS: u32 = 60;
+
+/// The table as text.
+pub fn render(rows: &[BenchRow]) -> String {
+    let mut out = format!(
+        "{:<8} {:>8} {:>7} {:>7} {:>14} {:>14} {:>8} {:>9}\n",
+        "workload",
+        "accounts",
+        "block",
+        "threads",
+        "sequential/s",
+        "parallel/s",
+        "speedup",
+        "execs/tx"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<8} {:>8} {:>7} {:>7} {:>14.0} {:>14.0} {:>7.2}x {:>9.2}\n",
+            r.workload,
+            r.accounts,
+            r.block_size,
+            r.threads,
+            r.sequential_tps,
+            r.parallel_tps,
+            r.speedup,
+            r.executions_per_tx
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_workload_runs_and_checks_itself_on_small_blocks() {
+        let options = BenchOptions {
+            threads: 2,
+            runs: 1,
+            quick: true,
+        };
+        let rows = [
+            transfer_row("W1", 2, 60, 0, &options).unwrap(),
+            transfer_row("W2", 50, 60, 1, &options).unwrap(),
+            core_row("W3", 50, 60, 2, &options).unwrap(),
+            signed_row(50, 60, &options).unwrap(),
+        ];
+        for row in &rows {
+            assert!(
+                row.sequential_tps > 0.0 && row.parallel_tps > 0.0,
+                "{row:?}"
+            );
+            assert!(row.executions_per_tx >= 1.0, "{row:?}");
+        }
+        let table = render(&rows);
+        assert_eq!(table.lines().count(), 5, "{table}");
+        assert!(serde_json::to_string(&rows[0])
+            .unwrap()
+            .contains("\"executions_per_tx\""));
+    }
+}
