@@ -29,9 +29,8 @@ mod block_stm;
 mod mvmemory;
 mod scheduler;
 
-use std::collections::hash_map::RandomState;
+use ahash::RandomState;
 use std::collections::{HashMap, HashSet};
-use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 
@@ -283,7 +282,7 @@ impl TransactionLogic<Address, Account> for TransferLogic<'_> {
 /// and the final write filter read the same accounts again).
 struct CachedState<'a> {
     state: &'a dyn StateView,
-    shards: Box<[Mutex<HashMap<Address, Account>>]>,
+    shards: Box<[Mutex<HashMap<Address, Account, RandomState>>]>,
     hasher: RandomState,
 }
 
@@ -292,12 +291,14 @@ impl<'a> CachedState<'a> {
         let shards = threads.saturating_mul(4).clamp(1, 256);
         CachedState {
             state,
-            shards: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..shards)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
             hasher: RandomState::new(),
         }
     }
 
-    fn shard(&self, address: &Address) -> &Mutex<HashMap<Address, Account>> {
+    fn shard(&self, address: &Address) -> &Mutex<HashMap<Address, Account, RandomState>> {
         let index = (self.hasher.hash_one(address) % self.shards.len() as u64) as usize;
         &self.shards[index]
     }

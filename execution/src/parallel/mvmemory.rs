@@ -9,9 +9,9 @@
 //! The map is split into shards, each a `Mutex<HashMap<K, BTreeMap<TxnIndex, Entry>>>`, so
 //! threads touching different keys rarely meet on a lock.
 
-use std::collections::hash_map::RandomState;
+use ahash::RandomState;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use super::scheduler::Version;
@@ -47,7 +47,7 @@ pub(crate) enum MvRead<V> {
     Estimate(TxnIndex),
 }
 
-type Shard<K, V> = Mutex<HashMap<K, BTreeMap<TxnIndex, Entry<V>>>>;
+type Shard<K, V> = Mutex<HashMap<K, BTreeMap<TxnIndex, Entry<V>>, RandomState>>;
 
 /// A read set, shared with the validators reading it while a new one is recorded.
 type ReadSlot<K> = Mutex<Arc<[(K, ReadOrigin)]>>;
@@ -74,7 +74,9 @@ where
     /// An empty memory for a block of `num_txns` transactions.
     pub(crate) fn new(num_txns: usize) -> Self {
         MvMemory {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
             hasher: RandomState::new(),
             last_written: (0..num_txns).map(|_| Mutex::new(Vec::new())).collect(),
             last_read: (0..num_txns)
