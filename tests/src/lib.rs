@@ -55,6 +55,18 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
     }
 }
 
+/// Waits until the node at `url` answers `/v1/status`.
+pub fn wait_until_serving(url: &str) {
+    let status_url = format!("{url}/v1/status");
+    wait_for("the HTTP API", Duration::from_secs(30), || {
+        http()
+            .get(&status_url)
+            .send()
+            .ok()
+            .filter(|r| r.status().is_success())
+    });
+}
+
 /// A blocking HTTP client for the tests.
 pub fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
@@ -123,14 +135,7 @@ impl DevNode {
             TestnetFile::read(&testnet_path).ok()
         });
         node.url = node.testnet.nodes[0].http.clone();
-        let status_url = format!("{}/v1/status", node.url);
-        wait_for("the HTTP API", Duration::from_secs(30), || {
-            http()
-                .get(&status_url)
-                .send()
-                .ok()
-                .filter(|r| r.status().is_success())
-        });
+        wait_until_serving(&node.url);
         node
     }
 
@@ -227,14 +232,7 @@ impl RunNode {
             .unwrap_or_else(|| panic!("no HTTP address in {first:?}"))
             .to_string();
         let node = RunNode { child, url };
-        let status_url = format!("{}/v1/status", node.url);
-        wait_for("the HTTP API", Duration::from_secs(30), || {
-            http()
-                .get(&status_url)
-                .send()
-                .ok()
-                .filter(|r| r.status().is_success())
-        });
+        wait_until_serving(&node.url);
         node
     }
 
