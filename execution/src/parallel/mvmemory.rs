@@ -10,7 +10,7 @@
 //! threads touching different keys rarely meet on a lock.
 
 use ahash::RandomState;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
@@ -47,7 +47,49 @@ pub(crate) enum MvRead<V> {
     Estimate(TxnIndex),
 }
 
-type Shard<K, V> = Mutex<HashMap<K, BTreeMap<TxnIndex, Entry<V>>, RandomState>>;
+type Shard<K, V> = Mutex<HashMap<K, Versions<V>, RandomState>>;
+
+/// The writes to one key, sorted by transaction index. Most keys are written by one or two
+/// transactions of a block, so a sorted vector beats a tree (no node allocation per key).
+#[derive(Debug)]
+struct Versions<V>(Vec<(TxnIndex, Entry<V>)>);
+
+impl<V> Default for Versions<V> {
+    fn default() -> Self {
+        Versions(Vec::new())
+    }
+}
+
+impl<V> Versions<V> {
+    /// The write of the highest transaction below `txn`.
+    fn below(&self, txn: TxnIndex) -> Option<(TxnIndex, &Entry<V>)> {
+        let end = self.0.partition_point(|(writer, _)| *writer < txn);
+        end.checked_sub(1)
+            .and_then(|last| self.0.get(last))
+            .map(|(writer, entry)| (*writer, entry))
+    }
+
+    fn insert(&mut self, txn: TxnIndex, entry: Entry<V>) {
+        match self.0.binary_search_by_key(&txn, |(writer, _)| *writer) {
+            Ok(position) => self.0[position].1 = entry,
+            Err(position) => self.0.insert(position, (txn, entry)),
+        }
+    }
+
+    fn remove(&mut self, txn: TxnIndex) {
+        if let Ok(position) = self.0.binary_search_by_key(&txn, |(writer, _)| *writer) {
+            self.0.remove(position);
+        }
+    }
+
+    fn get_mut(&mut self, txn: TxnIndex) -> Option<&mut Entry<V>> {
+        let position = self
+            .0
+            .binary_search_by_key(&txn, |(writer, _)| *writer)
+            .ok()?;
+        self.0.get_mut(position).map(|(_, entry)| entry)
+    }
+}
 
 /// A read set, shared with the validators reading it while a new one is recorded.
 type ReadSlot<K> = Mutex<Arc<[(K, ReadOrigin)]>>;
@@ -95,10 +137,7 @@ where
     /// below `txn`.
     pub(crate) fn read(&self, key: &K, txn: TxnIndex) -> MvRead<V> {
         let shard = lock(self.shard(key));
-        let Some((&writer, entry)) = shard
-            .get(key)
-            .and_then(|versions| versions.range(..txn).next_back())
-        else {
+        let Some((writer, entry)) = shard.get(key).and_then(|versions| versions.below(txn)) else {
             return MvRead::Storage;
         };
         match entry {
@@ -117,13 +156,10 @@ where
     /// copying the value.
     fn origin(&self, key: &K, txn: TxnIndex) -> Option<ReadOrigin> {
         let shard = lock(self.shard(key));
-        match shard
-            .get(key)
-            .and_then(|versions| versions.range(..txn).next_back())
-        {
+        match shard.get(key).and_then(|versions| versions.below(txn)) {
             None => Some(ReadOrigin::Storage),
             Some((_, Entry::Estimate)) => None,
-            Some((&writer, Entry::Value { incarnation, .. })) => {
+            Some((writer, Entry::Value { incarnation, .. })) => {
                 Some(ReadOrigin::Version(Version {
                     txn: writer,
                     incarnation: *incarnation,
@@ -149,10 +185,11 @@ where
         };
         // Each key once, with its last value: publishing an earlier value of a key written
         // twice, even for a moment, would let a reader see it under this same version.
-        let mut seen = HashSet::with_capacity(write_set.len());
+        // Write sets are small (a transfer writes two keys): linear scans beat hashing here.
+        // A transaction kind with large write sets would want a set instead.
         let mut written: Vec<K> = Vec::with_capacity(write_set.len());
         for (key, value) in write_set.iter().rev() {
-            if seen.insert(key) {
+            if !written.contains(key) {
                 lock(self.shard(key))
                     .entry(key.clone())
                     .or_default()
@@ -166,14 +203,16 @@ where
                 written.push(key.clone());
             }
         }
-        let previous = std::mem::replace(&mut *lock(last_written), written);
-        let previous_set: HashSet<&K> = previous.iter().collect();
-        for key in previous.iter().filter(|key| !seen.contains(key)) {
+        // Same lock order as `convert_writes_to_estimates`: the transaction's slot, then shards.
+        let mut previous = lock(last_written);
+        for key in previous.iter().filter(|key| !written.contains(key)) {
             if let Some(versions) = lock(self.shard(key)).get_mut(key) {
-                versions.remove(&txn);
+                versions.remove(txn);
             }
         }
-        let wrote_new_location = seen.iter().any(|key| !previous_set.contains(key));
+        let wrote_new_location = written.iter().any(|key| !previous.contains(key));
+        *previous = written;
+        drop(previous);
         *lock(last_read) = Arc::from(read_set);
         wrote_new_location
     }
@@ -186,7 +225,7 @@ where
         for key in lock(last_written).iter() {
             if let Some(entry) = lock(self.shard(key))
                 .get_mut(key)
-                .and_then(|versions| versions.get_mut(&txn))
+                .and_then(|versions| versions.get_mut(txn))
             {
                 *entry = Entry::Estimate;
             }
