@@ -16,7 +16,7 @@ use std::thread;
 
 use super::mvmemory::{MvMemory, MvRead, ReadOrigin};
 use super::scheduler::{Scheduler, Task, Version};
-use super::{lock, TxnIndex};
+use super::{lock, Padded, TxnIndex};
 use crate::state::StoreError;
 
 /// The transaction rules the engine runs, over state keys `K` holding values `V`.
@@ -132,7 +132,7 @@ impl<K: Eq + Hash + Clone, V: Clone> ReadSet<K, V> {
 }
 
 /// The last finished incarnation's output and write set, per transaction.
-type ResultSlot<K, V, O> = Mutex<Option<TxnOutput<K, V, O>>>;
+type ResultSlot<K, V, O> = Padded<Mutex<Option<TxnOutput<K, V, O>>>>;
 
 /// The state shared by the workers of one block.
 struct Engine<'a, K, V, L: TransactionLogic<K, V>> {
@@ -311,7 +311,7 @@ where
         base,
         scheduler: Scheduler::new(num_txns),
         memory: MvMemory::new(num_txns),
-        results: (0..num_txns).map(|_| Mutex::new(None)).collect(),
+        results: (0..num_txns).map(|_| Padded(Mutex::new(None))).collect(),
         error: Mutex::new(None),
     };
     let threads = threads.clamp(1, num_txns.max(1));
@@ -349,7 +349,7 @@ where
     let mut writes: Vec<(K, V)> = Vec::new();
     let mut positions: HashMap<K, usize> = HashMap::new();
     for (txn, slot) in results.into_vec().into_iter().enumerate() {
-        let Some((output, txn_writes)) = slot.into_inner().unwrap_or_else(|e| e.into_inner())
+        let Some((output, txn_writes)) = slot.0.into_inner().unwrap_or_else(|e| e.into_inner())
         else {
             // Every transaction is executed before the scheduler reports the block done.
             return Err(StoreError::Corrupt {

@@ -51,6 +51,20 @@ pub type TxnIndex = usize;
 /// How many times a transaction was aborted before an incarnation (0 for the first run).
 pub type Incarnation = usize;
 
+/// A value alone on its cache lines. Per-transaction slots sit side by side and neighbouring
+/// transactions run on different threads at once; without padding every write to one slot
+/// would evict its neighbours from the other core's cache (false sharing).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// Locks a mutex, ignoring poisoning: a worker that panicked halts the block, and its panic
 /// is raised again once every worker has stopped, so no poisoned data outlives the block.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -278,11 +292,14 @@ impl TransactionLogic<Address, Account> for TransferLogic<'_> {
     }
 }
 
+/// One shard of [`CachedState`].
+type CacheShard = Padded<Mutex<HashMap<Address, Account, RandomState>>>;
+
 /// The state before the block, each account read from storage at most once (re-executions
 /// and the final write filter read the same accounts again).
 struct CachedState<'a> {
     state: &'a dyn StateView,
-    shards: Box<[Mutex<HashMap<Address, Account, RandomState>>]>,
+    shards: Box<[CacheShard]>,
     hasher: RandomState,
 }
 
@@ -292,13 +309,13 @@ impl<'a> CachedState<'a> {
         CachedState {
             state,
             shards: (0..shards)
-                .map(|_| Mutex::new(HashMap::default()))
+                .map(|_| Padded(Mutex::new(HashMap::default())))
                 .collect(),
             hasher: RandomState::new(),
         }
     }
 
-    fn shard(&self, address: &Address) -> &Mutex<HashMap<Address, Account, RandomState>> {
+    fn shard(&self, address: &Address) -> &CacheShard {
         let index = (self.hasher.hash_one(address) % self.shards.len() as u64) as usize;
         &self.shards[index]
     }

@@ -15,7 +15,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use super::scheduler::Version;
-use super::{lock, TxnIndex};
+use super::{lock, Padded, TxnIndex};
 
 /// What a transaction left at one key.
 #[derive(Debug, Clone)]
@@ -97,12 +97,12 @@ type ReadSlot<K> = Mutex<Arc<[(K, ReadOrigin)]>>;
 /// The multi-version memory of one block.
 #[derive(Debug)]
 pub(crate) struct MvMemory<K, V> {
-    shards: Box<[Shard<K, V>]>,
+    shards: Box<[Padded<Shard<K, V>>]>,
     hasher: RandomState,
     /// Keys written by each transaction's last recorded incarnation.
-    last_written: Box<[Mutex<Vec<K>>]>,
+    last_written: Box<[Padded<Mutex<Vec<K>>>]>,
     /// Keys read by each transaction's last recorded incarnation, and where each came from.
-    last_read: Box<[ReadSlot<K>]>,
+    last_read: Box<[Padded<ReadSlot<K>>]>,
 }
 
 /// Shards of the map: enough that a few dozen threads rarely share one.
@@ -117,12 +117,14 @@ where
     pub(crate) fn new(num_txns: usize) -> Self {
         MvMemory {
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(HashMap::default()))
+                .map(|_| Padded(Mutex::new(HashMap::default())))
                 .collect(),
             hasher: RandomState::new(),
-            last_written: (0..num_txns).map(|_| Mutex::new(Vec::new())).collect(),
+            last_written: (0..num_txns)
+                .map(|_| Padded(Mutex::new(Vec::new())))
+                .collect(),
             last_read: (0..num_txns)
-                .map(|_| Mutex::new(Arc::from(Vec::new())))
+                .map(|_| Padded(Mutex::new(Arc::from(Vec::new()))))
                 .collect(),
         }
     }

@@ -17,7 +17,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use super::{lock, Incarnation, TxnIndex};
+use super::{lock, Incarnation, Padded, TxnIndex};
 
 /// One incarnation of one transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,14 +50,16 @@ enum Status {
 #[derive(Debug)]
 pub(crate) struct Scheduler {
     num_txns: usize,
-    execution_idx: AtomicUsize,
-    validation_idx: AtomicUsize,
-    decrease_cnt: AtomicUsize,
-    num_active_tasks: AtomicUsize,
-    done_marker: AtomicBool,
+    // Each counter on its own cache lines: they are updated by every thread, and sharing a
+    // line would make every update of one invalidate the others.
+    execution_idx: Padded<AtomicUsize>,
+    validation_idx: Padded<AtomicUsize>,
+    decrease_cnt: Padded<AtomicUsize>,
+    num_active_tasks: Padded<AtomicUsize>,
+    done_marker: Padded<AtomicBool>,
     /// Transactions that read an ESTIMATE of transaction `i` and wait for it to re-execute.
-    txn_dependency: Box<[Mutex<Vec<TxnIndex>>]>,
-    txn_status: Box<[Mutex<Status>]>,
+    txn_dependency: Box<[Padded<Mutex<Vec<TxnIndex>>>]>,
+    txn_status: Box<[Padded<Mutex<Status>>]>,
 }
 
 // Every atomic access is SeqCst: the termination argument of `check_done` relies on a single
@@ -69,14 +71,16 @@ impl Scheduler {
     pub(crate) fn new(num_txns: usize) -> Self {
         Scheduler {
             num_txns,
-            execution_idx: AtomicUsize::new(0),
-            validation_idx: AtomicUsize::new(0),
-            decrease_cnt: AtomicUsize::new(0),
-            num_active_tasks: AtomicUsize::new(0),
-            done_marker: AtomicBool::new(num_txns == 0),
-            txn_dependency: (0..num_txns).map(|_| Mutex::new(Vec::new())).collect(),
+            execution_idx: Padded(AtomicUsize::new(0)),
+            validation_idx: Padded(AtomicUsize::new(0)),
+            decrease_cnt: Padded(AtomicUsize::new(0)),
+            num_active_tasks: Padded(AtomicUsize::new(0)),
+            done_marker: Padded(AtomicBool::new(num_txns == 0)),
+            txn_dependency: (0..num_txns)
+                .map(|_| Padded(Mutex::new(Vec::new())))
+                .collect(),
             txn_status: (0..num_txns)
-                .map(|_| Mutex::new(Status::ReadyToExecute(0)))
+                .map(|_| Padded(Mutex::new(Status::ReadyToExecute(0))))
                 .collect(),
         }
     }
@@ -93,7 +97,7 @@ impl Scheduler {
     }
 
     fn status(&self, txn: TxnIndex) -> Option<&Mutex<Status>> {
-        self.txn_status.get(txn)
+        self.txn_status.get(txn).map(|slot| &slot.0)
     }
 
     fn decrease_execution_idx(&self, target: TxnIndex) {
