@@ -13,11 +13,11 @@ use lamina_primitives::{
 use crate::store::Tip;
 
 /// Encoded size of the body's blob count.
-const BODY_PREFIX: usize = 4;
+const BODY_PREFIX: usize = codec::VEC_PREFIX_BYTES;
 /// Encoded size of a blob's namespace and data length.
-const BLOB_PREFIX: usize = 8 + 4;
+const BLOB_PREFIX: usize = Blob::ENCODED_PREFIX_BYTES;
 /// Encoded size of the transaction count inside the execution blob.
-const TX_VEC_PREFIX: usize = 4;
+const TX_VEC_PREFIX: usize = codec::VEC_PREFIX_BYTES;
 
 /// Bytes of transactions a body of at most `max_block_bytes` can carry.
 pub(crate) fn transaction_budget(max_block_bytes: usize) -> usize {

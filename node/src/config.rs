@@ -11,10 +11,6 @@ use lamina_execution::ExecutionConfig;
 use lamina_settlement::SettlementConfig;
 use serde::{Deserialize, Serialize};
 
-/// Room for the body's own encoding (blob headers, length prefixes) beyond the block's
-/// transactions and settlement messages.
-const BODY_OVERHEAD_BYTES: u64 = 4096;
-
 /// Largest config file accepted.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -206,14 +202,14 @@ impl NodeConfig {
             ));
         }
         // A full block must be accepted by the DA layer, or proposals would be refused forever.
+        // Proposals never encode to more than `max_block_bytes`, prefixes included.
         let body_limit = self.data_availability.max_body_bytes;
-        if (self.consensus.max_block_bytes as u64).saturating_add(BODY_OVERHEAD_BYTES) > body_limit
-        {
+        if self.consensus.max_block_bytes as u64 > body_limit {
             return Err(invalid(
                 "consensus",
                 format!(
-                    "max_block_bytes = {} does not fit in [data_availability] max_body_bytes = \
-                     {body_limit} (with {BODY_OVERHEAD_BYTES} bytes of encoding overhead)",
+                    "max_block_bytes = {} is more than [data_availability] max_body_bytes = \
+                     {body_limit}",
                     self.consensus.max_block_bytes
                 ),
             ));
@@ -284,7 +280,7 @@ mod tests {
 
     #[test]
     fn limits_that_contradict_each_other_are_refused() {
-        let err = parse("[consensus]\nmax_block_bytes = 8388608\n")
+        let err = parse("[consensus]\nmax_block_bytes = 8388609\n")
             .unwrap_err()
             .to_string();
         assert!(

@@ -19,6 +19,9 @@ pub enum DecodeError {
     Malformed(String),
 }
 
+/// Encoded size of the length prefix of a `Vec` or `String`.
+pub const VEC_PREFIX_BYTES: usize = 4;
+
 /// Canonical encoding of `value`.
 pub fn encode<T: BorshSerialize + ?Sized>(value: &T) -> Vec<u8> {
     // Writing to a Vec cannot fail.

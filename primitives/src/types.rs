@@ -363,6 +363,11 @@ pub struct Blob {
     pub data: Vec<u8>,
 }
 
+impl Blob {
+    /// Encoded size of a blob besides its data: the namespace and the data's length prefix.
+    pub const ENCODED_PREFIX_BYTES: usize = 8 + codec::VEC_PREFIX_BYTES;
+}
+
 /// A block header. The block hash is `SHA-256(borsh(header))`.
 #[derive(
     Debug,

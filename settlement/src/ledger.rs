@@ -33,10 +33,8 @@ const META_KEY: &[u8] = b"state";
 /// alike, so one oversized blob cannot make nodes allocate or verify without bound.
 pub const MAX_BLOB_BYTES: usize = 1 << 20;
 
-/// Encoded size of a blob's namespace and data length prefix.
-const BLOB_OVERHEAD: usize = 8 + 4;
-/// Encoded size of a `Vec`'s length prefix.
-const VEC_PREFIX: usize = 4;
+const BLOB_OVERHEAD: usize = Blob::ENCODED_PREFIX_BYTES;
+const VEC_PREFIX: usize = codec::VEC_PREFIX_BYTES;
 
 /// The ledger's scalar state, persisted as one value so it changes atomically.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
