@@ -5,44 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lamina_execution::executor::{BlockEnv, Executor, SequentialExecutor};
 use lamina_execution::parallel::ParallelExecutor;
-use lamina_primitives::{Account, Address, Keypair, Transaction};
+use lamina_execution::workload::{transfer_block, TransferBlock};
+use lamina_primitives::Keypair;
 
 const CHAIN: &str = "bench";
-
-fn block(accounts: usize, size: usize) -> (Vec<Transaction>, BTreeMap<Address, Account>) {
-    let keys: Vec<Keypair> = (0..accounts)
-        .map(|i| Keypair::deterministic(&format!("bench-{i}")))
-        .collect();
-    let mut nonces = vec![0u64; accounts];
-    let transactions = (0..size)
-        .map(|i| {
-            let from = (i * 7919) % accounts;
-            let to = (from + 1 + i % (accounts - 1).max(1)) % accounts;
-            let nonce = nonces[from];
-            nonces[from] += 1;
-            Transaction::transfer(CHAIN, &keys[from], nonce, keys[to].address(), 1)
-        })
-        .collect();
-    let state = keys
-        .iter()
-        .map(|k| {
-            (
-                k.address(),
-                Account {
-                    balance: 1 << 40,
-                    nonce: 0,
-                },
-            )
-        })
-        .collect();
-    (transactions, state)
-}
 
 fn execution(c: &mut Criterion) {
     let env = BlockEnv {
@@ -54,7 +25,10 @@ fn execution(c: &mut Criterion) {
     let mut group = c.benchmark_group("execute_1000_transfers");
     group.sample_size(20);
     for accounts in [10, 1_000] {
-        let (transactions, state) = block(accounts, 1_000);
+        let TransferBlock {
+            transactions,
+            state,
+        } = transfer_block(CHAIN, accounts, 1_000, 1);
         let signatures = vec![true; transactions.len()];
         group.throughput(Throughput::Elements(transactions.len() as u64));
         group.bench_with_input(

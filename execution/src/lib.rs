@@ -11,6 +11,7 @@ pub mod executor;
 pub mod mempool;
 pub mod parallel;
 pub mod state;
+pub mod workload;
 
 use std::thread;
 

@@ -10,11 +10,11 @@ use lamina_execution::executor::{
 };
 use lamina_execution::parallel::{self, ParallelExecutor, TransactionLogic};
 use lamina_execution::state::StoreError;
+use lamina_execution::workload::transfer_block;
 use lamina_primitives::{Account, Address, Hash, Keypair, Transaction};
 use serde::Serialize;
 
 const CHAIN: &str = "lamina-bench";
-const BALANCE: u64 = 1 << 50;
 
 /// One row of the results table.
 #[derive(Debug, Clone, Serialize)]
@@ -46,65 +46,6 @@ pub struct BenchOptions {
     pub runs: usize,
     /// Only the smaller block size (a quick look).
     pub quick: bool,
-}
-
-/// SplitMix64: a tiny deterministic generator, so every machine benchmarks the same blocks.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-/// A block of `size` signed transfers among `accounts` funded accounts, nonces in order.
-struct Workload {
-    transactions: Vec<Transaction>,
-    state: BTreeMap<Address, Account>,
-}
-
-fn transfers(accounts: usize, size: usize, seed: u64) -> Workload {
-    let keys: Vec<Keypair> = (0..accounts)
-        .map(|i| Keypair::deterministic(&format!("bench-{i}")))
-        .collect();
-    let mut nonces = vec![0u64; accounts];
-    let mut rng = SplitMix(seed);
-    let transactions = (0..size)
-        .map(|_| {
-            let from = rng.below(accounts);
-            let mut to = rng.below(accounts);
-            if to == from && accounts > 1 {
-                to = (to + 1) % accounts;
-            }
-            let nonce = nonces[from];
-            nonces[from] += 1;
-            Transaction::transfer(CHAIN, &keys[from], nonce, keys[to].address(), 1)
-        })
-        .collect();
-    let state = keys
-        .iter()
-        .map(|k| {
-            (
-                k.address(),
-                Account {
-                    balance: BALANCE,
-                    nonce: 0,
-                },
-            )
-        })
-        .collect();
-    Workload {
-        transactions,
-        state,
-    }
 }
 
 fn env(fee: u64) -> BlockEnv<'static> {
@@ -233,7 +174,7 @@ fn core_row(
     work: u32,
     options: &BenchOptions,
 ) -> anyhow::Result<BenchRow> {
-    let workload = transfers(accounts, size, 7);
+    let workload = transfer_block(CHAIN, accounts, size, 7);
     let logic = TransferLogic {
         env: env(0),
         transactions: &workload.transactions,
@@ -266,7 +207,7 @@ fn core_row(
 
 /// W4: the executors end to end, signature verification included.
 fn signed_row(accounts: usize, size: usize, options: &BenchOptions) -> anyhow::Result<BenchRow> {
-    let workload = transfers(accounts, size, 11);
+    let workload = transfer_block(CHAIN, accounts, size, 11);
     let env = env(1);
     let state: &dyn StateView = &workload.state;
     let (sequential, seq_out) = time(options.runs, || {
@@ -301,7 +242,7 @@ fn transfer_row(
     fee: u64,
     options: &BenchOptions,
 ) -> anyhow::Result<BenchRow> {
-    let workload = transfers(accounts, size, 7);
+    let workload = transfer_block(CHAIN, accounts, size, 7);
     let env = env(fee);
     let logic = TransferLogic {
         env,
