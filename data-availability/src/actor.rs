@@ -21,13 +21,9 @@ pub(crate) async fn run(
             DaRequest::Commit { body, reply } => {
                 let _ = reply.send(scheme.commit(&body));
             }
-            DaRequest::Store {
-                height,
-                data_root,
-                body,
-                reply,
-            } => {
-                let result = match scheme.store(height, data_root, &body) {
+            DaRequest::Store { block, reply } => {
+                let (height, data_root) = (block.height(), block.header.data_root);
+                let result = match scheme.store(height, data_root, &block.body) {
                     // Flushing even when the data was already there: an earlier store may
                     // have written it and then failed to flush.
                     Ok(stored) => match db.flush_async().await {

@@ -103,7 +103,7 @@ mod tests {
     use super::*;
     use lamina_primitives::interfaces::da::{DaError, DaEvent};
     use lamina_primitives::interfaces::RequestError;
-    use lamina_primitives::{Blob, Hash, Namespace};
+    use lamina_primitives::{Address, Blob, Block, BlockHeader, Hash, Namespace};
     use std::sync::Arc;
 
     #[test]
@@ -144,17 +144,27 @@ mod tests {
         let commitment = da.commit(Arc::clone(&body)).await.unwrap();
         assert_eq!(commitment.share_count, 3);
         assert!(!da.is_available(1, commitment.data_root).await.unwrap());
+        let block = |data_root| {
+            Arc::new(Block {
+                header: BlockHeader {
+                    chain_id: "da-test".into(),
+                    height: 1,
+                    parent_hash: Hash::ZERO,
+                    timestamp_ms: 1,
+                    proposer: Address([1; 32]),
+                    data_root,
+                    body_size: commitment.body_size,
+                },
+                body: body.to_vec(),
+            })
+        };
         let wrong = Hash::digest(b"x");
         assert_eq!(
-            da.store(1, wrong, Arc::clone(&body)).await,
+            da.store(block(wrong)).await,
             Err(RequestError::Layer(DaError::RootMismatch(wrong)))
         );
-        da.store(1, commitment.data_root, Arc::clone(&body))
-            .await
-            .unwrap();
-        da.store(1, commitment.data_root, Arc::clone(&body))
-            .await
-            .unwrap();
+        da.store(block(commitment.data_root)).await.unwrap();
+        da.store(block(commitment.data_root)).await.unwrap();
         assert_eq!(
             events.recv().await.unwrap(),
             DaEvent::Stored {

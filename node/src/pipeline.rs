@@ -153,10 +153,9 @@ async fn deliver(layers: &Layers, metrics: &Metrics, height: u64) -> anyhow::Res
         .await?
         .ok_or_else(|| anyhow!("committed block {height} is missing from the block store"))?;
     let block = Arc::new(committed.block.clone());
-    let body = Arc::new(block.body.clone());
     layers
         .da
-        .store(height, block.header.data_root, body)
+        .store(Arc::clone(&block))
         .await
         .context("DA store")?;
     let settlement_blobs = block.blobs(Namespace::SETTLEMENT).cloned().collect();

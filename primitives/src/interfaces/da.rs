@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::{flatten, ChannelError, Events, Mailbox, RequestError};
 use crate::merkle::MerkleProof;
-use crate::{Blob, Hash};
+use crate::{Blob, Block, Hash};
 
 /// A body's commitment, as it goes into the block header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,16 +120,12 @@ pub enum DaRequest {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<DataCommitment, DaError>>,
     },
-    /// Keep the body of a committed block. Idempotent.
-    /// Reply: once the data is flushed to disk; `RootMismatch` if `body` does not commit to
-    /// `data_root` (nothing is stored then).
+    /// Keep the body of a committed block, under its header's height. Idempotent.
+    /// Reply: once the data is flushed to disk; `RootMismatch` if the body does not commit
+    /// to the header's `data_root` (nothing is stored then).
     Store {
-        /// The block height.
-        height: u64,
-        /// The header's `data_root`.
-        data_root: Hash,
-        /// The body.
-        body: Arc<Vec<Blob>>,
+        /// The committed block.
+        block: Arc<Block>,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<(), DaError>>,
     },
@@ -187,20 +183,10 @@ impl DaHandle {
     }
 
     /// See [`DaRequest::Store`].
-    pub async fn store(
-        &self,
-        height: u64,
-        data_root: Hash,
-        body: Arc<Vec<Blob>>,
-    ) -> Result<(), RequestError<DaError>> {
+    pub async fn store(&self, block: Arc<Block>) -> Result<(), RequestError<DaError>> {
         flatten(
             self.mailbox
-                .ask(|reply| DaRequest::Store {
-                    height,
-                    data_root,
-                    body,
-                    reply,
-                })
+                .ask(|reply| DaRequest::Store { block, reply })
                 .await,
         )
     }
