@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lamina_primitives::interfaces::consensus::{
-    ConsensusDeps, ConsensusError, ConsensusEvent, ConsensusRequest, ConsensusStatus,
+    ConsensusDeps, ConsensusError, ConsensusEvent, ConsensusRequest, ConsensusStatus, ImportError,
+    Verdict,
 };
 use lamina_primitives::interfaces::{Events, RequestError};
 use lamina_primitives::{
@@ -101,6 +102,8 @@ impl Reader {
             committed_height: tip.height,
             last_block_hash: tip.hash,
             validator: Some(self.validator),
+            round: 0,
+            validators: 1,
         }
     }
 
@@ -122,6 +125,19 @@ impl Reader {
                     tracing::error!(height, %error, "cannot read committed block");
                 }
                 let _ = reply.send(answer.map_err(|e| ConsensusError::Storage(e.to_string())));
+            }
+            // The only validator has no peers to hear from and never falls behind.
+            ConsensusRequest::Deliver { reply, .. } => {
+                let _ = reply.send(Verdict::Ignore);
+            }
+            ConsensusRequest::ImportBlock { block, reply } => {
+                let _ = reply.send(Err(ImportError::Invalid(format!(
+                    "the solo engine commits its own blocks; it does not import block {}",
+                    block.block.height()
+                ))));
+            }
+            ConsensusRequest::GetEvidence { reply } => {
+                let _ = reply.send(Vec::new());
             }
         }
     }

@@ -118,6 +118,7 @@ fn fake_deps(fakes: &Arc<Fakes>) -> ConsensusDeps {
         execution,
         da,
         settlement,
+        outbound: tokio::sync::mpsc::channel(16).0,
     }
 }
 

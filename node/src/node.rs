@@ -6,12 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use lamina_primitives::interfaces::consensus::{ConsensusDeps, ConsensusHandle};
+use lamina_primitives::interfaces::consensus::{ConsensusDeps, ConsensusHandle, OUTBOUND_CAPACITY};
 use lamina_primitives::interfaces::da::DaHandle;
 use lamina_primitives::interfaces::execution::ExecutionHandle;
 use lamina_primitives::interfaces::settlement::SettlementHandle;
 use lamina_primitives::{Genesis, Keypair};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{ConfigError, NodeConfig};
@@ -128,10 +128,12 @@ impl RunningNode {
         .context("starting the settlement layer")?;
         let execution = lamina_execution::spawn(config.execution.clone(), &genesis, &db)
             .context("starting the execution layer")?;
+        let (consensus_outbound, _consensus_outbound_rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let deps = ConsensusDeps {
             execution: execution.clone(),
             da: da.clone(),
             settlement: settlement.clone(),
+            outbound: consensus_outbound,
         };
         let consensus =
             lamina_consensus::spawn(config.consensus.clone(), &genesis, validator_key, &db, deps)

@@ -479,7 +479,17 @@ pub enum VoteKind {
 }
 
 /// What a validator signs when it votes.
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct VoteData {
     /// Height voted on.
     pub height: u64,
@@ -505,6 +515,155 @@ impl VoteData {
         signature: &Signature,
     ) -> Result<(), SignatureError> {
         validator.verify(domain::VOTE, chain_id, &codec::encode(self), signature)
+    }
+}
+
+/// A vote with its signer and signature, as validators send it to each other.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+pub struct SignedVote {
+    /// What was voted.
+    pub vote: VoteData,
+    /// The validator that voted.
+    pub validator: Address,
+    /// Its signature over [`VoteData`] (domain `LAMINA_VOTE_V1`).
+    pub signature: Signature,
+}
+
+impl SignedVote {
+    /// Signs `vote` as `key`.
+    pub fn sign(chain_id: &str, key: &Keypair, vote: VoteData) -> Self {
+        let signature = vote.sign(chain_id, key);
+        SignedVote {
+            vote,
+            validator: key.address(),
+            signature,
+        }
+    }
+
+    /// Checks the signature (not whether the signer is a validator).
+    pub fn verify(&self, chain_id: &str) -> Result<(), SignatureError> {
+        self.vote.verify(chain_id, &self.validator, &self.signature)
+    }
+}
+
+/// What a proposer signs: its block for one round, and the round in which that block got a
+/// quorum of prevotes if it re-proposes a block it saw locked (`pol_round`).
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct ProposalData {
+    /// Height proposed for.
+    pub height: u64,
+    /// Round within the height.
+    pub round: u32,
+    /// Proof-of-lock round of a re-proposed block; `None` for a fresh block.
+    pub pol_round: Option<u32>,
+    /// Hash of the proposed block's header.
+    pub block_hash: Hash,
+}
+
+impl ProposalData {
+    /// Signs as `key`.
+    pub fn sign(&self, chain_id: &str, key: &Keypair) -> Signature {
+        key.sign(domain::PROPOSAL, chain_id, &codec::encode(self))
+    }
+
+    /// Verifies `signature` by `proposer`.
+    pub fn verify(
+        &self,
+        chain_id: &str,
+        proposer: &Address,
+        signature: &Signature,
+    ) -> Result<(), SignatureError> {
+        proposer.verify(domain::PROPOSAL, chain_id, &codec::encode(self), signature)
+    }
+}
+
+/// A signed proposal with the block it proposes. The signer is `block.header.proposer`.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SignedProposal {
+    /// What was signed.
+    pub data: ProposalData,
+    /// The proposed block (header and body).
+    pub block: Block,
+    /// The proposer's signature over `data` (domain `LAMINA_PROPOSAL_V1`).
+    pub signature: Signature,
+}
+
+impl SignedProposal {
+    /// Builds and signs a proposal of `block` as `key` (who must be `block.header.proposer`).
+    pub fn sign(
+        chain_id: &str,
+        key: &Keypair,
+        round: u32,
+        pol_round: Option<u32>,
+        block: Block,
+    ) -> Self {
+        let data = ProposalData {
+            height: block.height(),
+            round,
+            pol_round,
+            block_hash: block.hash(),
+        };
+        let signature = data.sign(chain_id, key);
+        SignedProposal {
+            data,
+            block,
+            signature,
+        }
+    }
+
+    /// Checks that the signed data matches the block and that the block's proposer signed
+    /// it (not whether the proposer was the right one for the round).
+    pub fn verify(&self, chain_id: &str) -> Result<(), SignatureError> {
+        if self.data.height != self.block.height() || self.data.block_hash != self.block.hash() {
+            return Err(SignatureError::BadSignature);
+        }
+        self.data
+            .verify(chain_id, &self.block.header.proposer, &self.signature)
+    }
+}
+
+/// Two different signed votes by one validator for the same height, round and kind: proof
+/// that it equivocated.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+pub struct Equivocation {
+    /// The vote seen first.
+    pub first: SignedVote,
+    /// The conflicting vote.
+    pub second: SignedVote,
+}
+
+impl Equivocation {
+    /// True when the two votes really convict their signer: same validator, height, round
+    /// and kind, different blocks, both signatures valid on `chain_id`.
+    pub fn is_valid(&self, chain_id: &str) -> bool {
+        let (a, b) = (&self.first, &self.second);
+        a.validator == b.validator
+            && a.vote.height == b.vote.height
+            && a.vote.round == b.vote.round
+            && a.vote.kind == b.vote.kind
+            && a.vote.block_hash != b.vote.block_hash
+            && a.verify(chain_id).is_ok()
+            && b.verify(chain_id).is_ok()
     }
 }
 

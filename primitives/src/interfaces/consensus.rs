@@ -1,21 +1,29 @@
 //! The consensus layer's contract: order blocks and commit them with certificates.
 //!
-//! Implementations: `solo` (one validator; in `lamina-consensus`), later `bft`. An engine is
-//! spawned with the handles of the other layers ([`ConsensusDeps`]) so it can build
-//! proposals (transactions from execution, messages from settlement, `data_root` from DA)
-//! without depending on any layer crate. It keeps the committed chain durably; the node
-//! reads committed blocks from it in height order and hands them to the other layers.
+//! Implementations: `solo` (one validator) and `bft` (Tendermint-style, many validators), in
+//! `lamina-consensus`. An engine is spawned with the handles of the other layers
+//! ([`ConsensusDeps`]) so it can build proposals (transactions from execution, messages from
+//! settlement, `data_root` from DA) without depending on any layer crate. It keeps the
+//! committed chain durably; the node reads committed blocks from it in height order and
+//! hands them to the other layers.
+//!
+//! Peers: an engine sends [`ConsensusMessage`]s to the other validators by pushing
+//! [`ConsensusOutbound`] values into [`ConsensusDeps::outbound`]; the node's network carries
+//! them and hands what peers send back through [`ConsensusRequest::Deliver`]. Blocks a node
+//! missed (it was down, late or cut off) are fetched by the node from peers and handed over
+//! with [`ConsensusRequest::ImportBlock`], which checks their certificates.
 
 use std::sync::Arc;
 
+use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::da::DaHandle;
 use super::execution::ExecutionHandle;
 use super::settlement::SettlementHandle;
 use super::{flatten, ChannelError, Events, Mailbox, RequestError};
-use crate::{Address, CommittedBlock, Hash};
+use crate::{Address, CommittedBlock, Equivocation, Hash, SignedProposal, SignedVote};
 
 /// The other layers, as an engine sees them.
 #[derive(Debug, Clone)]
@@ -26,6 +34,78 @@ pub struct ConsensusDeps {
     pub da: DaHandle,
     /// Source of settlement messages for proposals.
     pub settlement: SettlementHandle,
+    /// Where the engine puts what it sends to peers. Bounded: an engine must not block on
+    /// it (use `try_send`; the protocol tolerates lost messages). Engines without peers
+    /// (`solo`) never use it.
+    pub outbound: mpsc::Sender<ConsensusOutbound>,
+}
+
+/// Capacity of [`ConsensusDeps::outbound`] the node creates.
+pub const OUTBOUND_CAPACITY: usize = 1024;
+
+/// A consensus message between validators (borsh on the wire). New kinds are added as new
+/// variants, at the end.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum ConsensusMessage {
+    /// A proposer's block for a round.
+    Proposal(SignedProposal),
+    /// A prevote or precommit.
+    Vote(SignedVote),
+}
+
+/// What an engine asks the node's network to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsensusOutbound {
+    /// Send to every peer (gossip).
+    Broadcast(ConsensusMessage),
+    /// The engine saw valid messages for a height above its next one: it is behind, and the
+    /// node should fetch committed blocks from `from_height` on from its peers and hand them
+    /// over with [`ConsensusRequest::ImportBlock`].
+    Behind {
+        /// First height the engine lacks.
+        from_height: u64,
+    },
+}
+
+/// The engine's judgement of a message a peer sent, which decides whether the network
+/// relays it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid and new: relay it.
+    Accept,
+    /// Valid but useless (duplicate, for a past height or round already decided): drop it
+    /// quietly.
+    Ignore,
+    /// Invalid (bad signature, signer not a validator, malformed): drop it and penalise
+    /// the peer that sent it.
+    Reject,
+}
+
+/// Why a fetched block was not imported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    /// The block is not the next one: only `committed_height + 1` can be imported.
+    #[error("block {got} is not the next block; the next height is {expected}")]
+    NotNext {
+        /// Next height the engine needs.
+        expected: u64,
+        /// Height offered.
+        got: u64,
+    },
+    /// The block does not extend the committed chain, or its certificate, header or body
+    /// is invalid.
+    #[error("invalid block: {0}")]
+    Invalid(String),
+    /// A different block is already committed at this height: the offered one carries a
+    /// valid certificate, so more than a third of the voting power signed two blocks.
+    #[error("conflicting certified block at committed height {height}")]
+    Conflict {
+        /// The height.
+        height: u64,
+    },
+    /// The block store failed.
+    #[error("block storage failed: {0}")]
+    Storage(String),
 }
 
 /// The engine's state.
@@ -39,6 +119,10 @@ pub struct ConsensusStatus {
     pub last_block_hash: Hash,
     /// This node's validator address, if it is one.
     pub validator: Option<Address>,
+    /// Round of the height being decided (0 for engines without rounds).
+    pub round: u32,
+    /// Number of validators.
+    pub validators: usize,
 }
 
 /// What a consensus engine publishes.
@@ -77,6 +161,32 @@ pub enum ConsensusRequest {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<Option<Arc<CommittedBlock>>, ConsensusError>>,
     },
+    /// A message a peer sent. The engine checks it before answering (signature, signer in
+    /// the validator set, size of what it refers to) and processes it afterwards.
+    /// Reply: the [`Verdict`] deciding whether the network relays it.
+    Deliver {
+        /// The message.
+        message: ConsensusMessage,
+        /// Where the verdict goes.
+        reply: oneshot::Sender<Verdict>,
+    },
+    /// A committed block fetched from a peer. The engine verifies the certificate against
+    /// the validator set, the header against its committed tip, and the body against the
+    /// header's `data_root`, then stores it as committed exactly as if it had decided it.
+    /// Reply: the committed height after the import, once durable; a block at a height
+    /// already committed with the same hash is answered `Ok` without change.
+    ImportBlock {
+        /// The block and its certificate.
+        block: Arc<CommittedBlock>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<u64, ImportError>>,
+    },
+    /// Reply: the equivocations seen (two conflicting signed votes from one validator),
+    /// oldest first, kept durably.
+    GetEvidence {
+        /// Where the answer goes.
+        reply: oneshot::Sender<Vec<Equivocation>>,
+    },
 }
 
 /// Cloneable handle to a consensus engine.
@@ -109,6 +219,33 @@ impl ConsensusHandle {
                 .ask(|reply| ConsensusRequest::GetBlock { height, reply })
                 .await,
         )
+    }
+
+    /// See [`ConsensusRequest::Deliver`]. Sheds load (fails with `Full`) rather than
+    /// waiting when the engine is busy.
+    pub async fn deliver(&self, message: ConsensusMessage) -> Result<Verdict, ChannelError> {
+        self.mailbox
+            .try_ask(|reply| ConsensusRequest::Deliver { message, reply })
+            .await
+    }
+
+    /// See [`ConsensusRequest::ImportBlock`].
+    pub async fn import_block(
+        &self,
+        block: Arc<CommittedBlock>,
+    ) -> Result<u64, RequestError<ImportError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| ConsensusRequest::ImportBlock { block, reply })
+                .await,
+        )
+    }
+
+    /// See [`ConsensusRequest::GetEvidence`].
+    pub async fn evidence(&self) -> Result<Vec<Equivocation>, ChannelError> {
+        self.mailbox
+            .ask(|reply| ConsensusRequest::GetEvidence { reply })
+            .await
     }
 
     /// True once the layer's actor has stopped (it panicked or shut down): no request will
