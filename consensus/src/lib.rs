@@ -1,10 +1,27 @@
 //! Lamina's consensus layer: orders blocks and commits them with certificates, keeping the
 //! committed chain durably.
 //!
-//! Engine `solo`: the chain's only validator proposes and commits a block every
-//! `block_time_ms` when there are transactions or settlement messages (or always, with
-//! `create_empty_blocks`). Reach it through the [`ConsensusHandle`] that [`spawn`] returns.
+//! Two engines, chosen with [`ConsensusConfig::kind`] and reached through the
+//! [`ConsensusHandle`] that [`spawn`] returns:
+//!
+//! - `solo`: the chain's only validator proposes and commits a block every `block_time_ms`
+//!   when there are transactions or settlement messages (or always, with
+//!   `create_empty_blocks`), certifying it with its own precommit.
+//! - `bft`: Tendermint among the genesis validators, weighted by voting power. Validators
+//!   exchange signed proposals and votes through the node's network
+//!   ([`ConsensusDeps::outbound`] out, [`ConsensusRequest::Deliver`] in), commit a block every
+//!   height (empty ones too) with a certificate of precommits from more than two thirds of the
+//!   power, pause `block_time_ms` after each commit, and ask the node to fetch blocks
+//!   ([`ConsensusRequest::ImportBlock`]) when they fall behind. A node without a validator key
+//!   follows the chain as an observer. Equivocations seen are kept as evidence. The protocol
+//!   itself is a pure state machine tested under a simulated lossy network with a Byzantine
+//!   validator; see `docs/adr/0001-bft-consensus.md`.
+//!
+//! [`ConsensusDeps::outbound`]: lamina_primitives::interfaces::consensus::ConsensusDeps::outbound
+//! [`ConsensusRequest::Deliver`]: lamina_primitives::interfaces::consensus::ConsensusRequest::Deliver
+//! [`ConsensusRequest::ImportBlock`]: lamina_primitives::interfaces::consensus::ConsensusRequest::ImportBlock
 
+mod bft;
 mod proposal;
 mod solo;
 mod store;
@@ -26,6 +43,15 @@ pub const DEFAULT_MAX_BLOCK_BYTES: usize = 4 * 1024 * 1024;
 const BLOCK_TIME_MS_RANGE: std::ops::RangeInclusive<u64> = 1..=3_600_000;
 const MAX_BLOCK_TRANSACTIONS_RANGE: std::ops::RangeInclusive<usize> = 1..=1_000_000;
 const MAX_BLOCK_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=(256 * 1024 * 1024);
+/// Default base of the `bft` propose timeout: one second.
+pub const DEFAULT_TIMEOUT_PROPOSE_MS: u64 = 1_000;
+/// Default base of the `bft` prevote and precommit timeouts.
+pub const DEFAULT_TIMEOUT_VOTE_MS: u64 = 500;
+/// Default growth of every `bft` timeout per round.
+pub const DEFAULT_TIMEOUT_INCREASE_MS: u64 = 500;
+
+const TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=600_000;
+const TIMEOUT_INCREASE_RANGE: std::ops::RangeInclusive<u64> = 0..=600_000;
 
 /// Which consensus engine to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -34,6 +60,8 @@ pub enum EngineKind {
     /// One validator commits every block alone.
     #[default]
     Solo,
+    /// Tendermint among the genesis validators (`kind = "bft"`).
+    Bft,
 }
 
 /// Configuration of the consensus layer (the `[consensus]` part of a node's config).
@@ -42,14 +70,28 @@ pub enum EngineKind {
 pub struct ConsensusConfig {
     /// The engine.
     pub kind: EngineKind,
-    /// Time between block proposals, in milliseconds.
+    /// `solo`: time between block proposals, in milliseconds. `bft`: the pause after each
+    /// commit before the next height starts (Tendermint's `timeout_commit`), which sets the
+    /// block time when the network is fast.
     pub block_time_ms: u64,
-    /// Whether to commit blocks with no transactions and no settlement messages.
+    /// `solo` only: whether to commit blocks with no transactions and no settlement messages.
+    /// The `bft` engine makes a block every height, empty or not (its rounds need a value to
+    /// decide, and a steady chain of certified blocks shows liveness).
     pub create_empty_blocks: bool,
     /// Most transactions in one block.
     pub max_block_transactions: usize,
-    /// Largest encoded block body, in bytes.
+    /// Largest encoded block body, in bytes. `bft` rejects larger proposals from peers.
     pub max_block_bytes: usize,
+    /// `bft`: base of the propose timeout, in milliseconds: how long a validator waits for a
+    /// round's proposal before prevoting nil. Also the period at which a validator re-sends
+    /// its messages of the round, for peers that missed them.
+    pub timeout_propose_ms: u64,
+    /// `bft`: base of the prevote and precommit timeouts, in milliseconds: how long a
+    /// validator waits for more votes once a quorum of mixed votes is in.
+    pub timeout_vote_ms: u64,
+    /// `bft`: added to every timeout per round, in milliseconds, so that rounds lengthen
+    /// until they fit the network's real delays.
+    pub timeout_increase_ms: u64,
 }
 
 impl Default for ConsensusConfig {
@@ -60,6 +102,9 @@ impl Default for ConsensusConfig {
             create_empty_blocks: false,
             max_block_transactions: DEFAULT_MAX_BLOCK_TRANSACTIONS,
             max_block_bytes: DEFAULT_MAX_BLOCK_BYTES,
+            timeout_propose_ms: DEFAULT_TIMEOUT_PROPOSE_MS,
+            timeout_vote_ms: DEFAULT_TIMEOUT_VOTE_MS,
+            timeout_increase_ms: DEFAULT_TIMEOUT_INCREASE_MS,
         }
     }
 }
@@ -93,6 +138,17 @@ impl ConsensusConfig {
             "max_block_bytes",
             self.max_block_bytes,
             &MAX_BLOCK_BYTES_RANGE,
+        )?;
+        check_range(
+            "timeout_propose_ms",
+            self.timeout_propose_ms,
+            &TIMEOUT_RANGE,
+        )?;
+        check_range("timeout_vote_ms", self.timeout_vote_ms, &TIMEOUT_RANGE)?;
+        check_range(
+            "timeout_increase_ms",
+            self.timeout_increase_ms,
+            &TIMEOUT_INCREASE_RANGE,
         )
     }
 }
@@ -132,6 +188,18 @@ pub enum SetupError {
         /// The genesis validator.
         validator: Address,
     },
+    /// `bft` was given a validator key that is not a genesis validator.
+    #[error(
+        "the validator key {key} is not in the genesis validator set; use the key of a \
+         genesis validator, or no validator key to follow the chain as an observer"
+    )]
+    NotAValidator {
+        /// This node's key.
+        key: Address,
+    },
+    /// `bft` needs at least one validator in genesis.
+    #[error("the bft engine needs at least one validator in genesis, found none")]
+    NoValidators,
     /// The stored chain was built from another genesis.
     #[error(
         "the stored chain belongs to another genesis (its chain id is {stored_chain_id:?}, \
@@ -155,7 +223,8 @@ pub enum SetupError {
 }
 
 /// Starts the configured engine on the current tokio runtime, keeping the committed chain in
-/// `db` (trees `consensus/*`) and resuming from its stored tip. The engine stops once every
+/// `db` (trees `consensus/*`) and resuming from its stored tip. `validator_key` is the key
+/// this node signs with; `bft` runs without one as an observer. The engine stops once every
 /// clone of the returned handle is dropped.
 pub fn spawn(
     config: ConsensusConfig,
@@ -172,6 +241,16 @@ pub fn spawn(
         EngineKind::Solo => {
             let engine = solo::Solo::open(config, genesis, validator_key, db)?;
             runtime.spawn(solo::run(
+                engine,
+                deps,
+                db.clone(),
+                requests,
+                events.clone(),
+            ));
+        }
+        EngineKind::Bft => {
+            let engine = bft::actor::Bft::open(config, genesis, validator_key, db)?;
+            runtime.spawn(bft::actor::run(
                 engine,
                 deps,
                 db.clone(),

@@ -1,5 +1,5 @@
 //! Engine tests: the solo engine driven against tiny in-test stand-ins for the execution, DA
-//! and settlement layers.
+//! and settlement layers (shared with the bft engine's tests).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,9 +18,9 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::*;
 
-const CHAIN: &str = "solo-test";
+pub(crate) const CHAIN: &str = "solo-test";
 
-fn genesis(validators: &[&Keypair]) -> Genesis {
+pub(crate) fn genesis(validators: &[&Keypair]) -> Genesis {
     Genesis {
         chain_id: CHAIN.into(),
         genesis_time_ms: 1_000,
@@ -36,7 +36,7 @@ fn genesis(validators: &[&Keypair]) -> Genesis {
     }
 }
 
-fn tx(nonce: u64) -> Transaction {
+pub(crate) fn tx(nonce: u64) -> Transaction {
     Transaction::transfer(
         CHAIN,
         &Keypair::deterministic("alice"),
@@ -48,20 +48,20 @@ fn tx(nonce: u64) -> Transaction {
 
 /// What the fake layers serve and what they saw.
 #[derive(Debug, Default)]
-struct Fakes {
-    mempool: Mutex<VecDeque<Transaction>>,
-    settlement: Mutex<VecDeque<Blob>>,
-    reaps: AtomicUsize,
+pub(crate) struct Fakes {
+    pub(crate) mempool: Mutex<VecDeque<Transaction>>,
+    pub(crate) settlement: Mutex<VecDeque<Blob>>,
+    pub(crate) reaps: AtomicUsize,
 }
 
 impl Fakes {
-    fn add_transactions(&self, txs: impl IntoIterator<Item = Transaction>) {
+    pub(crate) fn add_transactions(&self, txs: impl IntoIterator<Item = Transaction>) {
         self.mempool.lock().unwrap().extend(txs);
     }
 }
 
 /// The commitment the fake DA layer gives: a Merkle root over the whole encoded body.
-fn fake_commitment(body: &[Blob]) -> DataCommitment {
+pub(crate) fn fake_commitment(body: &[Blob]) -> DataCommitment {
     let encoded = Block::encode_body(body);
     DataCommitment {
         data_root: merkle::root(&[merkle::leaf_hash(&encoded)]),
@@ -70,7 +70,7 @@ fn fake_commitment(body: &[Blob]) -> DataCommitment {
     }
 }
 
-fn fake_deps(fakes: &Arc<Fakes>) -> ConsensusDeps {
+pub(crate) fn fake_deps(fakes: &Arc<Fakes>) -> ConsensusDeps {
     let (mailbox, mut requests) = Mailbox::new("execution", 16);
     let state = Arc::clone(fakes);
     tokio::spawn(async move {
@@ -132,7 +132,7 @@ fn config(create_empty_blocks: bool) -> ConsensusConfig {
 }
 
 /// Polls until `check` holds, failing the test after a generous deadline.
-async fn eventually<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -146,7 +146,7 @@ where
     assert!(polled.is_ok(), "timed out waiting for {what}");
 }
 
-async fn wait_for_height(consensus: &ConsensusHandle, height: u64) {
+pub(crate) async fn wait_for_height(consensus: &ConsensusHandle, height: u64) {
     eventually(&format!("height {height}"), || async {
         consensus.status().await.unwrap().committed_height >= height
     })
@@ -154,7 +154,7 @@ async fn wait_for_height(consensus: &ConsensusHandle, height: u64) {
 }
 
 /// Drops `handle` and waits until the engine has stopped (its event sender is gone).
-async fn stop(handle: ConsensusHandle) {
+pub(crate) async fn stop(handle: ConsensusHandle) {
     let mut events = handle.subscribe();
     drop(handle);
     let stopped = tokio::time::timeout(Duration::from_secs(20), async {
@@ -209,13 +209,62 @@ fn config_parses_and_validates() {
         toml::from_str::<ConsensusConfig>("").unwrap(),
         ConsensusConfig::default()
     );
-    let error = toml::from_str::<ConsensusConfig>("kind = \"bft\"")
+    let bft: ConsensusConfig = toml::from_str(
+        "kind = \"bft\"\ntimeout_propose_ms = 3000\ntimeout_vote_ms = 700\ntimeout_increase_ms = 0",
+    )
+    .unwrap();
+    assert_eq!(bft.kind, EngineKind::Bft);
+    assert_eq!(
+        (
+            bft.timeout_propose_ms,
+            bft.timeout_vote_ms,
+            bft.timeout_increase_ms
+        ),
+        (3000, 700, 0)
+    );
+    assert!(bft.validate().is_ok());
+    let defaults = ConsensusConfig::default();
+    assert_eq!(
+        (
+            defaults.timeout_propose_ms,
+            defaults.timeout_vote_ms,
+            defaults.timeout_increase_ms
+        ),
+        (1000, 500, 500)
+    );
+    let error = toml::from_str::<ConsensusConfig>("kind = \"raft\"")
         .unwrap_err()
         .to_string();
     assert!(
-        error.contains("unknown variant `bft`, expected `solo`"),
+        error.contains("unknown variant `raft`, expected `solo` or `bft`"),
         "{error}"
     );
+    for (field, config) in [
+        (
+            "timeout_propose_ms",
+            ConsensusConfig {
+                timeout_propose_ms: 0,
+                ..ConsensusConfig::default()
+            },
+        ),
+        (
+            "timeout_vote_ms",
+            ConsensusConfig {
+                timeout_vote_ms: 600_001,
+                ..ConsensusConfig::default()
+            },
+        ),
+        (
+            "timeout_increase_ms",
+            ConsensusConfig {
+                timeout_increase_ms: 600_001,
+                ..ConsensusConfig::default()
+            },
+        ),
+    ] {
+        let error = config.validate().unwrap_err();
+        assert!(error.contains(field), "{error}");
+    }
     let error = toml::from_str::<ConsensusConfig>("block_time = 5")
         .unwrap_err()
         .to_string();

@@ -587,7 +587,9 @@ impl ProposalData {
     }
 }
 
-/// A signed proposal with the block it proposes. The signer is `block.header.proposer`.
+/// A signed proposal with the block it proposes. The signer is the proposer of the round,
+/// which for a re-proposed block (`pol_round` set) may differ from `block.header.proposer`,
+/// the validator that built it.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct SignedProposal {
     /// What was signed.
@@ -599,7 +601,7 @@ pub struct SignedProposal {
 }
 
 impl SignedProposal {
-    /// Builds and signs a proposal of `block` as `key` (who must be `block.header.proposer`).
+    /// Builds and signs a proposal of `block` for `round` as `key`.
     pub fn sign(
         chain_id: &str,
         key: &Keypair,
@@ -621,14 +623,13 @@ impl SignedProposal {
         }
     }
 
-    /// Checks that the signed data matches the block and that the block's proposer signed
-    /// it (not whether the proposer was the right one for the round).
-    pub fn verify(&self, chain_id: &str) -> Result<(), SignatureError> {
+    /// Checks that the signed data matches the block and that `proposer` (the round's
+    /// proposer, which the caller determines) signed it.
+    pub fn verify(&self, chain_id: &str, proposer: &Address) -> Result<(), SignatureError> {
         if self.data.height != self.block.height() || self.data.block_hash != self.block.hash() {
             return Err(SignatureError::BadSignature);
         }
-        self.data
-            .verify(chain_id, &self.block.header.proposer, &self.signature)
+        self.data.verify(chain_id, proposer, &self.signature)
     }
 }
 

@@ -47,8 +47,8 @@ pub const OUTBOUND_CAPACITY: usize = 1024;
 /// variants, at the end.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum ConsensusMessage {
-    /// A proposer's block for a round.
-    Proposal(SignedProposal),
+    /// A proposer's block for a round (boxed: it carries a whole block, votes are small).
+    Proposal(Box<SignedProposal>),
     /// A prevote or precommit.
     Vote(SignedVote),
 }
