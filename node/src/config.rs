@@ -101,6 +101,54 @@ impl Default for HttpSection {
     }
 }
 
+/// `[network]`: the peer-to-peer network (libp2p over TCP with noise and yamux).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Multiaddr to listen on (e.g. `/ip4/0.0.0.0/tcp/26700`); leave it out for a node
+    /// without peers (a solo chain).
+    pub listen: Option<String>,
+    /// Multiaddrs of peers to connect to at start (each may end in `/p2p/<peer id>`); the
+    /// rest of the network is found through them.
+    pub peers: Vec<String>,
+    /// The node's network identity (hex ed25519 secret), created on first start if missing.
+    pub key_file: PathBuf,
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        NetworkSection {
+            listen: None,
+            peers: Vec::new(),
+            key_file: PathBuf::from("node.key"),
+        }
+    }
+}
+
+impl NetworkSection {
+    /// The listen address, parsed.
+    pub fn listen_addr(&self) -> Result<Option<libp2p::Multiaddr>, String> {
+        self.listen
+            .as_deref()
+            .map(|text| parse_multiaddr("listen", text))
+            .transpose()
+    }
+
+    /// The peer addresses, parsed.
+    pub fn peer_addrs(&self) -> Result<Vec<libp2p::Multiaddr>, String> {
+        self.peers
+            .iter()
+            .map(|text| parse_multiaddr("peers", text))
+            .collect()
+    }
+}
+
+fn parse_multiaddr(field: &str, text: &str) -> Result<libp2p::Multiaddr, String> {
+    text.parse().map_err(|e| {
+        format!("{field}: {text:?} is not a multiaddr ({e}); write e.g. /ip4/127.0.0.1/tcp/26700")
+    })
+}
+
 /// The whole config file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -117,6 +165,8 @@ pub struct NodeConfig {
     pub data_availability: DaConfig,
     /// `[settlement]`
     pub settlement: SettlementConfig,
+    /// `[network]`
+    pub network: NetworkSection,
 }
 
 impl NodeConfig {
@@ -184,6 +234,25 @@ impl NodeConfig {
         self.settlement
             .validate()
             .map_err(|m| invalid("settlement", m))?;
+        self.network
+            .listen_addr()
+            .map_err(|m| invalid("network", m))?;
+        self.network
+            .peer_addrs()
+            .map_err(|m| invalid("network", m))?;
+        if self.consensus.kind == lamina_consensus::EngineKind::Bft && self.network.listen.is_none()
+        {
+            return Err(invalid(
+                "network",
+                "the bft consensus engine talks to other validators: set listen (and peers)".into(),
+            ));
+        }
+        if self.network.listen.is_none() && !self.network.peers.is_empty() {
+            return Err(invalid(
+                "network",
+                "peers are set but listen is not; set listen to join the network".into(),
+            ));
+        }
         // Each section is sane on its own; now the limits that must agree across sections.
         // A transaction must fit in a request body (hex doubles it, JSON adds a little).
         let needed = self
@@ -228,6 +297,7 @@ impl NodeConfig {
         if let Some(key) = self.node.validator_key.as_mut() {
             resolve(key);
         }
+        resolve(&mut self.network.key_file);
     }
 
     /// The config as TOML (what `lamina init` writes).
@@ -291,6 +361,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_transaction_bytes"), "{err}");
+    }
+
+    #[test]
+    fn network_addresses_must_be_multiaddrs() {
+        let config = parse(
+            "[network]\nlisten = \"/ip4/127.0.0.1/tcp/26700\"\n\
+             peers = [\"/ip4/127.0.0.1/tcp/26701\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.network.peer_addrs().unwrap().len(), 1);
+        let err = parse("[network]\nlisten = \"127.0.0.1:26700\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[network]") && err.contains("multiaddr"),
+            "{err}"
+        );
+        let err = parse("[consensus]\nkind = \"bft\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[network]") && err.contains("listen"), "{err}");
+        let err = parse("[network]\npeers = [\"/ip4/127.0.0.1/tcp/1\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen"), "{err}");
     }
 
     #[test]

@@ -10,14 +10,17 @@ use lamina_primitives::interfaces::consensus::{ConsensusDeps, ConsensusHandle, O
 use lamina_primitives::interfaces::da::DaHandle;
 use lamina_primitives::interfaces::execution::ExecutionHandle;
 use lamina_primitives::interfaces::settlement::SettlementHandle;
-use lamina_primitives::{Genesis, Keypair};
+use lamina_primitives::{Genesis, Keypair, Transaction};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{ConfigError, NodeConfig};
 use crate::http;
 use crate::metrics::Metrics;
+use crate::network::{self, NetworkConfig, NetworkHandle, TopicLimits};
+use crate::p2p_key;
 use crate::pipeline::{self, Layers};
+use crate::relay::{self, Relay};
 
 /// Largest genesis file accepted.
 const MAX_GENESIS_BYTES: u64 = 64 << 20;
@@ -39,6 +42,10 @@ pub struct NodeContext {
     pub settlement: SettlementHandle,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The peer-to-peer network, when the node has one (`[network] listen` is set).
+    pub network: Option<NetworkHandle>,
+    /// Where the HTTP API puts accepted transactions for gossip (with a network only).
+    pub tx_gossip: Option<mpsc::Sender<Transaction>>,
 }
 
 /// A running node.
@@ -88,6 +95,31 @@ pub fn load_key(path: &Path) -> Result<Keypair, ConfigError> {
     })
 }
 
+/// Largest settlement gossip message.
+const MAX_SETTLEMENT_GOSSIP_BYTES: usize = 1 << 20;
+
+/// Largest consensus message: a proposal carries a whole block, so the block limit plus
+/// room for the header, signature and encoding.
+fn max_consensus_message_bytes(config: &NodeConfig) -> usize {
+    config.consensus.max_block_bytes.saturating_add(64 * 1024)
+}
+
+/// The layer settings every node of one network must share, as peers compare them at
+/// handshake: the consensus engine, the DA scheme (it defines `data_root`) and the
+/// settlement mode (it reads the same ledger). Executors may differ: they agree bit for bit.
+fn compatibility(config: &NodeConfig) -> String {
+    let name = |value: serde_json::Result<serde_json::Value>| match value {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => "unknown".to_string(),
+    };
+    format!(
+        "consensus={};data_availability={};settlement={}",
+        name(serde_json::to_value(config.consensus.kind)),
+        name(serde_json::to_value(config.data_availability.kind)),
+        name(serde_json::to_value(config.settlement.kind)),
+    )
+}
+
 impl RunningNode {
     /// Starts every layer and the HTTP API; returns once the API is listening.
     pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
@@ -128,7 +160,7 @@ impl RunningNode {
         .context("starting the settlement layer")?;
         let execution = lamina_execution::spawn(config.execution.clone(), &genesis, &db)
             .context("starting the execution layer")?;
-        let (consensus_outbound, _consensus_outbound_rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        let (consensus_outbound, consensus_outbound_rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let deps = ConsensusDeps {
             execution: execution.clone(),
             da: da.clone(),
@@ -139,6 +171,42 @@ impl RunningNode {
             lamina_consensus::spawn(config.consensus.clone(), &genesis, validator_key, &db, deps)
                 .context("starting the consensus engine")?;
 
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (network, tx_gossip) = match config.network.listen_addr().map_err(ConfigError::File)? {
+            None => (None, None),
+            Some(listen) => {
+                let identity = p2p_key::load_or_create(&config.network.key_file)?;
+                let network_config = NetworkConfig {
+                    listen,
+                    peers: config.network.peer_addrs().map_err(ConfigError::File)?,
+                    chain_id: genesis.chain_id.clone(),
+                    genesis_hash: genesis.hash(),
+                    compat: compatibility(&config),
+                    topic_limits: TopicLimits {
+                        consensus: max_consensus_message_bytes(&config),
+                        transactions: config.execution.max_transaction_bytes,
+                        settlement: MAX_SETTLEMENT_GOSSIP_BYTES,
+                    },
+                };
+                let (handle, events) = network::spawn(network_config, identity, consensus.clone())
+                    .context("starting the peer-to-peer network")?;
+                let (tx_gossip, transactions) = mpsc::channel(relay::TX_GOSSIP_CAPACITY);
+                let relay = Relay {
+                    network: handle.clone(),
+                    events,
+                    outbound: consensus_outbound_rx,
+                    transactions,
+                    consensus: consensus.clone(),
+                    execution: execution.clone(),
+                    max_transaction_bytes: config.execution.max_transaction_bytes,
+                    max_consensus_message_bytes: max_consensus_message_bytes(&config),
+                };
+                tokio::spawn(relay.run(shutdown_rx.clone()));
+                tracing::info!(address = %handle.listen_addr(), "peer-to-peer network listening");
+                (Some(handle), Some(tx_gossip))
+            }
+        };
+
         let metrics = Arc::new(Metrics::new());
         let context = NodeContext {
             genesis: Arc::new(genesis),
@@ -148,8 +216,9 @@ impl RunningNode {
             da: da.clone(),
             settlement: settlement.clone(),
             metrics: metrics.clone(),
+            network,
+            tx_gossip,
         };
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let layers = Layers {
             consensus,
             execution,

@@ -1,5 +1,6 @@
 //! `testnet.json`: what a running dev chain or testnet writes for scripts and tools (nodes
-//! with their HTTP URLs, the chain id, prefunded accounts with their secret keys).
+//! with their HTTP URLs and peer-to-peer addresses, the chain id, prefunded accounts with
+//! their secret keys).
 
 use std::path::Path;
 
@@ -16,6 +17,10 @@ pub struct TestnetNode {
     pub http: String,
     /// Its validator address, if it validates.
     pub validator: Option<Address>,
+    /// Its peer-to-peer address with its peer id (`/ip4/.../tcp/.../p2p/<peer id>`); absent
+    /// for a node without peers (`lamina dev`) and in files written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p2p: Option<String>,
 }
 
 /// A prefunded account; its secret key is public knowledge (development only).
@@ -62,5 +67,27 @@ impl TestnetFile {
     pub fn account_key(&self, index: usize) -> anyhow::Result<Keypair> {
         let account = self.accounts.get(index).context("no such account")?;
         Keypair::from_secret_hex(&account.secret_key).map_err(|e| anyhow::anyhow!("bad key: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn files_without_p2p_addresses_still_read() {
+        let old = r#"{"chain_id":"c","nodes":[{"name":"node0","http":"http://127.0.0.1:1","validator":null}],"accounts":[]}"#;
+        let file: TestnetFile = serde_json::from_str(old).unwrap();
+        assert_eq!(file.nodes[0].p2p, None);
+        // And a node without one is written without the field, as before.
+        let text = serde_json::to_string(&file).unwrap();
+        assert!(!text.contains("p2p"), "{text}");
+        let mut with = file.clone();
+        with.nodes[0].p2p = Some("/ip4/127.0.0.1/tcp/2/p2p/x".into());
+        let back: TestnetFile =
+            serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
     }
 }

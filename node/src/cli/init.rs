@@ -139,13 +139,14 @@ pub fn single_node_testnet_file(
             name: "node0".into(),
             http: format!("http://{http}"),
             validator,
+            p2p: None,
         }],
         accounts,
     }
 }
 
 /// Creates a new secret key file readable only by its owner; never overwrites one.
-fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+pub(crate) fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

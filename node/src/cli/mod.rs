@@ -1,4 +1,5 @@
-//! The `lamina` command line: `dev`, `init`, `run`, `keys`, `tx` and `query`.
+//! The `lamina` command line: `dev`, `testnet`, `init`, `run`, `keys`, `tx`, `query`, `load`
+//! and `bench`.
 
 /// `println!` that ignores a closed stdout (`lamina ... | head`) instead of panicking.
 macro_rules! out {
@@ -11,8 +12,10 @@ macro_rules! out {
 mod client;
 mod dev;
 mod init;
+mod load;
 mod query;
 mod run;
+mod testnet;
 mod tx;
 
 use std::net::SocketAddr;
@@ -21,6 +24,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub use client::NodeClient;
+pub(crate) use init::write_secret;
 pub use init::{init_node_dir, InitOptions, NodeDir};
 
 /// An argument a user must fix; the process exits with code 2.
@@ -43,6 +47,11 @@ pub struct Cli {
 enum Command {
     /// Start a single-node development chain with 10 prefunded accounts.
     Dev(DevArgs),
+    /// Start (or resume) a local multi-validator testnet; `testnet init` only writes its files.
+    ///
+    /// Every node runs the `bft` engine and talks to the others over libp2p. `testnet init`
+    /// writes the files for one machine or, with --hosts, for one node per machine.
+    Testnet(testnet::TestnetArgs),
     /// Write a node directory: config.toml, genesis.json, validator.key.
     Init(InitArgs),
     /// Run a node from a config file.
@@ -60,6 +69,8 @@ enum Command {
     /// Read chain state from a node.
     #[command(subcommand)]
     Query(QueryCommand),
+    /// Send signed transfers to a testnet at a steady rate; report throughput and latency.
+    Load(load::LoadArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -147,11 +158,13 @@ enum QueryCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => dev::run(args).await,
+        Command::Testnet(args) => testnet::run(args, cli.log.as_deref()).await,
         Command::Init(args) => init::run(args),
         Command::Run { config } => run::run(&config).await,
         Command::Keys(KeysCommand::Generate { out, json }) => init::generate_key(out, json),
         Command::Tx(TxCommand::Transfer(args)) => tx::transfer(args).await,
         Command::Query(QueryCommand::Account(args)) => query::account(args).await,
+        Command::Load(args) => load::run(args).await,
         Command::Bench(BenchCommand::Execution {
             threads,
             runs,

@@ -7,8 +7,8 @@ use lamina_primitives::codec;
 use lamina_primitives::merkle::MerkleProof;
 use lamina_primitives::state_proof::StateProof;
 use lamina_primitives::{
-    Account, Address, BlockHeader, Certificate, CommittedBlock, Hash, Namespace, Receipt,
-    Transaction,
+    Account, Address, BlockHeader, Certificate, CommittedBlock, Equivocation, Hash, Namespace,
+    Receipt, Transaction,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -65,6 +65,32 @@ pub struct StatusResponse {
     pub mempool_transactions: usize,
     /// Active implementation of each layer.
     pub layers: LayersInfo,
+    /// The consensus engine's progress.
+    pub consensus: ConsensusInfo,
+    /// The peer-to-peer network; absent on a node without one.
+    pub network: Option<NetworkInfo>,
+}
+
+/// The consensus engine's progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsensusInfo {
+    /// Engine name (`solo`, `bft`).
+    pub engine: String,
+    /// Round of the height being decided.
+    pub round: u32,
+    /// Number of validators.
+    pub validators: usize,
+}
+
+/// This node on the peer-to-peer network.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NetworkInfo {
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// The address it listens on, with its peer id.
+    pub listen: String,
+    /// Peers connected (that passed the handshake).
+    pub peers: usize,
 }
 
 fn layer_info<T: Serialize>(settings: &T) -> LayerInfo {
@@ -84,6 +110,14 @@ pub async fn status(State(ctx): State<NodeContext>) -> Result<Json<StatusRespons
     let consensus = ctx.consensus.status().await?;
     let execution = ctx.execution.status().await?;
     let settlement = ctx.settlement.status().await?;
+    let network = match &ctx.network {
+        Some(network) => Some(NetworkInfo {
+            peer_id: network.local_peer_id().to_string(),
+            listen: network.listen_addr().to_string(),
+            peers: network.peers().await.map_or(0, |peers| peers.len()),
+        }),
+        None => None,
+    };
     let config = &ctx.config;
     Ok(Json(StatusResponse {
         chain_id: ctx.genesis.chain_id.clone(),
@@ -102,7 +136,58 @@ pub async fn status(State(ctx): State<NodeContext>) -> Result<Json<StatusRespons
             data_availability: layer_info(&config.data_availability),
             settlement: layer_info(&config.settlement),
         },
+        consensus: ConsensusInfo {
+            engine: consensus.engine,
+            round: consensus.round,
+            validators: consensus.validators,
+        },
+        network,
     }))
+}
+
+/// Equivocations this node has seen: two different signed votes from one validator for the
+/// same height, round and kind, oldest first.
+#[utoipa::path(get, path = "/v1/consensus/evidence", tag = "chain",
+    responses((status = 200, body = Vec<Equivocation>), (status = 503, body = ErrorBody)))]
+pub async fn evidence(State(ctx): State<NodeContext>) -> Result<Json<Vec<Equivocation>>, ApiError> {
+    Ok(Json(ctx.consensus.evidence().await?))
+}
+
+/// A connected peer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PeerResponse {
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// An address of it, if known.
+    pub address: Option<String>,
+    /// Its committed height at the last status exchange.
+    pub height: Option<u64>,
+}
+
+/// The peers this node is connected to (empty without a network).
+#[utoipa::path(get, path = "/v1/network/peers", tag = "chain",
+    responses((status = 200, body = Vec<PeerResponse>), (status = 503, body = ErrorBody)))]
+pub async fn peers(State(ctx): State<NodeContext>) -> Result<Json<Vec<PeerResponse>>, ApiError> {
+    let Some(network) = &ctx.network else {
+        return Ok(Json(Vec::new()));
+    };
+    let peers = network.peers().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "network_unavailable",
+            e.to_string(),
+        )
+    })?;
+    Ok(Json(
+        peers
+            .into_iter()
+            .map(|peer| PeerResponse {
+                peer_id: peer.peer_id.to_string(),
+                address: peer.address.map(|a| a.to_string()),
+                height: peer.height,
+            })
+            .collect(),
+    ))
 }
 
 /// A transaction with its hash.
@@ -244,9 +329,16 @@ pub async fn submit_transaction(
             format!("not a borsh-encoded signed transaction: {e}"),
         ),
     })?;
+    let gossip = ctx.tx_gossip.as_ref().map(|_| transaction.clone());
     match ctx.execution.submit_transaction(transaction).await {
         Ok(hash) => {
             ctx.metrics.transactions_accepted.inc();
+            if let (Some(queue), Some(transaction)) = (&ctx.tx_gossip, gossip) {
+                // This node still includes it when it proposes; never hold the reply up.
+                if queue.try_send(transaction).is_err() {
+                    tracing::debug!(%hash, "gossip queue full; not relaying this transaction");
+                }
+            }
             Ok((
                 StatusCode::ACCEPTED,
                 Json(SubmitTransactionResponse { hash }),

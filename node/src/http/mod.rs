@@ -40,6 +40,8 @@ pub fn api_router() -> OpenApiRouter<NodeContext> {
         .routes(routes!(handlers::account_proof))
         .routes(routes!(handlers::da_share))
         .routes(routes!(handlers::settlement_height))
+        .routes(routes!(handlers::evidence))
+        .routes(routes!(handlers::peers))
         .routes(routes!(handlers::metrics))
         .routes(routes!(handlers::openapi_json))
 }

@@ -1,0 +1,327 @@
+//! Between the peer-to-peer network and the layers: decodes what peers gossip and hands it
+//! to the layer that judges it (consensus messages to the engine, transactions to the
+//! mempool), turns the layer's answer into the gossip verdict that decides whether the
+//! message is relayed, publishes what the engine and the HTTP API send out, and keeps a node
+//! that fell behind fetching certified blocks from its peers until it reaches their tip.
+//!
+//! Layers never see libp2p: they get and return typed values, and this module is the only
+//! place that knows both sides.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lamina_primitives::interfaces::consensus::{
+    ConsensusHandle, ConsensusMessage, ConsensusOutbound, Verdict as ConsensusVerdict,
+};
+use lamina_primitives::interfaces::execution::{ExecutionHandle, MempoolRejection};
+use lamina_primitives::interfaces::RequestError;
+use lamina_primitives::{codec, Transaction};
+use libp2p::PeerId;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::network::{NetworkEvent, NetworkHandle, Topic, Verdict};
+
+/// Gossip messages judged at once; more wait in the network's bounded queue.
+const MAX_MESSAGES_IN_FLIGHT: usize = 256;
+/// Blocks asked of a peer per sync request.
+const SYNC_BATCH: u32 = 64;
+/// How often the sync task looks at peer heights even without news.
+const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// Capacity of the queue of transactions the HTTP API accepted, waiting to be gossiped.
+pub const TX_GOSSIP_CAPACITY: usize = 8192;
+
+/// What the relay connects.
+#[derive(Debug)]
+pub struct Relay {
+    /// The network service.
+    pub network: NetworkHandle,
+    /// What the network hears from peers.
+    pub events: mpsc::Receiver<NetworkEvent>,
+    /// What the consensus engine sends out.
+    pub outbound: mpsc::Receiver<ConsensusOutbound>,
+    /// Transactions accepted over HTTP, to gossip.
+    pub transactions: mpsc::Receiver<Transaction>,
+    /// The consensus engine.
+    pub consensus: ConsensusHandle,
+    /// The execution layer (its mempool judges gossiped transactions).
+    pub execution: ExecutionHandle,
+    /// Largest transaction accepted (as in the mempool).
+    pub max_transaction_bytes: usize,
+    /// Largest consensus message accepted (a proposal carries a whole block).
+    pub max_consensus_message_bytes: usize,
+}
+
+impl Relay {
+    /// Runs the relay's tasks until `shutdown` flips to true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let Relay {
+            network,
+            events,
+            outbound,
+            transactions,
+            consensus,
+            execution,
+            max_transaction_bytes,
+            max_consensus_message_bytes,
+        } = self;
+        let (sync_tx, sync_rx) = mpsc::channel(1024);
+        let judge = Judge {
+            network: network.clone(),
+            consensus: consensus.clone(),
+            execution,
+            max_transaction_bytes,
+            max_consensus_message_bytes,
+        };
+        let mut tasks = JoinSet::new();
+        tasks.spawn(inbound(judge, events, sync_tx.clone()));
+        tasks.spawn(publish_outbound(network.clone(), outbound, sync_tx));
+        tasks.spawn(publish_transactions(network.clone(), transactions));
+        tasks.spawn(sync(network, consensus, sync_rx));
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        tasks.shutdown().await;
+    }
+}
+
+/// News for the sync task.
+#[derive(Debug, Clone, Copy)]
+enum SyncNews {
+    /// A peer's committed height.
+    PeerHeight(PeerId, u64),
+    /// The engine saw messages from heights it has not reached.
+    Behind,
+}
+
+/// Judges gossip messages by asking the layer they are for.
+#[derive(Debug, Clone)]
+struct Judge {
+    network: NetworkHandle,
+    consensus: ConsensusHandle,
+    execution: ExecutionHandle,
+    max_transaction_bytes: usize,
+    max_consensus_message_bytes: usize,
+}
+
+impl Judge {
+    async fn verdict(&self, topic: Topic, data: &[u8]) -> Verdict {
+        match topic {
+            Topic::Consensus => {
+                let Ok(message) =
+                    codec::decode::<ConsensusMessage>(data, self.max_consensus_message_bytes)
+                else {
+                    return Verdict::Reject;
+                };
+                match self.consensus.deliver(message).await {
+                    Ok(ConsensusVerdict::Accept) => Verdict::Accept,
+                    Ok(ConsensusVerdict::Reject) => Verdict::Reject,
+                    // A busy or stopping engine: drop it without blaming the peer.
+                    Ok(ConsensusVerdict::Ignore) | Err(_) => Verdict::Ignore,
+                }
+            }
+            Topic::Transactions => {
+                let Ok(transaction) = Transaction::decode(data, self.max_transaction_bytes) else {
+                    return Verdict::Reject;
+                };
+                match self.execution.submit_transaction(transaction).await {
+                    Ok(_) => Verdict::Accept,
+                    Err(RequestError::Layer(rejection)) => transaction_verdict(&rejection),
+                    Err(RequestError::Channel(_)) => Verdict::Ignore,
+                }
+            }
+            // Settlement messages reach the ledger inside blocks; nothing is gossiped there
+            // yet, so whatever arrives is not ours to relay.
+            Topic::Settlement => Verdict::Ignore,
+        }
+    }
+}
+
+/// A mempool refusal as a gossip verdict: only what no honest peer would relay (a bad
+/// signature, another chain, an oversize transaction) counts against the sender; the rest
+/// depends on this node's view (nonces, balances, a full mempool) and is dropped quietly.
+fn transaction_verdict(rejection: &MempoolRejection) -> Verdict {
+    match rejection {
+        MempoolRejection::InvalidSignature
+        | MempoolRejection::WrongChainId { .. }
+        | MempoolRejection::TooLarge { .. } => Verdict::Reject,
+        _ => Verdict::Ignore,
+    }
+}
+
+/// Hands each gossip message to its layer, several at once, and reports the verdict.
+async fn inbound(
+    judge: Judge,
+    mut events: mpsc::Receiver<NetworkEvent>,
+    sync: mpsc::Sender<SyncNews>,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_MESSAGES_IN_FLIGHT));
+    while let Some(event) = events.recv().await {
+        match event {
+            NetworkEvent::Gossip {
+                topic,
+                id,
+                source,
+                data,
+            } => {
+                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                    return;
+                };
+                let judge = judge.clone();
+                tokio::spawn(async move {
+                    let verdict = judge.verdict(topic, &data).await;
+                    judge.network.report(id, source, verdict);
+                    drop(permit);
+                });
+            }
+            NetworkEvent::PeerStatus { peer, height } => {
+                let _ = sync.try_send(SyncNews::PeerHeight(peer, height));
+            }
+        }
+    }
+}
+
+/// Publishes what the consensus engine sends out.
+async fn publish_outbound(
+    network: NetworkHandle,
+    mut outbound: mpsc::Receiver<ConsensusOutbound>,
+    sync: mpsc::Sender<SyncNews>,
+) {
+    while let Some(message) = outbound.recv().await {
+        match message {
+            ConsensusOutbound::Broadcast(message) => {
+                if let Err(error) = network
+                    .publish(Topic::Consensus, codec::encode(&message))
+                    .await
+                {
+                    tracing::warn!(%error, "cannot publish a consensus message");
+                }
+            }
+            ConsensusOutbound::Behind { .. } => {
+                let _ = sync.try_send(SyncNews::Behind);
+            }
+        }
+    }
+}
+
+/// Gossips the transactions the HTTP API accepted.
+async fn publish_transactions(
+    network: NetworkHandle,
+    mut transactions: mpsc::Receiver<Transaction>,
+) {
+    while let Some(transaction) = transactions.recv().await {
+        if let Err(error) = network
+            .publish(Topic::Transactions, transaction.encode())
+            .await
+        {
+            tracing::debug!(%error, "cannot gossip a transaction");
+        }
+    }
+}
+
+/// Keeps the node at its peers' tip: whenever a peer reports a height above ours (or the
+/// engine says it is behind), fetches the missing certified blocks from the highest peer and
+/// imports them one by one; the engine checks each certificate.
+async fn sync(
+    network: NetworkHandle,
+    consensus: ConsensusHandle,
+    mut news: mpsc::Receiver<SyncNews>,
+) {
+    let mut heights: HashMap<PeerId, u64> = HashMap::new();
+    let mut ticker = tokio::time::interval(SYNC_INTERVAL);
+    loop {
+        tokio::select! {
+            item = news.recv() => match item {
+                Some(SyncNews::PeerHeight(peer, height)) => {
+                    heights.insert(peer, height);
+                }
+                Some(SyncNews::Behind) => {}
+                None => return,
+            },
+            _ = ticker.tick() => {
+                // Forget peers that went away, and learn heights we missed.
+                if let Ok(peers) = network.peers().await {
+                    heights = peers
+                        .into_iter()
+                        .filter_map(|p| p.height.map(|h| (p.peer_id, h)))
+                        .collect();
+                }
+            }
+        }
+        catch_up(&network, &consensus, &mut heights).await;
+    }
+}
+
+/// Fetches and imports blocks while some peer is ahead. A peer whose blocks do not import
+/// is skipped until it reports again.
+async fn catch_up(
+    network: &NetworkHandle,
+    consensus: &ConsensusHandle,
+    heights: &mut HashMap<PeerId, u64>,
+) {
+    loop {
+        let Ok(status) = consensus.status().await else {
+            return;
+        };
+        let ours = status.committed_height;
+        let Some((&peer, &theirs)) = heights.iter().max_by_key(|(_, height)| **height) else {
+            return;
+        };
+        if theirs <= ours {
+            return;
+        }
+        let count = u32::try_from(theirs - ours)
+            .unwrap_or(u32::MAX)
+            .min(SYNC_BATCH);
+        let blocks = match network.fetch_blocks(peer, ours + 1, count).await {
+            Ok(blocks) if !blocks.is_empty() => blocks,
+            Ok(_) => {
+                heights.remove(&peer);
+                continue;
+            }
+            Err(error) => {
+                tracing::debug!(%peer, %error, "cannot fetch blocks; trying another peer");
+                heights.remove(&peer);
+                continue;
+            }
+        };
+        let mut imported = 0;
+        for block in blocks {
+            let height = block.block.height();
+            match consensus.import_block(Arc::new(block)).await {
+                Ok(_) => imported += 1,
+                Err(error) => {
+                    tracing::warn!(%peer, height, %error, "block from peer not imported");
+                    heights.remove(&peer);
+                    break;
+                }
+            }
+        }
+        if imported > 0 {
+            tracing::info!(%peer, from = ours + 1, imported, "synced blocks from a peer");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_peer_independent_refusals_penalise() {
+        assert_eq!(
+            transaction_verdict(&MempoolRejection::InvalidSignature),
+            Verdict::Reject
+        );
+        assert_eq!(
+            transaction_verdict(&MempoolRejection::AlreadyPending),
+            Verdict::Ignore
+        );
+        assert_eq!(
+            transaction_verdict(&MempoolRejection::NonceTooLow {
+                expected: 3,
+                got: 1
+            }),
+            Verdict::Ignore
+        );
+    }
+}
