@@ -242,9 +242,164 @@ impl RunNode {
     }
 }
 
-impl Drop for RunNode {
-    fn drop(&mut self) {
+impl RunNode {
+    /// Kills the process with SIGKILL (no chance to clean up) and reaps it.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for RunNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (the OS picks it; another process could
+/// take it before it is used again, which the OS makes unlikely by not reusing it at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
+}
+
+/// A multi-validator network of `lamina run` processes, written by `lamina testnet init`
+/// and moved onto ports of its own (HTTP on port 0, peer-to-peer on free ports), so tests
+/// can run side by side. Each node can be killed and restarted on its own.
+#[derive(Debug)]
+pub struct Testnet {
+    dir: tempfile::TempDir,
+    configs: Vec<PathBuf>,
+    nodes: Vec<Option<RunNode>>,
+}
+
+impl Testnet {
+    /// Writes the configs of `validators` nodes with the given block time; starts none.
+    pub fn init(validators: usize, block_time_ms: u64) -> Testnet {
+        let dir = tempfile::Builder::new()
+            .prefix("lamina-testnet-")
+            .tempdir()
+            .unwrap();
+        // The base port only shapes the written files; every port is replaced below.
+        let base_port = 20_000;
+        let status = Command::new(lamina_bin())
+            .args(["testnet", "init", "--validators", &validators.to_string()])
+            .args(["--block-time", &block_time_ms.to_string()])
+            .args(["--base-port", &base_port.to_string(), "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "lamina testnet init failed");
+        let ports: Vec<u16> = (0..validators).map(|_| free_port()).collect();
+        let configs: Vec<PathBuf> = (0..validators)
+            .map(|i| dir.path().join(format!("node{i}")).join("config.toml"))
+            .collect();
+        for config in &configs {
+            let mut text = std::fs::read_to_string(config).unwrap();
+            // Through placeholders, so a new port equal to an old one is not replaced twice.
+            for i in 0..validators as u16 {
+                text = text
+                    .replace(&format!("127.0.0.1:{}", base_port + i), "127.0.0.1:0")
+                    .replace(
+                        &format!("/tcp/{}/", base_port + 100 + i),
+                        &format!("/tcp/<{i}>/"),
+                    )
+                    .replace(
+                        &format!("/tcp/{}\"", base_port + 100 + i),
+                        &format!("/tcp/<{i}>\""),
+                    );
+            }
+            for (i, port) in ports.iter().enumerate() {
+                text = text.replace(&format!("/tcp/<{i}>"), &format!("/tcp/{port}"));
+            }
+            std::fs::write(config, text).unwrap();
+        }
+        Testnet {
+            dir,
+            nodes: (0..validators).map(|_| None).collect(),
+            configs,
+        }
+    }
+
+    /// Writes and starts every node.
+    pub fn start(validators: usize, block_time_ms: u64) -> Testnet {
+        let mut testnet = Testnet::init(validators, block_time_ms);
+        for i in 0..validators {
+            testnet.start_node(i);
+        }
+        testnet
+    }
+
+    /// The directory holding `node0/`, `node1/`, ...
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts (or restarts) node `i` and waits until its API answers.
+    pub fn start_node(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none(), "node{i} is already running");
+        self.nodes[i] = Some(RunNode::start(&self.configs[i]));
+    }
+
+    /// Kills node `i` with SIGKILL.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut node) = self.nodes[i].take() {
+            node.kill();
+        }
+    }
+
+    /// The indexes of the running nodes.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].is_some())
+            .collect()
+    }
+
+    /// Node `i`, which must be running.
+    pub fn node(&self, i: usize) -> &RunNode {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
+    /// Committed height of node `i`, or `None` if it does not answer.
+    pub fn height(&self, i: usize) -> Option<u64> {
+        let (code, status) = self.nodes[i].as_ref()?.get("/v1/status");
+        (code == 200).then(|| status["height"].as_u64()).flatten()
+    }
+
+    /// Waits until every running node has committed at least `height`.
+    pub fn wait_for_height(&self, height: u64, timeout: Duration) {
+        wait_for(
+            &format!("every running node at height {height}"),
+            timeout,
+            || {
+                self.running()
+                    .iter()
+                    .all(|&i| self.height(i).is_some_and(|h| h >= height))
+                    .then_some(())
+            },
+        );
+    }
+
+    /// Checks that every running node has the same block hash at every height up to
+    /// `height` (which they must all have committed).
+    pub fn assert_same_chain(&self, height: u64) {
+        for h in 1..=height {
+            let hashes: Vec<Value> = self
+                .running()
+                .iter()
+                .map(|&i| {
+                    let (code, block) = self.node(i).get(&format!("/v1/blocks/{h}"));
+                    assert_eq!(code, 200, "node{i} has no block {h}: {block}");
+                    block["hash"].clone()
+                })
+                .collect();
+            assert!(
+                hashes.windows(2).all(|w| w[0] == w[1]),
+                "nodes disagree at height {h}: {hashes:?}"
+            );
+        }
     }
 }
