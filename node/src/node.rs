@@ -175,7 +175,9 @@ impl RunningNode {
         let (network, tx_gossip) = match config.network.listen_addr().map_err(ConfigError::File)? {
             None => (None, None),
             Some(listen) => {
-                let identity = p2p_key::load_or_create(&config.network.key_file)?;
+                // A bad key file is the operator's to fix, like the validator key (exit 2).
+                let identity = p2p_key::load_or_create(&config.network.key_file)
+                    .map_err(|e| ConfigError::File(format!("{e:#}")))?;
                 let network_config = NetworkConfig {
                     listen,
                     peers: config.network.peer_addrs().map_err(ConfigError::File)?,

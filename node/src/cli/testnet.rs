@@ -40,8 +40,11 @@ pub const MAX_VALIDATORS: u32 = 64;
 /// Node `i` listens for peers on `base + P2P_PORT_OFFSET + i`; more than [`MAX_VALIDATORS`],
 /// so the HTTP and peer-to-peer port ranges never overlap.
 pub const P2P_PORT_OFFSET: u16 = 100;
-/// Deterministic development accounts prefunded in a testnet's genesis (as in `lamina dev`).
-const TESTNET_ACCOUNTS: u32 = 10;
+/// Deterministic development accounts prefunded in a new testnet's genesis unless
+/// `--accounts` says otherwise (the same first ten as `lamina dev`).
+pub const DEFAULT_ACCOUNTS: u32 = 10;
+/// Accounts listed with their keys at start; the rest are in testnet.json.
+const ACCOUNTS_SHOWN: usize = 10;
 /// How long the nodes get to answer `/v1/status` after they are started.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a node gets to stop after SIGTERM before it is killed.
@@ -83,6 +86,10 @@ pub struct TestnetStartArgs {
     /// Milliseconds between blocks [default: 200, or what --dir holds].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub block_time: Option<u64>,
+    /// Prefunded development accounts of a new testnet (load generators want many)
+    /// [default: 10].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub accounts: Option<u32>,
 }
 
 /// `lamina testnet init`
@@ -106,6 +113,10 @@ pub struct TestnetInitArgs {
     #[arg(long, default_value_t = DEFAULT_BLOCK_TIME_MS,
           value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub block_time: u64,
+    /// Prefunded development accounts.
+    #[arg(long, default_value_t = DEFAULT_ACCOUNTS,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub accounts: u32,
 }
 
 /// Where a node of a multi-machine testnet runs, as its peers dial it.
@@ -175,6 +186,8 @@ pub struct Layout {
     /// Each node's host (one entry per node) for a multi-machine testnet; `None`: all on
     /// 127.0.0.1.
     pub hosts: Option<Vec<Host>>,
+    /// Prefunded development accounts in genesis.
+    pub accounts: u32,
 }
 
 impl Layout {
@@ -228,6 +241,7 @@ impl Layout {
             base_port,
             block_time_ms,
             hosts,
+            accounts: DEFAULT_ACCOUNTS,
         })
     }
 
@@ -352,7 +366,7 @@ pub fn write_testnet(dir: &Path, layout: &Layout) -> anyhow::Result<()> {
             .unwrap_or(0),
         fee_per_transaction: DEV_FEE,
         validators,
-        accounts: dev_accounts(TESTNET_ACCOUNTS)
+        accounts: dev_accounts(layout.accounts)
             .into_iter()
             .map(|a| GenesisAccount {
                 address: a.address,
@@ -535,20 +549,29 @@ pub async fn run(args: TestnetArgs, log_filter: Option<&str>) -> anyhow::Result<
 
 /// `lamina testnet init`
 fn run_init(args: TestnetInitArgs) -> anyhow::Result<()> {
-    let layout = Layout::new(
+    let mut layout = Layout::new(
         args.validators,
         args.base_port,
         args.block_time,
         &args.hosts,
     )?;
+    layout.accounts = args.accounts;
     write_testnet(&args.dir, &layout)?;
     let testnet = read_testnet(&args.dir)?;
+    // The nodes' URLs as other machines reach them, so `lamina load` works from anywhere.
+    let mut file = testnet_file(&testnet);
+    for (i, node) in (0..).zip(file.nodes.iter_mut()) {
+        node.http = layout.http_url(i);
+    }
+    let file_path = args.dir.join("testnet.json");
+    file.write(&file_path)?;
     out!(
         "wrote a testnet of {} validators in {} (chain id {})",
         layout.validators,
         args.dir.display(),
         testnet.chain_id
     );
+    out!("wrote {} (for lamina load)", file_path.display());
     for (i, node) in (0..).zip(&testnet.nodes) {
         let p2p = peer_of(node).map_or("-".to_string(), |peer| layout.peer_addr(i, &peer));
         out!(
@@ -585,7 +608,10 @@ fn run_init(args: TestnetInitArgs) -> anyhow::Result<()> {
             args.dir.display()
         );
     }
-    out!("note: the {TESTNET_ACCOUNTS} prefunded accounts use publicly known development keys");
+    out!(
+        "note: the {} prefunded accounts use publicly known development keys",
+        layout.accounts
+    );
     Ok(())
 }
 
@@ -830,13 +856,23 @@ async fn start(args: TestnetStartArgs, log_filter: Option<&str>) -> anyhow::Resu
             (held.nodes.len() as u32, held.base_port, held.block_time_ms),
             &args,
         )?;
+        let funded = held.genesis.accounts.len();
+        if let Some(given) = args.accounts.filter(|a| *a as usize != funded) {
+            return Err(UsageError(format!(
+                "{} holds a testnet whose genesis funds {funded} accounts, but --accounts \
+                 {given} was given; genesis cannot change, so leave --accounts out to resume it",
+                dir.display()
+            ))
+            .into());
+        }
     } else {
-        let layout = Layout::new(
+        let mut layout = Layout::new(
             args.validators.unwrap_or(DEFAULT_VALIDATORS),
             args.base_port.unwrap_or(DEFAULT_BASE_PORT),
             args.block_time.unwrap_or(DEFAULT_BLOCK_TIME_MS),
             &[],
         )?;
+        layout.accounts = args.accounts.unwrap_or(DEFAULT_ACCOUNTS);
         write_testnet(&dir, &layout)?;
     }
     let testnet = read_testnet(&dir)?;
@@ -986,9 +1022,15 @@ fn print_summary(
         "Prefunded accounts (genesis balance {} each):",
         file.accounts.first().map_or(0, |a| a.balance)
     );
-    for (i, account) in file.accounts.iter().enumerate() {
+    for (i, account) in file.accounts.iter().take(ACCOUNTS_SHOWN).enumerate() {
         out!("  ({i}) {}", account.address);
         out!("      secret key {}", account.secret_key);
+    }
+    if file.accounts.len() > ACCOUNTS_SHOWN {
+        out!(
+            "  ... and {} more, with their keys, in testnet.json",
+            file.accounts.len() - ACCOUNTS_SHOWN
+        );
     }
     out!();
     out!("Logs: {}", dir.join("node*/node.log").display());
@@ -1344,6 +1386,7 @@ mod tests {
             dir: None,
             base_port,
             block_time,
+            accounts: None,
         };
         let dir = Path::new("/tmp/t");
         let held = (4, 26600, 200);

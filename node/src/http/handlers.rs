@@ -67,7 +67,7 @@ pub struct StatusResponse {
     pub layers: LayersInfo,
     /// The consensus engine's progress.
     pub consensus: ConsensusInfo,
-    /// The peer-to-peer network; absent on a node without one.
+    /// The peer-to-peer network; `null` on a node without one.
     pub network: Option<NetworkInfo>,
 }
 

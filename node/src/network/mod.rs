@@ -9,8 +9,9 @@
 //! What runs on each connection:
 //!
 //! * **gossipsub** on three topics per chain ([`Topic`]), named `lamina/{chain_id}/{topic}/1`.
-//!   Messages are content-addressed (id = SHA-256 of the payload) and validated by the node
-//!   before they are relayed: every [`NetworkEvent::Gossip`] must be answered with
+//!   Each publication has its own id (SHA-256 of author, sequence number and payload, so a
+//!   re-sent consensus message is not suppressed as a duplicate) and is validated by the node
+//!   before it is relayed: every [`NetworkEvent::Gossip`] must be answered with
 //!   [`NetworkHandle::report`], and only [`Verdict::Accept`]ed messages travel on. Rejected
 //!   messages lower the sender's peer score until it is ignored. Each topic has its own
 //!   size limit ([`TopicLimits`]), enforced on publish and on receipt.
