@@ -186,7 +186,9 @@ impl RunningNode {
                     compat: compatibility(&config),
                     topic_limits: TopicLimits {
                         consensus: max_consensus_message_bytes(&config),
-                        transactions: config.execution.max_transaction_bytes,
+                        transactions: relay::transaction_batch_limit(
+                            config.execution.max_transaction_bytes,
+                        ),
                         settlement: MAX_SETTLEMENT_GOSSIP_BYTES,
                     },
                 };

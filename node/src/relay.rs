@@ -31,6 +31,20 @@ const SYNC_BATCH: u32 = 64;
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Capacity of the queue of transactions the HTTP API accepted, waiting to be gossiped.
 pub const TX_GOSSIP_CAPACITY: usize = 8192;
+/// Most transactions in one gossip message. Transactions travel in batches because every
+/// gossip message costs a libp2p signature, its check at every peer, and a validation round
+/// trip: per transaction, that would cost more than admitting it.
+const MAX_TX_BATCH: usize = 512;
+/// How long the first transaction of a batch waits for company.
+const TX_BATCH_LINGER: Duration = Duration::from_millis(5);
+/// Largest transaction batch on the wire (the `transactions` topic's limit), unless one
+/// transaction is larger.
+const TX_BATCH_BYTES: usize = 1 << 20;
+
+/// The `transactions` topic's size limit for transactions of at most `max_transaction_bytes`.
+pub fn transaction_batch_limit(max_transaction_bytes: usize) -> usize {
+    TX_BATCH_BYTES.max(max_transaction_bytes.saturating_add(codec::VEC_PREFIX_BYTES))
+}
 
 /// What the relay connects.
 #[derive(Debug)]
@@ -77,7 +91,11 @@ impl Relay {
         let mut tasks = JoinSet::new();
         tasks.spawn(inbound(judge, events, sync_tx.clone()));
         tasks.spawn(publish_outbound(network.clone(), outbound, sync_tx));
-        tasks.spawn(publish_transactions(network.clone(), transactions));
+        tasks.spawn(publish_transactions(
+            network.clone(),
+            transactions,
+            max_transaction_bytes,
+        ));
         tasks.spawn(sync(network, consensus, sync_rx));
         let _ = shutdown.wait_for(|stop| *stop).await;
         tasks.shutdown().await;
@@ -120,14 +138,32 @@ impl Judge {
                 }
             }
             Topic::Transactions => {
-                let Ok(transaction) = Transaction::decode(data, self.max_transaction_bytes) else {
+                let limit = transaction_batch_limit(self.max_transaction_bytes);
+                let Ok(batch) = codec::decode::<Vec<Transaction>>(data, limit) else {
                     return Verdict::Reject;
                 };
-                match self.execution.submit_transaction(transaction).await {
-                    Ok(_) => Verdict::Accept,
-                    Err(RequestError::Layer(rejection)) => transaction_verdict(&rejection),
-                    Err(RequestError::Channel(_)) => Verdict::Ignore,
+                if batch.is_empty()
+                    || batch
+                        .iter()
+                        .any(|tx| tx.encode().len() > self.max_transaction_bytes)
+                {
+                    return Verdict::Reject;
                 }
+                // Relay the batch if anything in it was new here; blame the sender only for
+                // what no honest node would pass on.
+                let mut verdict = Verdict::Ignore;
+                for transaction in batch {
+                    match self.execution.submit_transaction(transaction).await {
+                        Ok(_) => verdict = Verdict::Accept,
+                        Err(RequestError::Layer(rejection)) => {
+                            if transaction_verdict(&rejection) == Verdict::Reject {
+                                return Verdict::Reject;
+                            }
+                        }
+                        Err(RequestError::Channel(_)) => return Verdict::Ignore,
+                    }
+                }
+                verdict
             }
             // Settlement messages reach the ledger inside blocks; nothing is gossiped there
             // yet, so whatever arrives is not ours to relay.
@@ -203,17 +239,45 @@ async fn publish_outbound(
     }
 }
 
-/// Gossips the transactions the HTTP API accepted.
+/// Gossips the transactions the HTTP API accepted, in batches: whatever arrives within
+/// [`TX_BATCH_LINGER`] of the first, up to [`MAX_TX_BATCH`] transactions or the topic's
+/// size limit.
 async fn publish_transactions(
     network: NetworkHandle,
     mut transactions: mpsc::Receiver<Transaction>,
+    max_transaction_bytes: usize,
 ) {
-    while let Some(transaction) = transactions.recv().await {
+    let limit = transaction_batch_limit(max_transaction_bytes);
+    let mut carried: Option<Transaction> = None;
+    loop {
+        let first = match carried.take() {
+            Some(transaction) => transaction,
+            None => match transactions.recv().await {
+                Some(transaction) => transaction,
+                None => return,
+            },
+        };
+        let deadline = tokio::time::Instant::now() + TX_BATCH_LINGER;
+        let mut bytes = codec::VEC_PREFIX_BYTES + first.encode().len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_TX_BATCH {
+            let Ok(Some(next)) = tokio::time::timeout_at(deadline, transactions.recv()).await
+            else {
+                break;
+            };
+            let size = next.encode().len();
+            if bytes + size > limit {
+                carried = Some(next);
+                break;
+            }
+            bytes += size;
+            batch.push(next);
+        }
         if let Err(error) = network
-            .publish(Topic::Transactions, transaction.encode())
+            .publish(Topic::Transactions, codec::encode(&batch))
             .await
         {
-            tracing::debug!(%error, "cannot gossip a transaction");
+            tracing::debug!(%error, count = batch.len(), "cannot gossip transactions");
         }
     }
 }
