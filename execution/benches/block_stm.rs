@@ -8,7 +8,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use lamina_execution::executor::{BlockEnv, Executor, SequentialExecutor};
+use lamina_execution::executor::{BlockEnv, Executor, PreVerified, SequentialExecutor};
 use lamina_execution::parallel::ParallelExecutor;
 use lamina_execution::workload::{transfer_block, TransferBlock};
 use lamina_primitives::Keypair;
@@ -37,7 +37,7 @@ fn execution(c: &mut Criterion) {
             |b, _| {
                 b.iter(|| {
                     SequentialExecutor
-                        .execute(&env, black_box(&transactions), &state)
+                        .execute(&env, black_box(&transactions), PreVerified::NONE, &state)
                         .unwrap()
                 })
             },

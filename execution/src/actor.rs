@@ -9,7 +9,7 @@ use lamina_primitives::interfaces::Events;
 use lamina_primitives::{Address, Block, Genesis, Hash, Transaction};
 use tokio::sync::mpsc;
 
-use crate::executor::{executor_for, BlockEnv, Executor};
+use crate::executor::{executor_for, BlockEnv, Executor, PreVerified};
 use crate::mempool::{Mempool, MempoolLimits};
 use crate::state::{account_key_hash, Store, StoreError};
 use crate::{ExecutionConfig, SetupError};
@@ -204,9 +204,11 @@ impl Actor {
             fee_per_transaction: self.fee_per_transaction,
         };
         let view = self.store.view(self.executed_height);
+        // Taken before `executed` below drops the included transactions from the mempool.
+        let pre_verified = self.pre_verified(&transactions);
         let output = self
             .executor
-            .execute(&env, &transactions, &view)
+            .execute(&env, &transactions, PreVerified::new(&pre_verified), &view)
             .map_err(storage)?;
         let executed = self
             .store
@@ -229,6 +231,14 @@ impl Actor {
         self.events
             .publish(ExecutionEvent::Executed(executed.clone()));
         Ok(executed)
+    }
+
+    /// For each of a block's transactions, whether this node's mempool already verified its
+    /// signature (it was admitted here, or verified and then refused or dropped), so execution
+    /// skips that check. A transaction seen only in the block, or before a restart, is not
+    /// known and gets verified at execution.
+    pub(crate) fn pre_verified(&self, transactions: &[Transaction]) -> Vec<bool> {
+        self.mempool.pre_verified(transactions)
     }
 
     /// An already executed height: its stored result, without executing anything.

@@ -53,17 +53,45 @@ pub struct BlockOutput {
     pub failed: u32,
 }
 
+/// Which of a block's transactions this node has already verified the signature of, so
+/// execution can skip that check (ed25519 verification is most of a transfer's cost).
+///
+/// A flag may only be set for a transaction whose exact hash (`SHA-256(borsh(tx))`, signature
+/// included) this node verified as valid, e.g. when its mempool admitted it: the hash pins the
+/// bytes, so the answer is already known and skipping the check cannot change any result.
+/// Flags are never taken from a peer. A transaction without a flag (index past the end
+/// included) is verified at execution as usual.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PreVerified<'a>(&'a [bool]);
+
+impl<'a> PreVerified<'a> {
+    /// Nothing pre-verified: every signature is checked at execution.
+    pub const NONE: PreVerified<'static> = PreVerified(&[]);
+
+    /// `flags[i]`: transaction `i`'s signature was verified valid by this node.
+    pub fn new(flags: &'a [bool]) -> Self {
+        PreVerified(flags)
+    }
+
+    /// Whether transaction `index`'s signature is known to be valid.
+    pub fn is_verified(&self, index: usize) -> bool {
+        self.0.get(index).copied().unwrap_or(false)
+    }
+}
+
 /// Executes blocks. Implementations differ in how (one thread, many), never in the result.
 pub trait Executor: Send + fmt::Debug {
     /// The name reported in the layer's status.
     fn name(&self) -> &'static str;
 
     /// Runs `transactions` in order on `state`. Failing transactions get failure receipts;
-    /// only a state read error fails the whole block.
+    /// only a state read error fails the whole block. Signatures are verified except for the
+    /// transactions `pre_verified` marks; the result is the same either way.
     fn execute(
         &self,
         env: &BlockEnv<'_>,
         transactions: &[Transaction],
+        pre_verified: PreVerified<'_>,
         state: &dyn StateView,
     ) -> Result<BlockOutput, StoreError>;
 }
@@ -250,10 +278,11 @@ impl Executor for SequentialExecutor {
         &self,
         env: &BlockEnv<'_>,
         transactions: &[Transaction],
+        pre_verified: PreVerified<'_>,
         state: &dyn StateView,
     ) -> Result<BlockOutput, StoreError> {
-        execute_in_order(env, transactions, state, &|_, transaction| {
-            transaction.verify_signature().is_ok()
+        execute_in_order(env, transactions, state, &|index, transaction| {
+            pre_verified.is_verified(index) || transaction.verify_signature().is_ok()
         })
     }
 }
@@ -334,7 +363,27 @@ mod tests {
 
     fn run(state: &BTreeMap<Address, Account>, txs: &[Transaction]) -> BlockOutput {
         SequentialExecutor
-            .execute(&env(key("proposer").address()), txs, state)
+            .execute(
+                &env(key("proposer").address()),
+                txs,
+                PreVerified::NONE,
+                state,
+            )
+            .unwrap()
+    }
+
+    fn run_pre_verified(
+        state: &BTreeMap<Address, Account>,
+        txs: &[Transaction],
+        flags: &[bool],
+    ) -> BlockOutput {
+        SequentialExecutor
+            .execute(
+                &env(key("proposer").address()),
+                txs,
+                PreVerified::new(flags),
+                state,
+            )
             .unwrap()
     }
 
@@ -390,6 +439,46 @@ mod tests {
         assert!(out.receipts.iter().all(|r| r.fee == 0));
         assert!(out.writes.is_empty(), "{:?}", out.writes);
         assert_eq!((out.fees, out.failed), (0, 3));
+    }
+
+    #[test]
+    fn pre_verified_flags_change_nothing_for_valid_signatures() {
+        let (alice, bob) = (key("alice"), key("bob"));
+        let state = state(&[(alice.address(), 100), (bob.address(), 50)]);
+        let txs = [
+            Transaction::transfer(CHAIN, &alice, 0, bob.address(), 30),
+            Transaction::transfer(CHAIN, &bob, 0, alice.address(), 5),
+            Transaction::transfer(CHAIN, &alice, 1, bob.address(), 500),
+            Transaction::transfer("other", &alice, 2, bob.address(), 1),
+        ];
+        let expected = run(&state, &txs);
+        for flags in [
+            &[true; 4][..],
+            &[true, false, true, false],
+            &[false, true],
+            &[],
+        ] {
+            assert_eq!(run_pre_verified(&state, &txs, flags), expected, "{flags:?}");
+        }
+    }
+
+    #[test]
+    fn pre_verified_signatures_are_not_checked_again() {
+        // The flag replaces the check outright, which is why only the node's own mempool
+        // sets it. A corrupted signature marked as verified shows the check was skipped;
+        // unmarked, it fails.
+        let (alice, bob) = (key("alice"), key("bob"));
+        let state = state(&[(alice.address(), 100)]);
+        let mut corrupted = Transaction::transfer(CHAIN, &alice, 0, bob.address(), 1);
+        corrupted.signature.0[0] ^= 1;
+        let txs = [corrupted];
+        let skipped = run_pre_verified(&state, &txs, &[true]);
+        assert_eq!(skipped.receipts[0].outcome, TxOutcome::Success);
+        let checked = run_pre_verified(&state, &txs, &[false]);
+        assert_eq!(
+            failure(&checked.receipts[0]),
+            Some(TxFailure::InvalidSignature)
+        );
     }
 
     #[test]

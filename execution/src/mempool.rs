@@ -3,6 +3,12 @@
 //!
 //! Plain synchronous code; account state comes from the caller (the latest executed state), so
 //! the mempool itself never reads storage.
+//!
+//! The mempool also answers which of a block's transactions this node has already verified
+//! the signature of ([`Mempool::pre_verified`]), so block execution does not verify them a
+//! second time: every pending transaction was verified on admission, and a bounded memory
+//! keeps the hashes of verified transactions that are not pending (refused after the check,
+//! evicted, or dropped unexecuted), which may still arrive in another proposer's block.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -47,6 +53,42 @@ struct Entry {
     queued: bool,
 }
 
+/// Hashes of transactions whose signature verified but which are not pending, at most
+/// `capacity` of them, the oldest forgotten first. Only ever filled with hashes this node
+/// verified itself, so membership means "signature valid".
+#[derive(Debug)]
+struct RecentlyVerified {
+    capacity: usize,
+    order: VecDeque<Hash>,
+    hashes: HashSet<Hash>,
+}
+
+impl RecentlyVerified {
+    fn new(capacity: usize) -> Self {
+        RecentlyVerified {
+            capacity,
+            order: VecDeque::new(),
+            hashes: HashSet::new(),
+        }
+    }
+
+    fn insert(&mut self, hash: Hash) {
+        if self.capacity == 0 || !self.hashes.insert(hash) {
+            return;
+        }
+        self.order.push_back(hash);
+        if self.order.len() > self.capacity {
+            if let Some(oldest) = self.order.pop_front() {
+                self.hashes.remove(&oldest);
+            }
+        }
+    }
+
+    fn contains(&self, hash: &Hash) -> bool {
+        self.hashes.contains(hash)
+    }
+}
+
 #[derive(Debug)]
 struct SenderQueue {
     /// When this sender's oldest pending transaction arrived: the order senders are served in.
@@ -68,6 +110,9 @@ pub struct Mempool {
     /// newest of these to admit a transaction that can run, so nonce-gapped transactions
     /// (which cost their sender nothing until they run) cannot lock everyone else out.
     queued: BTreeSet<(u64, Hash)>,
+    /// Verified transactions that are not pending, remembered for [`Mempool::pre_verified`]
+    /// (as many as the pool holds, so the memory stays proportional to the pool's).
+    recently_verified: RecentlyVerified,
     bytes: usize,
     next_arrival: u64,
     executed_height: u64,
@@ -89,6 +134,7 @@ impl Mempool {
             senders: HashMap::new(),
             reservations: BTreeMap::new(),
             queued: BTreeSet::new(),
+            recently_verified: RecentlyVerified::new(limits.max_transactions),
             bytes: 0,
             next_arrival: 0,
             executed_height,
@@ -113,6 +159,26 @@ impl Mempool {
     /// A pending transaction.
     pub fn get(&self, hash: &Hash) -> Option<&Transaction> {
         self.entries.get(hash).map(|entry| &entry.transaction)
+    }
+
+    /// Whether this node verified the signature of the transaction with this hash and found
+    /// it valid: it is pending (admission verified it), or it is among the last
+    /// `max_transactions` verified transactions that were refused after the check, evicted,
+    /// or dropped without being executed. The hash covers the signature, so it names exactly
+    /// the bytes that were verified.
+    pub fn signature_verified(&self, hash: &Hash) -> bool {
+        self.entries.contains_key(hash) || self.recently_verified.contains(hash)
+    }
+
+    /// For each of a block's transactions, whether its signature is already known to be
+    /// valid ([`Mempool::signature_verified`]): the flags block execution takes so it skips
+    /// those checks. Call it before [`Mempool::executed`] for the block, which drops the
+    /// included transactions.
+    pub fn pre_verified(&self, transactions: &[Transaction]) -> Vec<bool> {
+        transactions
+            .iter()
+            .map(|transaction| self.signature_verified(&transaction.hash()))
+            .collect()
     }
 
     /// Checks `transaction` against `account` (its sender's account in the latest executed
@@ -157,6 +223,24 @@ impl Mempool {
         if transaction.verify_signature().is_err() {
             return Err(MempoolRejection::InvalidSignature);
         }
+        let admitted = self.admit_verified(transaction, hash, size, account);
+        if admitted.is_err() {
+            // Refused for now, but the check is done: if the transaction reaches us in a
+            // block (another node admitted it), execution need not verify it again.
+            self.recently_verified.insert(hash);
+        }
+        admitted
+    }
+
+    /// The admission checks that come after the signature verified: pending nonces, the
+    /// balance, and room in the pool.
+    fn admit_verified(
+        &mut self,
+        transaction: Transaction,
+        hash: Hash,
+        size: usize,
+        account: Account,
+    ) -> Result<Hash, MempoolRejection> {
         let queue = self.senders.get(&transaction.sender);
         if queue.is_some_and(|q| q.by_nonce.contains_key(&transaction.nonce)) {
             return Err(MempoolRejection::NonceAlreadyPending {
@@ -200,7 +284,7 @@ impl Mempool {
                     })
             };
             match victim {
-                Some(hash) => self.remove(&hash),
+                Some(hash) => self.drop_unexecuted(&hash),
                 None => {
                     return Err(MempoolRejection::MempoolFull {
                         txs: self.entries.len(),
@@ -349,7 +433,7 @@ impl Mempool {
                 .map(|queue| queue.by_nonce.range(..nonce).map(|(_, h)| *h).collect())
                 .unwrap_or_default();
             for hash in used {
-                self.remove(&hash);
+                self.drop_unexecuted(&hash);
             }
         }
         let later = self.reservations.split_off(&height.saturating_add(1));
@@ -360,6 +444,15 @@ impl Mempool {
                     entry.reserved_for = None;
                 }
             }
+        }
+    }
+
+    /// Removes a pending transaction that leaves without being executed, remembering that its
+    /// signature verified.
+    fn drop_unexecuted(&mut self, hash: &Hash) {
+        if self.entries.contains_key(hash) {
+            self.remove(hash);
+            self.recently_verified.insert(*hash);
         }
     }
 
@@ -693,5 +786,116 @@ mod tests {
         pool.executed(2, &next, |_| Some(3));
         assert!(pool.is_empty());
         assert_eq!(pool.bytes(), 0);
+    }
+
+    #[test]
+    fn pending_and_reserved_transactions_count_as_verified_until_executed() {
+        let mut pool = pool(limits());
+        let (alice, bob) = (key("alice"), key("bob"));
+        let admitted: Vec<Transaction> = (0..3).map(|n| tx(&alice, n, 1)).collect();
+        for t in &admitted {
+            pool.insert(t.clone(), rich()).unwrap();
+        }
+        let unseen = tx(&bob, 0, 1);
+        let mut block = admitted.clone();
+        block.push(unseen.clone());
+        assert_eq!(pool.pre_verified(&block), vec![true, true, true, false]);
+        // Reaping reserves transactions but keeps them, so a block built from them is still
+        // known when it executes.
+        let reaped = pool.reap(1, 2, usize::MAX, |_| Some(0));
+        assert_eq!(pool.pre_verified(&reaped), vec![true, true]);
+        // Executed transactions leave without being remembered: they are done.
+        pool.executed(1, &reaped, |_| Some(2));
+        assert_eq!(pool.pre_verified(&block), vec![false, false, true, false]);
+    }
+
+    #[test]
+    fn a_forged_or_unchecked_transaction_is_never_marked_verified() {
+        let mut pool = pool(limits());
+        let alice = key("alice");
+        let genuine = tx(&alice, 1, 5);
+        pool.insert(genuine.clone(), rich()).unwrap();
+        // Same sender, nonce and payload, another signature: another hash.
+        let mut forged = genuine.clone();
+        forged.signature.0[0] ^= 1;
+        assert_ne!(forged.hash(), genuine.hash());
+        assert_eq!(
+            pool.insert(forged.clone(), rich()),
+            Err(MempoolRejection::InvalidSignature)
+        );
+        // Refused before the signature was checked: nothing is known about it.
+        let stale = tx(&alice, 0, 5);
+        assert!(matches!(
+            pool.insert(stale.clone(), Account { nonce: 1, ..rich() }),
+            Err(MempoolRejection::NonceTooLow { .. })
+        ));
+        let other_chain = Transaction::transfer("other", &alice, 2, alice.address(), 1);
+        assert!(pool.insert(other_chain.clone(), rich()).is_err());
+        assert_eq!(
+            pool.pre_verified(&[forged, stale, other_chain, genuine]),
+            vec![false, false, false, true]
+        );
+    }
+
+    #[test]
+    fn verified_transactions_that_leave_unexecuted_are_remembered() {
+        let (alice, bob, carol, mallory) = (key("alice"), key("bob"), key("carol"), key("mallory"));
+        // The memory holds as many hashes as the pool holds transactions: 3.
+        let mut pool = pool(MempoolLimits {
+            max_transactions: 3,
+            ..limits()
+        });
+        let poor = Account {
+            balance: 0,
+            nonce: 0,
+        };
+        // Verified, then refused: the nonce is taken, or the balance is short.
+        pool.insert(tx(&alice, 0, 1), rich()).unwrap();
+        let same_nonce = tx(&alice, 0, 2);
+        assert!(matches!(
+            pool.insert(same_nonce.clone(), rich()),
+            Err(MempoolRejection::NonceAlreadyPending { .. })
+        ));
+        let unaffordable = tx(&bob, 0, 1);
+        assert!(matches!(
+            pool.insert(unaffordable.clone(), poor),
+            Err(MempoolRejection::InsufficientBalance { .. })
+        ));
+        assert_eq!(
+            pool.pre_verified(&[same_nonce.clone(), unaffordable.clone()]),
+            vec![true, true]
+        );
+        // A nonce-gapped transaction, evicted when a runnable one needs the room.
+        let gapped = tx(&mallory, 5, 1);
+        pool.insert(gapped.clone(), rich()).unwrap();
+        pool.insert(tx(&alice, 1, 1), rich()).unwrap();
+        pool.insert(tx(&carol, 0, 1), rich()).unwrap();
+        assert!(pool.get(&gapped.hash()).is_none());
+        assert!(pool.signature_verified(&gapped.hash()));
+        // Refused by a full pool: remembered, and the oldest hash is forgotten for it.
+        let full = tx(&bob, 1, 1);
+        assert!(matches!(
+            pool.insert(full.clone(), rich()),
+            Err(MempoolRejection::MempoolFull { .. })
+        ));
+        assert_eq!(
+            pool.pre_verified(&[
+                same_nonce,
+                unaffordable.clone(),
+                gapped.clone(),
+                full.clone()
+            ]),
+            vec![false, true, true, true]
+        );
+
+        // Dropped because a block from elsewhere used its nonce: remembered as well.
+        let dropped = tx(&carol, 0, 1);
+        let elsewhere = tx(&carol, 0, 9);
+        pool.executed(1, std::slice::from_ref(&elsewhere), |_| Some(1));
+        assert!(pool.get(&dropped.hash()).is_none());
+        assert_eq!(
+            pool.pre_verified(&[dropped, elsewhere, unaffordable, gapped, full]),
+            vec![true, false, false, true, true]
+        );
     }
 }

@@ -300,6 +300,114 @@ fn mempool_flow_submit_reap_execute() {
     assert_eq!((status.mempool_transactions, status.mempool_bytes), (0, 0));
 }
 
+/// The two executors, the parallel one with enough threads to run Block-STM on small blocks.
+fn executor_configs() -> [ExecutionConfig; 2] {
+    [
+        ExecutionConfig::default(),
+        ExecutionConfig {
+            kind: ExecutorKind::Parallel,
+            threads: Some(2),
+            ..ExecutionConfig::default()
+        },
+    ]
+}
+
+fn actor_with(config: &ExecutionConfig, db: &sled::Db) -> Actor {
+    Actor::open(config, &genesis(), db, Events::new(16)).unwrap()
+}
+
+#[test]
+fn a_block_admitted_through_the_mempool_executes_as_without_pre_verification() {
+    let (alice, bob) = (key("alice"), key("bob"));
+    let (carol, dave) = (key("carol").address(), key("dave").address());
+    let transactions: Vec<Transaction> = (0..4)
+        .flat_map(|nonce| {
+            [
+                Transaction::transfer(CHAIN, &alice, nonce, carol, 10 + nonce),
+                Transaction::transfer(CHAIN, &bob, nonce, dave, 20 + nonce),
+            ]
+        })
+        .collect();
+    for config in executor_configs() {
+        // One node admitted every transaction through its mempool; the other sees them
+        // only in the block.
+        let (admitted_db, unseen_db) = (temp_db(), temp_db());
+        let mut admitted = actor_with(&config, &admitted_db);
+        let mut unseen = actor_with(&config, &unseen_db);
+        for transaction in &transactions {
+            assert_eq!(admitted.submit(transaction.clone()), Ok(transaction.hash()));
+        }
+        // Reaped, hence reserved, for the block: still known when it executes.
+        let reaped = admitted.reap(1, 100, usize::MAX);
+        assert_eq!(reaped.len(), transactions.len());
+        assert_eq!(admitted.pre_verified(&reaped), vec![true; reaped.len()]);
+        assert_eq!(unseen.pre_verified(&reaped), vec![false; reaped.len()]);
+
+        let block = block(1, &reaped);
+        let expected = unseen.execute_block(&block).unwrap();
+        let got = admitted.execute_block(&block).unwrap();
+        assert_eq!(got, expected, "{:?}", config.kind);
+        assert_eq!(expected.failed, 0);
+        assert_eq!(
+            admitted.store.receipts(1).unwrap(),
+            unseen.store.receipts(1).unwrap()
+        );
+        assert_eq!(admitted.status().mempool_transactions, 0);
+    }
+}
+
+#[test]
+fn an_invalid_signature_is_verified_at_execution_even_beside_a_pending_twin() {
+    let (alice, bob) = (key("alice"), key("bob"));
+    let genuine = Transaction::transfer(CHAIN, &alice, 0, bob.address(), 10);
+    // Same sender, nonce and payload with another signature, and the genuine signature on
+    // another payload: neither is the transaction the mempool verified.
+    let mut forged = genuine.clone();
+    forged.signature.0[0] ^= 1;
+    let mut tampered = genuine.clone();
+    tampered.payload = lamina_primitives::TxPayload::Transfer {
+        to: key("mallory").address(),
+        amount: 900,
+    };
+    // Not in the mempool at all.
+    let mut stranger = Transaction::transfer(CHAIN, &bob, 0, alice.address(), 1);
+    stranger.signature.0[9] ^= 1;
+    for config in executor_configs() {
+        let db = temp_db();
+        let mut actor = actor_with(&config, &db);
+        assert_eq!(actor.submit(genuine.clone()), Ok(genuine.hash()));
+        let bad = [forged.clone(), tampered.clone(), stranger.clone()];
+        assert_eq!(actor.pre_verified(&bad), vec![false; 3]);
+        let executed = actor.execute_block(&block(1, &bad)).unwrap();
+        assert_eq!(
+            (executed.failed, executed.fees),
+            (3, 0),
+            "{:?}",
+            config.kind
+        );
+        for receipt in actor.store.receipts(1).unwrap() {
+            assert_eq!(
+                receipt.outcome,
+                TxOutcome::Failed {
+                    failure: TxFailure::InvalidSignature
+                }
+            );
+        }
+        assert_eq!(balance(&actor, "alice", None), 1_000);
+        assert_eq!(balance(&actor, "bob", None), 500);
+        // The genuine one is still pending (its nonce is unused) and runs next.
+        assert_eq!(
+            actor.pre_verified(std::slice::from_ref(&genuine)),
+            vec![true]
+        );
+        let executed = actor
+            .execute_block(&block(2, std::slice::from_ref(&genuine)))
+            .unwrap();
+        assert_eq!(executed.failed, 0);
+        assert_eq!(balance(&actor, "bob", None), 510);
+    }
+}
+
 #[test]
 fn restart_keeps_state_receipts_and_root() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,7 +14,10 @@
 //! it. [`ParallelExecutor`] plugs the transfer rules ([`execute_transaction`]) into it:
 //!
 //! - signatures are verified once per transaction, before execution, on the same number of
-//!   threads, in contiguous chunks; re-executions reuse the result;
+//!   threads, in contiguous chunks; re-executions reuse the result. Transactions the caller
+//!   marks as already verified ([`PreVerified`]: admitted by this node's mempool) are not
+//!   verified again, and the chunks are cut from the remaining ones only, so the threads
+//!   still share the verification work evenly;
 //! - fees never make transactions conflict: no transaction reads or writes the proposer for
 //!   fees. They are summed from the receipts after execution and credited to the proposer
 //!   once at the end, exactly as the sequential executor does;
@@ -41,7 +44,7 @@ pub use block_stm::{run, BlockStmOutput, TransactionLogic, TxnOutput};
 use crate::config::ExecutorKind;
 use crate::executor::{
     credit_proposer, execute_in_order, execute_transaction, fees_and_failures, BlockEnv,
-    BlockOutput, Executor, Overlay, StateView,
+    BlockOutput, Executor, Overlay, PreVerified, StateView,
 };
 use crate::state::StoreError;
 
@@ -109,9 +112,10 @@ impl ParallelExecutor {
         &self,
         env: &BlockEnv<'_>,
         transactions: &[Transaction],
+        pre_verified: PreVerified<'_>,
         state: &dyn StateView,
     ) -> Result<(BlockOutput, ExecutionStats), StoreError> {
-        self.execute_block(env, transactions, state, true)
+        self.execute_block(env, transactions, pre_verified, state, true)
     }
 
     /// Like [`ParallelExecutor::execute_with_stats`] for a caller that has verified the
@@ -133,10 +137,11 @@ impl ParallelExecutor {
         &self,
         env: &BlockEnv<'_>,
         transactions: &[Transaction],
+        pre_verified: PreVerified<'_>,
         state: &dyn StateView,
         allow_fallback: bool,
     ) -> Result<(BlockOutput, ExecutionStats), StoreError> {
-        let signatures = verify_signatures(transactions, self.threads.max(1));
+        let signatures = verify_signatures(transactions, pre_verified, self.threads.max(1));
         self.execute_with_signatures(env, transactions, &signatures, state, allow_fallback)
     }
 
@@ -209,9 +214,10 @@ impl Executor for ParallelExecutor {
         &self,
         env: &BlockEnv<'_>,
         transactions: &[Transaction],
+        pre_verified: PreVerified<'_>,
         state: &dyn StateView,
     ) -> Result<BlockOutput, StoreError> {
-        self.execute_with_stats(env, transactions, state)
+        self.execute_with_stats(env, transactions, pre_verified, state)
             .map(|(output, _)| output)
     }
 }
@@ -220,29 +226,48 @@ impl Executor for ParallelExecutor {
 /// more than the verifications it takes over.
 const MIN_SIGNATURES_PER_THREAD: usize = 8;
 
-/// Verifies every signature once, in contiguous chunks on up to `threads` threads (the
-/// calling thread takes the first chunk).
-fn verify_signatures(transactions: &[Transaction], threads: usize) -> Vec<bool> {
-    let verify = |valid: &mut [bool], transactions: &[Transaction]| {
-        for (valid, transaction) in valid.iter_mut().zip(transactions) {
-            *valid = transaction.verify_signature().is_ok();
+/// Whether each transaction's signature is valid: `true` for those `pre_verified` marks,
+/// without checking them again; every other signature is verified once, in contiguous chunks
+/// of those left on up to `threads` threads (the calling thread takes the first chunk).
+/// Chunking only the unverified ones keeps the threads evenly loaded however the verified
+/// ones are spread through the block.
+fn verify_signatures(
+    transactions: &[Transaction],
+    pre_verified: PreVerified<'_>,
+    threads: usize,
+) -> Vec<bool> {
+    let mut valid: Vec<bool> = (0..transactions.len())
+        .map(|index| pre_verified.is_verified(index))
+        .collect();
+    let unknown: Vec<TxnIndex> = (0..transactions.len())
+        .filter(|&index| !valid[index])
+        .collect();
+    if unknown.is_empty() {
+        return valid;
+    }
+    let verify = |results: &mut [bool], indices: &[TxnIndex]| {
+        for (result, &index) in results.iter_mut().zip(indices) {
+            *result = transactions[index].verify_signature().is_ok();
         }
     };
-    let mut valid = vec![false; transactions.len()];
-    let chunk = transactions
+    let mut results = vec![false; unknown.len()];
+    let chunk = unknown
         .len()
         .div_ceil(threads.max(1))
         .max(MIN_SIGNATURES_PER_THREAD);
     thread::scope(|scope| {
-        let mut chunks = valid.chunks_mut(chunk).zip(transactions.chunks(chunk));
+        let mut chunks = results.chunks_mut(chunk).zip(unknown.chunks(chunk));
         let first = chunks.next();
-        for (valid, transactions) in chunks {
-            scope.spawn(move || verify(valid, transactions));
+        for (results, indices) in chunks {
+            scope.spawn(move || verify(results, indices));
         }
-        if let Some((valid, transactions)) = first {
-            verify(valid, transactions);
+        if let Some((results, indices)) = first {
+            verify(results, indices);
         }
     });
+    for (&index, result) in unknown.iter().zip(results) {
+        valid[index] = result;
+    }
     valid
 }
 

@@ -40,26 +40,35 @@ fn env(proposer: Address, fee: u64) -> BlockEnv<'static> {
 }
 
 /// Runs the block through the parallel executor at every thread count, with and without
-/// the sequential fallback, and checks each result equals the sequential executor's.
+/// the sequential fallback, and checks each result equals the sequential executor's with
+/// nothing pre-verified. `pre_verified` marks transactions whose signature is valid, as a
+/// mempool that admitted them would; the sequential executor is also run with it. Only the
+/// reference run verifies every signature, which keeps the test's cost where it was.
 fn assert_same_as_sequential(
     env: &BlockEnv<'_>,
     transactions: &[Transaction],
+    pre_verified: &[bool],
     state: &BTreeMap<Address, Account>,
 ) -> Result<(), TestCaseError> {
     let expected = SequentialExecutor
-        .execute(env, transactions, state)
+        .execute(env, transactions, PreVerified::NONE, state)
         .unwrap();
+    let pre_verified = PreVerified::new(pre_verified);
+    let sequential = SequentialExecutor
+        .execute(env, transactions, pre_verified, state)
+        .unwrap();
+    prop_assert_eq!(&sequential, &expected, "sequential, pre-verified");
     for threads in THREADS {
         let executor = ParallelExecutor::new(threads);
         let (output, stats) = executor
-            .execute_with_stats(env, transactions, state)
+            .execute_with_stats(env, transactions, pre_verified, state)
             .unwrap();
         prop_assert_eq!(&output, &expected, "threads {}", threads);
         prop_assert!(stats.executions >= transactions.len());
         if stats.fell_back_to_sequential {
             // Exercise the engine on this block too.
             let (output, stats) = executor
-                .execute_block(env, transactions, state, false)
+                .execute_block(env, transactions, pre_verified, state, false)
                 .unwrap();
             prop_assert_eq!(&output, &expected, "threads {} (Block-STM)", threads);
             prop_assert!(!stats.fell_back_to_sequential);
@@ -79,6 +88,9 @@ struct TxSpec {
     nonce: u8,
     /// 0: valid; 1: bad signature; 2: wrong chain id.
     flaw: u8,
+    /// Marked as pre-verified when its signature is valid (flaw 0 or 2), as if this node's
+    /// mempool had verified it.
+    pre_verified: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -124,14 +136,18 @@ fn block_spec() -> impl Strategy<Value = BlockSpec> {
                     amount(),
                     prop_oneof![12 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)],
                     prop_oneof![20 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)],
+                    any::<bool>(),
                 )
-                    .prop_map(|(sender, recipient, amount, nonce, flaw)| TxSpec {
-                        sender,
-                        recipient,
-                        amount,
-                        nonce,
-                        flaw,
-                    })
+                    .prop_map(
+                        |(sender, recipient, amount, nonce, flaw, pre_verified)| TxSpec {
+                            sender,
+                            recipient,
+                            amount,
+                            nonce,
+                            flaw,
+                            pre_verified,
+                        },
+                    )
             };
             (
                 Just(accounts),
@@ -161,8 +177,16 @@ fn fresh_address(i: usize) -> Address {
     Address([0xa0 ^ i as u8; 32])
 }
 
-/// The block, its proposer and the state before it.
-fn build(spec: &BlockSpec) -> (Vec<Transaction>, Address, BTreeMap<Address, Account>) {
+/// The block, its proposer, the state before it, and the pre-verified flags (set only for
+/// transactions whose signature is valid: a node never marks any other).
+fn build(
+    spec: &BlockSpec,
+) -> (
+    Vec<Transaction>,
+    Address,
+    BTreeMap<Address, Account>,
+    Vec<bool>,
+) {
     let keys = &keys()[..spec.accounts];
     let state: BTreeMap<Address, Account> = keys
         .iter()
@@ -203,18 +227,29 @@ fn build(spec: &BlockSpec) -> (Vec<Transaction>, Address, BTreeMap<Address, Acco
         || Keypair::deterministic("outside-proposer").address(),
         |i| keys[i].address(),
     );
-    (transactions, proposer, state)
+    let pre_verified = spec
+        .txs
+        .iter()
+        .map(|tx| tx.pre_verified && tx.flaw != 1)
+        .collect();
+    (transactions, proposer, state, pre_verified)
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     /// The parallel executor's output (receipts, writes, fees, failure count) equals the
-    /// sequential executor's on random blocks, at 1, 2, 4 and 8 threads.
+    /// sequential executor's on random blocks, at 1, 2, 4 and 8 threads, with random
+    /// transactions of valid signature marked as pre-verified.
     #[test]
     fn parallel_matches_sequential_on_random_blocks(spec in block_spec()) {
-        let (transactions, proposer, state) = build(&spec);
-        assert_same_as_sequential(&env(proposer, spec.fee), &transactions, &state)?;
+        let (transactions, proposer, state, pre_verified) = build(&spec);
+        assert_same_as_sequential(
+            &env(proposer, spec.fee),
+            &transactions,
+            &pre_verified,
+            &state,
+        )?;
     }
 }
 
@@ -247,11 +282,11 @@ fn no_conflicts_means_one_execution_per_transaction() {
     // The proposer's fee credit is not a conflict: fees are summed after execution.
     let env = env(keys()[0].address(), 3);
     let expected = SequentialExecutor
-        .execute(&env, &transactions, &state)
+        .execute(&env, &transactions, PreVerified::NONE, &state)
         .unwrap();
     for threads in [1, 2, 4] {
         let (output, stats) = ParallelExecutor::new(threads)
-            .execute_with_stats(&env, &transactions, &state)
+            .execute_with_stats(&env, &transactions, PreVerified::NONE, &state)
             .unwrap();
         assert_eq!(output, expected);
         assert!(!stats.fell_back_to_sequential);
@@ -280,10 +315,10 @@ fn one_thread_never_reexecutes_even_with_conflicts() {
     }
     let env = env(hub, 1);
     let expected = SequentialExecutor
-        .execute(&env, &transactions, &state)
+        .execute(&env, &transactions, PreVerified::NONE, &state)
         .unwrap();
     let (output, stats) = ParallelExecutor::new(1)
-        .execute_with_stats(&env, &transactions, &state)
+        .execute_with_stats(&env, &transactions, PreVerified::NONE, &state)
         .unwrap();
     assert_eq!(output, expected);
     assert!(!stats.fell_back_to_sequential);
@@ -291,7 +326,7 @@ fn one_thread_never_reexecutes_even_with_conflicts() {
     // With more threads the conflicts cost re-executions, never a different result.
     for threads in [2, 4] {
         let (output, stats) = ParallelExecutor::new(threads)
-            .execute_block(&env, &transactions, &state, false)
+            .execute_block(&env, &transactions, PreVerified::NONE, &state, false)
             .unwrap();
         assert_eq!(output, expected, "threads {threads}");
         assert!(stats.executions >= transactions.len());
@@ -325,7 +360,7 @@ fn total_contention_falls_back_to_the_sequential_loop() {
                  threads: usize,
                  falls_back: bool| {
         let (output, stats) = ParallelExecutor::new(threads)
-            .execute_with_stats(&env, transactions, state)
+            .execute_with_stats(&env, transactions, PreVerified::NONE, state)
             .unwrap();
         assert_eq!(
             stats.fell_back_to_sequential, falls_back,
@@ -334,7 +369,7 @@ fn total_contention_falls_back_to_the_sequential_loop() {
         assert_eq!(
             output,
             SequentialExecutor
-                .execute(&env, transactions, state)
+                .execute(&env, transactions, PreVerified::NONE, state)
                 .unwrap()
         );
         if falls_back {
@@ -415,10 +450,10 @@ fn fees_never_touch_the_proposer_during_execution() {
     ));
     let env = env(proposer.address(), 2);
     let expected = SequentialExecutor
-        .execute(&env, &transactions, &state)
+        .execute(&env, &transactions, PreVerified::NONE, &state)
         .unwrap();
     let (output, stats) = ParallelExecutor::new(4)
-        .execute_with_stats(&env, &transactions, &state)
+        .execute_with_stats(&env, &transactions, PreVerified::NONE, &state)
         .unwrap();
     assert_eq!(output, expected);
     assert_eq!(stats.executions, transactions.len());
@@ -449,6 +484,7 @@ fn a_storage_error_fails_the_block() {
                 .execute_block(
                     &env(keys()[0].address(), 1),
                     &transactions,
+                    PreVerified::NONE,
                     &broken,
                     allow_fallback,
                 )
@@ -461,21 +497,57 @@ fn a_storage_error_fails_the_block() {
 #[test]
 fn signatures_are_verified_once_per_transaction_in_parallel_chunks() {
     let (mut transactions, _) = independent_transfers(37);
-    for i in [0, 5, 36] {
+    let forged = [0, 5, 36];
+    for i in forged {
         transactions[i].signature.0[0] ^= 1;
     }
-    for threads in [1, 2, 4, 8, 64] {
-        let valid = verify_signatures(&transactions, threads);
-        assert_eq!(valid.len(), 37);
-        for (i, valid) in valid.iter().enumerate() {
-            assert_eq!(
-                *valid,
-                ![0, 5, 36].contains(&i),
-                "threads {threads}, index {i}"
-            );
+    let valid_at = |i: usize| !forged.contains(&i);
+    // Nothing, every other valid one, or all valid ones but a cluster at the end already
+    // verified: the rest are chunked across the threads.
+    let flag_sets: [Vec<bool>; 3] = [
+        Vec::new(),
+        (0..37).map(|i| valid_at(i) && i % 2 == 0).collect(),
+        (0..37).map(|i| valid_at(i) && i < 30).collect(),
+    ];
+    for flags in &flag_sets {
+        for threads in [1, 2, 4, 8, 64] {
+            let valid = verify_signatures(&transactions, PreVerified::new(flags), threads);
+            assert_eq!(valid.len(), 37);
+            for (i, valid) in valid.iter().enumerate() {
+                assert_eq!(
+                    *valid,
+                    valid_at(i),
+                    "flags {flags:?}, threads {threads}, index {i}"
+                );
+            }
         }
     }
-    assert!(verify_signatures(&[], 4).is_empty());
+    assert!(verify_signatures(&[], PreVerified::NONE, 4).is_empty());
+}
+
+#[test]
+fn pre_verified_signatures_are_not_checked_again() {
+    // The flag replaces the check outright, which is why only the node's own mempool sets
+    // it. A corrupted signature marked as verified shows the check was skipped; unmarked,
+    // it fails.
+    let (mut transactions, state) = independent_transfers(30);
+    transactions[3].signature.0[0] ^= 1;
+    let mut flags = vec![false; 30];
+    flags[3] = true;
+    let valid = verify_signatures(&transactions, PreVerified::new(&flags), 2);
+    assert!(valid.iter().all(|valid| *valid));
+    let env = env(keys()[0].address(), 1);
+    for threads in [1, 2] {
+        let executor = ParallelExecutor::new(threads);
+        let skipped = executor
+            .execute(&env, &transactions, PreVerified::new(&flags), &state)
+            .unwrap();
+        assert_eq!(skipped.receipts[3].outcome, TxOutcome::Success);
+        let checked = executor
+            .execute(&env, &transactions, PreVerified::NONE, &state)
+            .unwrap();
+        assert_ne!(checked.receipts[3].outcome, TxOutcome::Success);
+    }
 }
 
 #[test]
