@@ -57,6 +57,10 @@ pub enum ConfigError {
     },
 }
 
+/// Default page cache of the database: 256 MiB.
+pub const DEFAULT_DB_CACHE_BYTES: u64 = 256 << 20;
+const DB_CACHE_BYTES_RANGE: std::ops::RangeInclusive<u64> = (1 << 20)..=(64 << 30);
+
 /// `[node]`: where the node keeps its files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -67,6 +71,9 @@ pub struct NodeSection {
     pub genesis: PathBuf,
     /// The validator's secret key file (hex seed); leave it out for a non-validating node.
     pub validator_key: Option<PathBuf>,
+    /// Memory the database may use to cache pages, in bytes. It bounds the node's memory
+    /// under sustained load: the cache fills up to this size and stays there.
+    pub db_cache_bytes: u64,
 }
 
 impl Default for NodeSection {
@@ -75,6 +82,7 @@ impl Default for NodeSection {
             data_dir: PathBuf::from("data"),
             genesis: PathBuf::from("genesis.json"),
             validator_key: None,
+            db_cache_bytes: DEFAULT_DB_CACHE_BYTES,
         }
     }
 }
@@ -213,6 +221,17 @@ impl NodeConfig {
                     "max_body_bytes = {} is out of range; use 1024 to {}",
                     self.http.max_body_bytes,
                     64 << 20
+                ),
+            ));
+        }
+        if !DB_CACHE_BYTES_RANGE.contains(&self.node.db_cache_bytes) {
+            return Err(invalid(
+                "node",
+                format!(
+                    "db_cache_bytes = {} is out of range; use {} (1 MiB) to {} (64 GiB)",
+                    self.node.db_cache_bytes,
+                    DB_CACHE_BYTES_RANGE.start(),
+                    DB_CACHE_BYTES_RANGE.end()
                 ),
             ));
         }

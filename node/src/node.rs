@@ -142,12 +142,16 @@ impl RunningNode {
             .await
             .with_context(|| format!("cannot listen for HTTP on {listen}; is the port in use?"))?;
         let db_path = config.node.data_dir.join("db");
-        let db = sled::Config::new().path(&db_path).open().with_context(|| {
-            format!(
-                "cannot open the database at {} (is another node using this directory?)",
-                db_path.display()
-            )
-        })?;
+        let db = sled::Config::new()
+            .path(&db_path)
+            .cache_capacity(config.node.db_cache_bytes)
+            .open()
+            .with_context(|| {
+                format!(
+                    "cannot open the database at {} (is another node using this directory?)",
+                    db_path.display()
+                )
+            })?;
 
         let da = lamina_da::spawn(config.data_availability.clone(), &db)
             .context("starting the data-availability layer")?;
