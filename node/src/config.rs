@@ -157,6 +157,14 @@ fn parse_multiaddr(field: &str, text: &str) -> Result<libp2p::Multiaddr, String>
     })
 }
 
+/// The `kind` of a layer's section, as written in the config file.
+pub fn kind_of<T: Serialize>(section: &T) -> String {
+    serde_json::to_value(section)
+        .ok()
+        .and_then(|settings| settings.get("kind")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
 /// The whole config file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -14,7 +14,7 @@ use lamina_primitives::{Genesis, Keypair, Transaction};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{ConfigError, NodeConfig};
+use crate::config::{kind_of, ConfigError, NodeConfig};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::network::{self, NetworkConfig, NetworkHandle, TopicLimits};
@@ -108,15 +108,11 @@ fn max_consensus_message_bytes(config: &NodeConfig) -> usize {
 /// handshake: the consensus engine, the DA scheme (it defines `data_root`) and the
 /// settlement mode (it reads the same ledger). Executors may differ: they agree bit for bit.
 fn compatibility(config: &NodeConfig) -> String {
-    let name = |value: serde_json::Result<serde_json::Value>| match value {
-        Ok(serde_json::Value::String(name)) => name,
-        _ => "unknown".to_string(),
-    };
     format!(
         "consensus={};data_availability={};settlement={}",
-        name(serde_json::to_value(config.consensus.kind)),
-        name(serde_json::to_value(config.data_availability.kind)),
-        name(serde_json::to_value(config.settlement.kind)),
+        kind_of(&config.consensus),
+        kind_of(&config.data_availability),
+        kind_of(&config.settlement),
     )
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lamina_primitives::interfaces::consensus::{
-    ConsensusHandle, ConsensusMessage, ConsensusOutbound, Verdict as ConsensusVerdict,
+    ConsensusHandle, ConsensusMessage, ConsensusOutbound,
 };
 use lamina_primitives::interfaces::execution::{ExecutionHandle, MempoolRejection};
 use lamina_primitives::interfaces::RequestError;
@@ -130,27 +130,22 @@ impl Judge {
                 else {
                     return Verdict::Reject;
                 };
-                match self.consensus.deliver(message).await {
-                    Ok(ConsensusVerdict::Accept) => Verdict::Accept,
-                    Ok(ConsensusVerdict::Reject) => Verdict::Reject,
-                    // A busy or stopping engine: drop it without blaming the peer.
-                    Ok(ConsensusVerdict::Ignore) | Err(_) => Verdict::Ignore,
-                }
+                // A busy or stopping engine: drop it without blaming the peer.
+                self.consensus
+                    .deliver(message)
+                    .await
+                    .unwrap_or(Verdict::Ignore)
             }
             Topic::Transactions => {
                 let limit = transaction_batch_limit(self.max_transaction_bytes);
                 let Ok(batch) = codec::decode::<Vec<Transaction>>(data, limit) else {
                     return Verdict::Reject;
                 };
-                if batch.is_empty()
-                    || batch
-                        .iter()
-                        .any(|tx| tx.encode().len() > self.max_transaction_bytes)
-                {
+                if batch.is_empty() {
                     return Verdict::Reject;
                 }
                 // Relay the batch if anything in it was new here; blame the sender only for
-                // what no honest node would pass on.
+                // what no honest node would pass on (the mempool's checks include the size).
                 let mut verdict = Verdict::Ignore;
                 for transaction in batch {
                     match self.execution.submit_transaction(transaction).await {
@@ -182,6 +177,11 @@ fn transaction_verdict(rejection: &MempoolRejection) -> Verdict {
         | MempoolRejection::TooLarge { .. } => Verdict::Reject,
         _ => Verdict::Ignore,
     }
+}
+
+/// The size of a transaction's encoding, without encoding it.
+fn encoded_len(transaction: &Transaction) -> usize {
+    borsh::object_length(transaction).unwrap_or(usize::MAX)
 }
 
 /// Hands each gossip message to its layer, several at once, and reports the verdict.
@@ -258,15 +258,15 @@ async fn publish_transactions(
             },
         };
         let deadline = tokio::time::Instant::now() + TX_BATCH_LINGER;
-        let mut bytes = codec::VEC_PREFIX_BYTES + first.encode().len();
+        let mut bytes = codec::VEC_PREFIX_BYTES.saturating_add(encoded_len(&first));
         let mut batch = vec![first];
         while batch.len() < MAX_TX_BATCH {
             let Ok(Some(next)) = tokio::time::timeout_at(deadline, transactions.recv()).await
             else {
                 break;
             };
-            let size = next.encode().len();
-            if bytes + size > limit {
+            let size = encoded_len(&next);
+            if bytes.saturating_add(size) > limit {
                 carried = Some(next);
                 break;
             }

@@ -167,21 +167,13 @@ impl DevNode {
     /// Asks the process to stop (SIGINT, like Ctrl-C) and waits for it; returns its exit code.
     pub fn interrupt(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .arg("-INT")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
+        match signal_and_wait(&mut child, "-INT", Duration::from_secs(20)) {
+            Some(code) => code,
+            None => {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!("lamina did not stop within 20 s of SIGINT");
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
@@ -189,6 +181,25 @@ impl DevNode {
 impl Drop for DevNode {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Sends `signal` (as `kill` spells it, e.g. `-TERM`) to `child` and waits up to `timeout`
+/// for it to exit: `Some(exit code)` once it has (`Some(None)` if a signal ended it), `None`
+/// if it is still running.
+pub fn signal_and_wait(child: &mut Child, signal: &str, timeout: Duration) -> Option<Option<i32>> {
+    let _ = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status.code());
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -7,12 +7,12 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lamina_node::config::NodeConfig;
 use lamina_node::testnet_file::TestnetFile;
 use lamina_primitives::{Keypair, Transaction};
-use lamina_tests::{get, lamina_bin, post_json, wait_for};
+use lamina_tests::{get, lamina_bin, post_json, signal_and_wait, wait_for};
 use serde_json::{json, Value};
 
 fn lamina(args: &[&str]) -> Output {
@@ -366,29 +366,12 @@ struct TestnetProcess {
 }
 
 impl TestnetProcess {
-    fn signal(&self, signal: &str) {
-        if let Some(child) = &self.child {
-            let _ = Command::new("kill")
-                .args([signal, &child.id().to_string()])
-                .status();
-        }
-    }
-
-    /// SIGTERM, then waits for the exit; returns the exit code.
+    /// SIGTERM, then waits for the exit; returns the exit code (`None` if it is still
+    /// running or a signal ended it).
     fn terminate(&mut self, timeout: Duration) -> Option<i32> {
-        self.signal("-TERM");
-        let child = self.child.as_mut()?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let code = signal_and_wait(self.child.as_mut()?, "-TERM", timeout)?;
+        self.child = None;
+        code
     }
 }
 

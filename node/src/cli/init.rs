@@ -74,6 +74,35 @@ pub fn dev_accounts(count: u32) -> Vec<TestnetAccount> {
         .collect()
 }
 
+/// A development genesis starting now: `validators`, the first `accounts` deterministic
+/// development accounts prefunded, and the development fee.
+pub fn dev_genesis(chain_id: &str, validators: Vec<Validator>, accounts: u32) -> Genesis {
+    Genesis {
+        chain_id: chain_id.to_string(),
+        genesis_time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        fee_per_transaction: DEV_FEE,
+        validators,
+        accounts: dev_accounts(accounts)
+            .into_iter()
+            .map(|a| GenesisAccount {
+                address: a.address,
+                balance: a.balance,
+            })
+            .collect(),
+    }
+}
+
+/// The development accounts `genesis` funds, with their keys.
+pub fn dev_accounts_of(genesis: &Genesis) -> Vec<TestnetAccount> {
+    dev_accounts(genesis.accounts.len() as u32)
+        .into_iter()
+        .filter(|a| genesis.accounts.iter().any(|g| g.address == a.address))
+        .collect()
+}
+
 /// Writes config.toml, genesis.json (one validator with a fresh key, `accounts` prefunded
 /// deterministic accounts) and validator.key into `dir`. Refuses to overwrite a config.
 pub fn init_node_dir(dir: &Path, options: &InitOptions) -> anyhow::Result<NodeDir> {
@@ -91,26 +120,11 @@ pub fn init_node_dir(dir: &Path, options: &InitOptions) -> anyhow::Result<NodeDi
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let validator = Keypair::generate().context("no operating-system randomness for a key")?;
     write_secret(&node_dir.validator_key(), &validator.secret_hex())?;
-    let genesis_time_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let genesis = Genesis {
-        chain_id: options.chain_id.clone(),
-        genesis_time_ms,
-        fee_per_transaction: DEV_FEE,
-        validators: vec![Validator {
-            address: validator.address(),
-            power: 1,
-        }],
-        accounts: dev_accounts(options.accounts)
-            .into_iter()
-            .map(|a| GenesisAccount {
-                address: a.address,
-                balance: a.balance,
-            })
-            .collect(),
-    };
+    let validators = vec![Validator {
+        address: validator.address(),
+        power: 1,
+    }];
+    let genesis = dev_genesis(&options.chain_id, validators, options.accounts);
     std::fs::write(node_dir.genesis(), serde_json::to_string_pretty(&genesis)?)
         .with_context(|| format!("cannot write {}", node_dir.genesis().display()))?;
     let mut config = NodeConfig::default();
@@ -128,11 +142,6 @@ pub fn single_node_testnet_file(
     http: SocketAddr,
     validator: Option<lamina_primitives::Address>,
 ) -> TestnetFile {
-    let count = genesis.accounts.len() as u32;
-    let accounts = dev_accounts(count)
-        .into_iter()
-        .filter(|a| genesis.accounts.iter().any(|g| g.address == a.address))
-        .collect();
     TestnetFile {
         chain_id: genesis.chain_id.clone(),
         nodes: vec![TestnetNode {
@@ -141,7 +150,7 @@ pub fn single_node_testnet_file(
             validator,
             p2p: None,
         }],
-        accounts,
+        accounts: dev_accounts_of(genesis),
     }
 }
 

@@ -201,6 +201,50 @@ async fn bench_execution(
     Ok(())
 }
 
+/// Where a long-running command shows its live status: on a terminal, one line rewritten in
+/// place every second; in logs and pipes, a plain line every 10 s so they stay readable.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StatusLine {
+    terminal: bool,
+}
+
+impl StatusLine {
+    /// For this process's stdout.
+    pub(crate) fn stdout() -> Self {
+        use std::io::IsTerminal;
+        StatusLine {
+            terminal: std::io::stdout().is_terminal(),
+        }
+    }
+
+    /// How often to refresh the line.
+    pub(crate) fn period(self) -> std::time::Duration {
+        std::time::Duration::from_secs(if self.terminal { 1 } else { 10 })
+    }
+
+    /// Shows `line` as the current status.
+    pub(crate) fn show(self, line: &str) {
+        self.write(line, false);
+    }
+
+    /// Prints `message` as a line of its own, above the status line.
+    pub(crate) fn announce(self, message: &str) {
+        self.write(message, true);
+    }
+
+    fn write(self, text: &str, keep: bool) {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        // Errors mean stdout is gone (`| head`); the command goes on regardless.
+        let _ = match (self.terminal, keep) {
+            (true, false) => write!(out, "\r\x1b[2K{text}"),
+            (true, true) => writeln!(out, "\r\x1b[2K{text}"),
+            (false, _) => writeln!(out, "{text}"),
+        };
+        let _ = out.flush();
+    }
+}
+
 /// Logs go to stderr so stdout stays for the command's own output.
 pub fn init_logging(filter: Option<&str>) {
     use tracing_subscriber::EnvFilter;

@@ -1,9 +1,10 @@
 //! `lamina run --config FILE`, and the live status line shared with `lamina dev`.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use super::StatusLine;
 use crate::config::NodeConfig;
 use crate::node::{NodeContext, RunningNode};
 
@@ -40,14 +41,9 @@ pub async fn serve_until_stopped(mut node: RunningNode) -> anyhow::Result<()> {
 /// Height, settled height and transaction rate: rewritten in place on a terminal, one line
 /// every 10 s otherwise (so logs and pipes stay readable).
 async fn status_line(ctx: NodeContext) {
-    let terminal = std::io::stdout().is_terminal();
-    let period = if terminal {
-        Duration::from_secs(1)
-    } else {
-        Duration::from_secs(10)
-    };
+    let status = StatusLine::stdout();
     let mut last = (Instant::now(), ctx.metrics.transactions_executed.get());
-    let mut ticker = tokio::time::interval(period);
+    let mut ticker = tokio::time::interval(status.period());
     ticker.tick().await;
     loop {
         ticker.tick().await;
@@ -61,20 +57,13 @@ async fn status_line(ctx: NodeContext) {
         let executed = ctx.metrics.transactions_executed.get();
         let rate = (executed - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-3);
         last = (Instant::now(), executed);
-        let line = format!(
+        status.show(&format!(
             "height {} | executed {} | settled {} | mempool {} | {:.1} tx/s",
             consensus.committed_height,
             execution.executed_height,
             settlement.settled_height,
             execution.mempool_transactions,
             rate
-        );
-        let mut out = std::io::stdout().lock();
-        let _ = if terminal {
-            write!(out, "\r\x1b[2K{line}")
-        } else {
-            writeln!(out, "{line}")
-        };
-        let _ = out.flush();
+        ));
     }
 }

@@ -8,7 +8,7 @@
 //! `lamina testnet init` only writes the files, for one machine or (with `--hosts`) one
 //! node per machine, and prints how to start each node.
 
-use std::io::{IsTerminal, Read, Seek, Write};
+use std::io::{IsTerminal, Read, Seek};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
 use lamina_consensus::EngineKind;
-use lamina_primitives::{Address, Genesis, GenesisAccount, Keypair, Validator};
+use lamina_primitives::{Address, Genesis, Keypair, Validator};
 use libp2p::PeerId;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-use super::init::{dev_accounts, write_secret, DEV_FEE};
-use super::UsageError;
+use super::init::{dev_accounts_of, dev_genesis, write_secret};
+use super::{StatusLine, UsageError};
 use crate::config::NodeConfig;
 use crate::testnet_file::{TestnetFile, TestnetNode};
 
@@ -358,22 +358,7 @@ pub fn write_testnet(dir: &Path, layout: &Layout) -> anyhow::Result<()> {
         let network_key = crate::p2p_key::generate(&node.join("node.key"))?;
         peers.push(crate::p2p_key::peer_id(&network_key));
     }
-    let genesis = Genesis {
-        chain_id: TESTNET_CHAIN_ID.into(),
-        genesis_time_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-        fee_per_transaction: DEV_FEE,
-        validators,
-        accounts: dev_accounts(layout.accounts)
-            .into_iter()
-            .map(|a| GenesisAccount {
-                address: a.address,
-                balance: a.balance,
-            })
-            .collect(),
-    };
+    let genesis = dev_genesis(TESTNET_CHAIN_ID, validators, layout.accounts);
     let genesis_json = serde_json::to_string_pretty(&genesis)?;
     // Configs last, node0's very last: its presence is what marks a complete testnet.
     for i in (0..layout.validators).rev() {
@@ -939,16 +924,6 @@ async fn start(args: TestnetStartArgs, log_filter: Option<&str>) -> anyhow::Resu
 
 /// The testnet.json of a started testnet.
 fn testnet_file(testnet: &StoredTestnet) -> TestnetFile {
-    let accounts = dev_accounts(testnet.genesis.accounts.len() as u32)
-        .into_iter()
-        .filter(|a| {
-            testnet
-                .genesis
-                .accounts
-                .iter()
-                .any(|g| g.address == a.address)
-        })
-        .collect();
     TestnetFile {
         chain_id: testnet.chain_id.clone(),
         nodes: testnet
@@ -961,7 +936,7 @@ fn testnet_file(testnet: &StoredTestnet) -> TestnetFile {
                 p2p: node.p2p.clone(),
             })
             .collect(),
-        accounts,
+        accounts: dev_accounts_of(&testnet.genesis),
     }
 }
 
@@ -1145,13 +1120,8 @@ async fn supervise(
     processes: &mut [NodeProcess],
     stop: &mut tokio::task::JoinHandle<()>,
 ) -> anyhow::Result<()> {
-    let terminal = std::io::stdout().is_terminal();
-    // A terminal gets one line rewritten every second; logs and pipes a line every 10 s.
-    let print_every = if terminal {
-        Duration::from_secs(1)
-    } else {
-        Duration::from_secs(10)
-    };
+    let status = StatusLine::stdout();
+    let print_every = status.period();
     let urls: Vec<String> = processes.iter().map(|p| p.node.http_url.clone()).collect();
     let mut rate = TxRate::default();
     let _ = rate
@@ -1166,15 +1136,8 @@ async fn supervise(
             _ = ticker.tick() => {}
         }
         for process in processes.iter_mut() {
-            if let Some(status) = process.exited() {
-                let report = exit_report(process, status);
-                let mut out = std::io::stdout().lock();
-                let _ = if terminal {
-                    writeln!(out, "\r\x1b[2K{report}")
-                } else {
-                    writeln!(out, "{report}")
-                };
-                let _ = out.flush();
+            if let Some(exit) = process.exited() {
+                status.announce(&exit_report(process, exit));
             }
         }
         if !processes.iter().any(NodeProcess::running) {
@@ -1186,14 +1149,7 @@ async fn supervise(
         last_print = Instant::now();
         let statuses = fetch_statuses(client, &urls).await;
         let tx_rate = rate.update(client, &urls, &statuses).await;
-        let line = status_line(&statuses, tx_rate);
-        let mut out = std::io::stdout().lock();
-        let _ = if terminal {
-            write!(out, "\r\x1b[2K{line}")
-        } else {
-            writeln!(out, "{line}")
-        };
-        let _ = out.flush();
+        status.show(&status_line(&statuses, tx_rate));
     }
 }
 
@@ -1335,7 +1291,7 @@ mod tests {
         assert!(testnet.genesis.validators.iter().all(|v| v.power == 1));
         assert_eq!(testnet.genesis.fee_per_transaction, 1);
         // The same prefunded accounts as `lamina dev`.
-        let dev = dev_accounts(10);
+        let dev = super::super::init::dev_accounts(10);
         assert_eq!(testnet.genesis.accounts.len(), 10);
         for (g, d) in testnet.genesis.accounts.iter().zip(&dev) {
             assert_eq!((g.address, g.balance), (d.address, d.balance));

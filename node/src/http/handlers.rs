@@ -15,6 +15,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
+use crate::config::kind_of;
 use crate::node::NodeContext;
 
 /// Implementation and settings of one layer.
@@ -94,13 +95,10 @@ pub struct NetworkInfo {
 }
 
 fn layer_info<T: Serialize>(settings: &T) -> LayerInfo {
-    let settings = serde_json::to_value(settings).unwrap_or(Value::Null);
-    let kind = settings
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown")
-        .to_string();
-    LayerInfo { kind, settings }
+    LayerInfo {
+        kind: kind_of(settings),
+        settings: serde_json::to_value(settings).unwrap_or(Value::Null),
+    }
 }
 
 /// Chain and node status.

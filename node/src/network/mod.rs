@@ -157,17 +157,9 @@ impl fmt::Display for MessageId {
     }
 }
 
-/// The node's judgement of a gossip message, given with [`NetworkHandle::report`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Valid: deliver it and relay it to our peers.
-    Accept,
-    /// Not worth relaying, but not the sender's fault (a duplicate, stale, or we are too
-    /// busy): drop it quietly.
-    Ignore,
-    /// Invalid: drop it and penalise the peer that sent it.
-    Reject,
-}
+/// The node's judgement of a gossip message, given with [`NetworkHandle::report`]: the
+/// verdict of the layer the message is for.
+pub use lamina_primitives::interfaces::Verdict;
 
 /// What the network tells the node.
 #[derive(Debug, Clone, PartialEq, Eq)]

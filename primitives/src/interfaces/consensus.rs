@@ -22,6 +22,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::da::DaHandle;
 use super::execution::ExecutionHandle;
 use super::settlement::SettlementHandle;
+pub use super::Verdict;
 use super::{flatten, ChannelError, Events, Mailbox, RequestError};
 use crate::{Address, CommittedBlock, Equivocation, Hash, SignedProposal, SignedVote};
 
@@ -65,20 +66,6 @@ pub enum ConsensusOutbound {
         /// First height the engine lacks.
         from_height: u64,
     },
-}
-
-/// The engine's judgement of a message a peer sent, which decides whether the network
-/// relays it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Valid and new: relay it.
-    Accept,
-    /// Valid but useless (duplicate, for a past height or round already decided): drop it
-    /// quietly.
-    Ignore,
-    /// Invalid (bad signature, signer not a validator, malformed): drop it and penalise
-    /// the peer that sent it.
-    Reject,
 }
 
 /// Why a fetched block was not imported.

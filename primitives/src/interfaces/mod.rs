@@ -34,6 +34,20 @@ pub enum ChannelError {
     NoReply(&'static str),
 }
 
+/// A layer's judgement of a message a peer sent, which decides whether the network relays
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid and new: relay it.
+    Accept,
+    /// Valid but useless (a duplicate, for a past height or round already decided), or the
+    /// layer is too busy to judge it: drop it quietly.
+    Ignore,
+    /// Invalid (bad signature, signer not a validator, malformed): drop it and penalise
+    /// the peer that sent it.
+    Reject,
+}
+
 /// Default capacity of a layer's request queue.
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 1024;
 /// Default capacity of a layer's event broadcast.
