@@ -133,18 +133,6 @@ impl TopicLimits {
     }
 }
 
-impl Default for TopicLimits {
-    /// Consensus messages can carry a whole proposal (blocks are up to 4 MiB by default);
-    /// transactions and settlement messages are small.
-    fn default() -> Self {
-        TopicLimits {
-            consensus: 8 << 20,
-            transactions: 128 << 10,
-            settlement: 1 << 20,
-        }
-    }
-}
-
 /// Identifies one publication of a gossip message: the SHA-256 of its author, the author's
 /// sequence number and the payload. The same publication reaching a node by two paths is one
 /// message; the same payload published again is a new one.
