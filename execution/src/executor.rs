@@ -6,7 +6,7 @@
 //! and the accounts to write, and never touches storage itself, so two executors can be
 //! compared on the same input and must agree byte for byte.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use lamina_primitives::{Account, Address, Receipt, Transaction, TxFailure, TxOutcome, TxPayload};
@@ -204,15 +204,16 @@ pub fn execute_transaction<E>(
 /// Accounts read and written during one block, over the state before it.
 pub(crate) struct Overlay<'a> {
     state: &'a dyn StateView,
-    /// Address → (value before the block, current value).
-    accounts: BTreeMap<Address, (Account, Account)>,
+    /// Address → (value before the block, current value). Hashed rather than ordered: it
+    /// is probed several times per transaction, and sorted once, at the end.
+    accounts: HashMap<Address, (Account, Account), ahash::RandomState>,
 }
 
 impl<'a> Overlay<'a> {
     pub(crate) fn new(state: &'a dyn StateView) -> Self {
         Overlay {
             state,
-            accounts: BTreeMap::new(),
+            accounts: HashMap::default(),
         }
     }
 

@@ -189,7 +189,11 @@ fn core_row(
         parallel::run(options.threads, size, &logic, &base)
     });
     let output = output?;
-    let par_writes: HashMap<Address, Account> = output.writes.iter().cloned().collect();
+    let par_writes: HashMap<Address, Account> = output
+        .writes
+        .iter()
+        .map(|write| (write.key, write.value))
+        .collect();
     anyhow::ensure!(
         par_writes == seq_writes,
         "{name}: parallel and sequential writes differ"

@@ -1,19 +1,20 @@
 //! The generic Block-STM engine (arXiv 2203.06871, Algorithm 1): worker threads take tasks
 //! from the [`Scheduler`], execute transactions optimistically against the [`MvMemory`], and
 //! validate what they read; when every transaction is executed and validated, the outputs
-//! and writes of each transaction's last incarnation are the block's result (lazy commit).
+//! of each transaction's last incarnation and the last write to each key are the block's
+//! result (lazy commit).
 //!
 //! The engine knows nothing about accounts or transfers: a [`TransactionLogic`] executes
 //! transaction `i` through a read callback over generic keys and values, and returns its
 //! output and write set. Read and write sets are discovered while running, so any
 //! transaction kind works unchanged.
 
-use std::collections::hash_map::Entry as MapEntry;
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::thread;
 
+pub use super::mvmemory::KeyWrite;
 use super::mvmemory::{MvMemory, MvRead, ReadOrigin};
 use super::scheduler::{Scheduler, Task, Version};
 use super::{lock, Padded, TxnIndex};
@@ -54,11 +55,11 @@ pub type TxnOutput<K, V, O> = (O, Vec<(K, V)>);
 pub struct BlockStmOutput<K, V, O> {
     /// Each transaction's output (from its last incarnation), in block order.
     pub outputs: Vec<O>,
-    /// The block's final writes: the write sets of the last incarnations merged in block
-    /// order, each key once with the value the highest transaction writing it gave it. Keys
-    /// are in the order of their first writer. Values equal to the state before the block
+    /// The block's final writes: each key written once, with the value the highest
+    /// transaction writing it gave it and, when a transaction read it, its value before the
+    /// block. Keys come in no particular order. Values equal to the state before the block
     /// are kept (filtering is the caller's choice).
-    pub writes: Vec<(K, V)>,
+    pub writes: Vec<KeyWrite<K, V>>,
     /// Incarnations run, in total (the block's size when nothing was re-executed), counting
     /// runs cut short by a read of an ESTIMATE.
     pub executions: usize,
@@ -80,10 +81,14 @@ enum Halt {
 struct Aborted(Halt);
 
 /// The reads of one incarnation: each key once, with the value it returned (so a key read
-/// twice reads the same value) and where that value came from.
+/// twice reads the same value) and where that value came from. One per worker, cleared and
+/// reused for every incarnation it runs, so reading allocates nothing once warmed up.
 struct ReadSet<K, V> {
-    entries: Vec<(K, ReadOrigin, V)>,
-    /// Positions in `entries`, built once there are enough reads for a scan to be slow.
+    /// Each key with its origin: what [`MvMemory::record`] keeps for validation.
+    origins: Vec<(K, ReadOrigin)>,
+    /// The value of `origins[i]`.
+    values: Vec<V>,
+    /// Positions in `origins`, built once there are enough reads for a scan to be slow.
     index: Option<HashMap<K, usize>>,
 }
 
@@ -92,47 +97,47 @@ const READ_SET_SCAN_LIMIT: usize = 16;
 impl<K: Eq + Hash + Clone, V: Clone> ReadSet<K, V> {
     fn new() -> Self {
         ReadSet {
-            entries: Vec::new(),
+            origins: Vec::new(),
+            values: Vec::new(),
             index: None,
         }
+    }
+
+    /// Empties the set for the next incarnation (keeping its capacity).
+    fn clear(&mut self) {
+        self.origins.clear();
+        self.values.clear();
+        self.index = None;
     }
 
     fn get(&self, key: &K) -> Option<&V> {
         let position = match &self.index {
             Some(index) => index.get(key).copied(),
-            None => self.entries.iter().position(|(k, _, _)| k == key),
+            None => self.origins.iter().position(|(k, _)| k == key),
         };
-        position
-            .and_then(|position| self.entries.get(position))
-            .map(|(_, _, value)| value)
+        position.and_then(|position| self.values.get(position))
     }
 
     fn insert(&mut self, key: K, origin: ReadOrigin, value: V) {
         if let Some(index) = &mut self.index {
-            index.insert(key.clone(), self.entries.len());
+            index.insert(key.clone(), self.origins.len());
         }
-        self.entries.push((key, origin, value));
-        if self.index.is_none() && self.entries.len() > READ_SET_SCAN_LIMIT {
+        self.origins.push((key, origin));
+        self.values.push(value);
+        if self.index.is_none() && self.origins.len() > READ_SET_SCAN_LIMIT {
             self.index = Some(
-                self.entries
+                self.origins
                     .iter()
                     .enumerate()
-                    .map(|(position, (key, _, _))| (key.clone(), position))
+                    .map(|(position, (key, _))| (key.clone(), position))
                     .collect(),
             );
         }
     }
-
-    fn into_origins(self) -> Vec<(K, ReadOrigin)> {
-        self.entries
-            .into_iter()
-            .map(|(key, origin, _)| (key, origin))
-            .collect()
-    }
 }
 
-/// The last finished incarnation's output and write set, per transaction.
-type ResultSlot<K, V, O> = Padded<Mutex<Option<TxnOutput<K, V, O>>>>;
+/// The last finished incarnation's output, per transaction.
+type ResultSlot<O> = Padded<Mutex<Option<O>>>;
 
 /// The state shared by the workers of one block.
 struct Engine<'a, K, V, L: TransactionLogic<K, V>> {
@@ -141,7 +146,7 @@ struct Engine<'a, K, V, L: TransactionLogic<K, V>> {
     scheduler: Scheduler,
     memory: MvMemory<K, V>,
     /// The last finished incarnation's result, per transaction.
-    results: Box<[ResultSlot<K, V, L::Output>]>,
+    results: Box<[ResultSlot<L::Output>]>,
     /// The first storage error; the block fails with it.
     error: Mutex<Option<StoreError>>,
 }
@@ -156,6 +161,14 @@ impl Drop for HaltOnPanic<'_> {
             self.0.halt();
         }
     }
+}
+
+/// A worker's reusable buffers.
+struct WorkerBuffers<K, V> {
+    /// The running incarnation's reads.
+    reads: ReadSet<K, V>,
+    /// Scratch space for [`MvMemory::record`].
+    written: Vec<K>,
 }
 
 /// How many tasks a worker ran.
@@ -179,12 +192,18 @@ where
     /// One worker: takes tasks until the block is done.
     fn work(&self) -> WorkerCounts {
         let _halt_on_panic = HaltOnPanic(&self.scheduler);
+        let mut buffers = WorkerBuffers {
+            reads: ReadSet::new(),
+            written: Vec::new(),
+        };
         let mut counts = WorkerCounts::default();
         let mut task = None;
         let mut idle = 0u32;
         while !self.scheduler.done() {
             task = match task {
-                Some(Task::Execute(version)) => self.try_execute(version, &mut counts),
+                Some(Task::Execute(version)) => {
+                    self.try_execute(version, &mut buffers, &mut counts)
+                }
                 Some(Task::Validate(version)) => {
                     counts.validations += 1;
                     self.validate(version)
@@ -212,11 +231,17 @@ where
 
     /// Runs one incarnation (again, when the ESTIMATE it hit was resolved meanwhile), records
     /// its reads and writes, and returns the follow-up task.
-    fn try_execute(&self, version: Version, counts: &mut WorkerCounts) -> Option<Task> {
+    fn try_execute(
+        &self,
+        version: Version,
+        buffers: &mut WorkerBuffers<K, V>,
+        counts: &mut WorkerCounts,
+    ) -> Option<Task> {
         let Version { txn, incarnation } = version;
         loop {
             counts.executions += 1;
-            let mut reads: ReadSet<K, V> = ReadSet::new();
+            let reads = &mut buffers.reads;
+            reads.clear();
             let mut halt = None;
             let result = {
                 let mut read = |key: &K| -> Result<V, Aborted> {
@@ -226,19 +251,17 @@ where
                     if let Some(value) = reads.get(key) {
                         return Ok(value.clone());
                     }
-                    let (origin, value) = match self.memory.read(key, txn) {
-                        MvRead::Value(version, value) => (ReadOrigin::Version(version), value),
-                        MvRead::Storage => match (self.base)(key) {
-                            Ok(value) => (ReadOrigin::Storage, value),
-                            Err(error) => {
-                                self.fail(error);
-                                halt = Some(Halt::Storage);
-                                return Err(Aborted(Halt::Storage));
-                            }
-                        },
-                        MvRead::Estimate(blocking) => {
+                    let (origin, value) = match self.memory.read(key, txn, self.base) {
+                        Ok(MvRead::Value(version, value)) => (ReadOrigin::Version(version), value),
+                        Ok(MvRead::Storage(value)) => (ReadOrigin::Storage, value),
+                        Ok(MvRead::Estimate(blocking)) => {
                             halt = Some(Halt::Dependency(blocking));
                             return Err(Aborted(Halt::Dependency(blocking)));
+                        }
+                        Err(error) => {
+                            self.fail(error);
+                            halt = Some(Halt::Storage);
+                            return Err(Aborted(Halt::Storage));
                         }
                     };
                     reads.insert(key.clone(), origin, value.clone());
@@ -254,10 +277,14 @@ where
             };
             match outcome {
                 Ok((output, writes)) => {
-                    let wrote_new_location =
-                        self.memory.record(version, reads.into_origins(), &writes);
+                    let wrote_new_location = self.memory.record(
+                        version,
+                        &mut buffers.reads.origins,
+                        writes,
+                        &mut buffers.written,
+                    );
                     if let Some(slot) = self.results.get(txn) {
-                        *lock(slot) = Some((output, writes));
+                        *lock(slot) = Some(output);
                     }
                     return self
                         .scheduler
@@ -339,39 +366,28 @@ where
     if let Some(payload) = panic {
         std::panic::resume_unwind(payload);
     }
-    let Engine { results, error, .. } = engine;
-    if let Some(error) = error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+    let Engine {
+        results,
+        error,
+        memory,
+        ..
+    } = engine;
+    if let Some(error) = error.into_inner().unwrap_or_else(PoisonError::into_inner) {
         return Err(error);
     }
 
-    // Lazy commit: the last incarnations' writes, merged in block order.
+    // Every transaction is executed and validated before the scheduler reports the block
+    // done; a missing result or a leftover ESTIMATE would be a bug in the engine.
+    let unfinished = |txn: TxnIndex| StoreError::Corrupt {
+        what: "parallel execution",
+        detail: format!("transaction {txn} finished without a result"),
+    };
     let mut outputs = Vec::with_capacity(num_txns);
-    let mut writes: Vec<(K, V)> = Vec::new();
-    let mut positions: HashMap<K, usize> = HashMap::new();
     for (txn, slot) in results.into_vec().into_iter().enumerate() {
-        let Some((output, txn_writes)) = slot.0.into_inner().unwrap_or_else(|e| e.into_inner())
-        else {
-            // Every transaction is executed before the scheduler reports the block done.
-            return Err(StoreError::Corrupt {
-                what: "parallel execution",
-                detail: format!("transaction {txn} finished without a result"),
-            });
-        };
-        outputs.push(output);
-        for (key, value) in txn_writes {
-            match positions.entry(key) {
-                MapEntry::Occupied(position) => {
-                    if let Some(write) = writes.get_mut(*position.get()) {
-                        write.1 = value;
-                    }
-                }
-                MapEntry::Vacant(position) => {
-                    writes.push((position.key().clone(), value));
-                    position.insert(writes.len() - 1);
-                }
-            }
-        }
+        let output = slot.0.into_inner().unwrap_or_else(PoisonError::into_inner);
+        outputs.push(output.ok_or_else(|| unfinished(txn))?);
     }
+    let writes = memory.into_writes().map_err(unfinished)?;
     Ok(BlockStmOutput {
         outputs,
         writes,
@@ -457,7 +473,7 @@ mod tests {
         let (outputs, state) = logic.sequential();
         let result = run(threads, logic.touches.len(), logic, &base).unwrap();
         assert_eq!(result.outputs, outputs, "threads {threads}");
-        let writes: HashMap<usize, u64> = result.writes.iter().copied().collect();
+        let writes: HashMap<usize, u64> = result.writes.iter().map(|w| (w.key, w.value)).collect();
         assert_eq!(writes.len(), result.writes.len(), "a key listed twice");
         assert_eq!(writes, state, "threads {threads}");
         assert!(result.executions >= logic.touches.len());
@@ -569,7 +585,11 @@ mod tests {
         for _ in 0..5 {
             let result = run(4, 150, &logic, &base).unwrap();
             assert_eq!(result.outputs, outputs);
-            let writes: HashMap<usize, u64> = result.writes.into_iter().collect();
+            let writes: HashMap<usize, u64> = result
+                .writes
+                .into_iter()
+                .map(|w| (w.key, w.value))
+                .collect();
             assert_eq!(writes, state);
         }
     }
@@ -593,6 +613,13 @@ mod tests {
         let base = |key: &u8| -> Result<u64, StoreError> { Ok(u64::from(*key)) };
         let result = run(4, 60, &ReadsTwice, &base).unwrap();
         assert!(result.outputs.iter().all(|same| *same));
-        assert_eq!(result.writes, vec![(0, 60)]);
+        assert_eq!(
+            result.writes,
+            vec![KeyWrite {
+                key: 0,
+                value: 60,
+                before: Some(0)
+            }]
+        );
     }
 }

@@ -32,14 +32,13 @@ mod block_stm;
 mod mvmemory;
 mod scheduler;
 
-use ahash::RandomState;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 
 use lamina_primitives::{Account, Address, Receipt, Transaction, TxPayload};
 
-pub use block_stm::{run, BlockStmOutput, TransactionLogic, TxnOutput};
+pub use block_stm::{run, BlockStmOutput, KeyWrite, TransactionLogic, TxnOutput};
 
 use crate::config::ExecutorKind;
 use crate::executor::{
@@ -167,7 +166,6 @@ impl ParallelExecutor {
             return Ok((output, stats));
         }
 
-        let state = CachedState::new(state, threads);
         let logic = TransferLogic {
             env,
             transactions,
@@ -178,9 +176,13 @@ impl ParallelExecutor {
 
         let receipts = result.outputs;
         let (fees, failed) = fees_and_failures(&receipts);
-        let mut overlay = Overlay::new(&state);
-        for (address, after) in result.writes {
-            overlay.preload(address, state.account(&address)?, after);
+        let mut overlay = Overlay::new(state);
+        for write in result.writes {
+            let before = match write.before {
+                Some(before) => before,
+                None => state.account(&write.key)?,
+            };
+            overlay.preload(write.key, before, write.value);
         }
         credit_proposer(env, fees, &mut overlay)?;
         let output = BlockOutput {
@@ -314,48 +316,6 @@ impl TransactionLogic<Address, Account> for TransferLogic<'_> {
         let position = u32::try_from(index).unwrap_or(u32::MAX);
         let effect = execute_transaction(self.env, position, transaction, signature_valid, read)?;
         Ok((effect.receipt, effect.writes))
-    }
-}
-
-/// One shard of [`CachedState`].
-type CacheShard = Padded<Mutex<HashMap<Address, Account, RandomState>>>;
-
-/// The state before the block, each account read from storage at most once (re-executions
-/// and the final write filter read the same accounts again).
-struct CachedState<'a> {
-    state: &'a dyn StateView,
-    shards: Box<[CacheShard]>,
-    hasher: RandomState,
-}
-
-impl<'a> CachedState<'a> {
-    fn new(state: &'a dyn StateView, threads: usize) -> Self {
-        let shards = threads.saturating_mul(4).clamp(1, 256);
-        CachedState {
-            state,
-            shards: (0..shards)
-                .map(|_| Padded(Mutex::new(HashMap::default())))
-                .collect(),
-            hasher: RandomState::new(),
-        }
-    }
-
-    fn shard(&self, address: &Address) -> &CacheShard {
-        let index = (self.hasher.hash_one(address) % self.shards.len() as u64) as usize;
-        &self.shards[index]
-    }
-}
-
-impl StateView for CachedState<'_> {
-    fn account(&self, address: &Address) -> Result<Account, StoreError> {
-        let shard = self.shard(address);
-        if let Some(account) = lock(shard).get(address) {
-            return Ok(*account);
-        }
-        // Read outside the lock; a racing reader gets the same value from storage.
-        let account = self.state.account(address)?;
-        lock(shard).insert(*address, account);
-        Ok(account)
     }
 }
 
