@@ -262,5 +262,22 @@ pub fn spawn(
     Ok(ConsensusHandle::new(mailbox, events))
 }
 
+/// Outside blobs (rollup data) for the body of block `height`, within `max_bytes`. The DA
+/// layer's pool is a convenience, not a duty: when it cannot be reached the block goes out
+/// without them (they stay in the pool for a later block) rather than not at all.
+pub(crate) async fn outside_blobs(
+    deps: &ConsensusDeps,
+    height: u64,
+    max_bytes: usize,
+) -> Vec<lamina_primitives::Blob> {
+    deps.da
+        .pending_blobs(height, max_bytes)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::warn!(height, %error, "cannot get outside blobs; proposing without them");
+            Vec::new()
+        })
+}
+
 #[cfg(test)]
 mod tests;

@@ -32,10 +32,15 @@ pub(crate) fn execution_blob(transactions: &[Transaction]) -> Option<Blob> {
     })
 }
 
-/// Bytes left for settlement blobs (encoded, prefixes included) in a body of at most
-/// `max_block_bytes` that already holds `execution`.
-pub(crate) fn settlement_budget(max_block_bytes: usize, execution: Option<&Blob>) -> usize {
-    let used = BODY_PREFIX + execution.map_or(0, |blob| BLOB_PREFIX + blob.data.len());
+/// Bytes left for more blobs (encoded, prefixes included) in a body of at most
+/// `max_block_bytes` that already holds `taken`.
+pub(crate) fn budget_after<'a>(
+    max_block_bytes: usize,
+    taken: impl IntoIterator<Item = &'a Blob>,
+) -> usize {
+    let used = taken
+        .into_iter()
+        .fold(BODY_PREFIX, |used, blob| used + blob.encoded_len());
     max_block_bytes.saturating_sub(used)
 }
 
@@ -48,18 +53,23 @@ pub(crate) enum Decision {
     Propose(Vec<Blob>),
 }
 
-/// Decides whether to make a block and assembles its body: the execution blob, then the
-/// settlement blobs, in namespace order. Without transactions or settlement messages a block
-/// is made only when `create_empty_blocks` is set.
+/// Decides whether to make a block and assembles its body: the execution blob, the
+/// settlement blobs and the outside blobs (from the DA layer's pool), in namespace order.
+/// With none of them a block is made only when `create_empty_blocks` is set.
 pub(crate) fn decide(
     execution: Option<Blob>,
     settlement: Vec<Blob>,
+    outside: Vec<Blob>,
     create_empty_blocks: bool,
 ) -> Decision {
-    if execution.is_none() && settlement.is_empty() && !create_empty_blocks {
+    if execution.is_none() && settlement.is_empty() && outside.is_empty() && !create_empty_blocks {
         return Decision::Skip;
     }
-    let mut body: Vec<Blob> = execution.into_iter().chain(settlement).collect();
+    let mut body: Vec<Blob> = execution
+        .into_iter()
+        .chain(settlement)
+        .chain(outside)
+        .collect();
     // Stable, so each namespace's blobs keep the order their layer gave them.
     body.sort_by_key(|blob| blob.namespace);
     Decision::Propose(body)
@@ -129,13 +139,28 @@ mod tests {
         }
     }
 
+    fn outside_blob(byte: u8) -> Blob {
+        Blob {
+            namespace: Namespace(*b"aaa-roll"),
+            data: vec![byte; 5],
+        }
+    }
+
     #[test]
     fn skips_without_content_unless_asked_for_empty_blocks() {
-        assert_eq!(decide(None, vec![], false), Decision::Skip);
-        assert_eq!(decide(None, vec![], true), Decision::Propose(vec![]));
+        assert_eq!(decide(None, vec![], vec![], false), Decision::Skip);
         assert_eq!(
-            decide(None, vec![settlement_blob(1)], false),
+            decide(None, vec![], vec![], true),
+            Decision::Propose(vec![])
+        );
+        assert_eq!(
+            decide(None, vec![settlement_blob(1)], vec![], false),
             Decision::Propose(vec![settlement_blob(1)])
+        );
+        // Outside data alone is worth a block.
+        assert_eq!(
+            decide(None, vec![], vec![outside_blob(1)], false),
+            Decision::Propose(vec![outside_blob(1)])
         );
     }
 
@@ -145,13 +170,21 @@ mod tests {
         let Decision::Propose(body) = decide(
             Some(execution.clone()),
             vec![settlement_blob(2), settlement_blob(1)],
+            vec![outside_blob(3), outside_blob(4)],
             false,
         ) else {
             panic!("expected a block");
         };
+        // `aaa-roll` sorts before `lam-exec` and `lam-sett`; each layer's order is kept.
         assert_eq!(
             body,
-            vec![execution, settlement_blob(2), settlement_blob(1)]
+            vec![
+                outside_blob(3),
+                outside_blob(4),
+                execution,
+                settlement_blob(2),
+                settlement_blob(1)
+            ]
         );
         let block = Block {
             header: header("c", &tip(), 0, Address([0; 32]), &commitment()),
@@ -168,19 +201,26 @@ mod tests {
         let max = 10_000;
         assert!(tx_bytes <= transaction_budget(max));
         let execution = execution_blob(&txs).unwrap();
-        let left = settlement_budget(max, Some(&execution));
+        let left = budget_after(max, Some(&execution));
         let settlement = Blob {
             namespace: Namespace::SETTLEMENT,
+            data: vec![0; left / 2],
+        };
+        let left = budget_after(max, [&execution, &settlement]);
+        let outside = Blob {
+            namespace: Namespace(*b"aaa-roll"),
             data: vec![0; left - BLOB_PREFIX],
         };
-        let Decision::Propose(body) = decide(Some(execution), vec![settlement], false) else {
+        let Decision::Propose(body) =
+            decide(Some(execution), vec![settlement], vec![outside], false)
+        else {
             panic!("expected a block");
         };
         assert_eq!(Block::encode_body(&body).len(), max);
         // A full transaction budget alone fills the block exactly too.
         let exact = BODY_PREFIX + BLOB_PREFIX + TX_VEC_PREFIX + transaction_budget(max);
         assert_eq!(exact, max);
-        assert_eq!(settlement_budget(max, None), max - BODY_PREFIX);
+        assert_eq!(budget_after(max, None), max - BODY_PREFIX);
         assert_eq!(transaction_budget(3), 0);
     }
 

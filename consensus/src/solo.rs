@@ -172,7 +172,7 @@ impl Solo {
         };
         let execution = proposal::execution_blob(&transactions);
         let settlement_budget =
-            proposal::settlement_budget(self.config.max_block_bytes, execution.as_ref());
+            proposal::budget_after(self.config.max_block_bytes, execution.as_ref());
         let settlement = match deps
             .settlement
             .pending_blobs(height, settlement_budget)
@@ -185,7 +185,21 @@ impl Solo {
                 return;
             }
         };
-        let body = match proposal::decide(execution, settlement, self.config.create_empty_blocks) {
+        let outside = crate::outside_blobs(
+            deps,
+            height,
+            proposal::budget_after(
+                self.config.max_block_bytes,
+                execution.iter().chain(&settlement),
+            ),
+        )
+        .await;
+        let body = match proposal::decide(
+            execution,
+            settlement,
+            outside,
+            self.config.create_empty_blocks,
+        ) {
             Decision::Skip => return,
             Decision::Propose(body) => Arc::new(body),
         };

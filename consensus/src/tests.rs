@@ -95,8 +95,14 @@ pub(crate) fn fake_deps(fakes: &Arc<Fakes>) -> ConsensusDeps {
     let (mailbox, mut requests) = Mailbox::new("data-availability", 16);
     tokio::spawn(async move {
         while let Some(request) = requests.recv().await {
-            if let DaRequest::Commit { body, reply } = request {
-                let _ = reply.send(Ok(fake_commitment(&body)));
+            match request {
+                DaRequest::Commit { body, reply } => {
+                    let _ = reply.send(Ok(fake_commitment(&body)));
+                }
+                DaRequest::PendingBlobs { reply, .. } => {
+                    let _ = reply.send(Vec::new());
+                }
+                _ => {}
             }
         }
     });

@@ -2,15 +2,17 @@
 //! [`Replicated`](crate::replicated::Replicated) state and awaits the flush that makes a
 //! store durable before it answers.
 
-use lamina_primitives::interfaces::da::{DaError, DaEvent, DaRequest};
+use lamina_primitives::interfaces::da::{DaError, DaEvent, DaRequest, DaStatus};
 use lamina_primitives::interfaces::Events;
 use tokio::sync::mpsc;
 
+use crate::pool::BlobPool;
 use crate::replicated::{Replicated, Stored};
 
 /// Serves requests until every handle is dropped.
 pub(crate) async fn run(
     mut scheme: Replicated,
+    mut pool: BlobPool,
     db: sled::Db,
     mut requests: mpsc::Receiver<DaRequest>,
     events: Events<DaEvent>,
@@ -23,6 +25,9 @@ pub(crate) async fn run(
             }
             DaRequest::Store { block, reply } => {
                 let (height, data_root) = (block.height(), block.header.data_root);
+                // Whatever happens to the store, this block is committed: its blobs are in
+                // the chain and must not be proposed again.
+                pool.remove_included(&block.body);
                 let result = match scheme.store(height, data_root, &block.body) {
                     // Flushing even when the data was already there: an earlier store may
                     // have written it and then failed to flush.
@@ -57,8 +62,27 @@ pub(crate) async fn run(
             } => {
                 let _ = reply.send(scheme.share(height, index));
             }
+            DaRequest::SubmitBlob { blob, reply } => {
+                let _ = reply.send(pool.submit(blob));
+            }
+            DaRequest::PendingBlobs {
+                height,
+                max_bytes,
+                reply,
+            } => {
+                let blobs = pool.pending(max_bytes);
+                if !blobs.is_empty() {
+                    tracing::debug!(height, blobs = blobs.len(), "outside blobs for a proposal");
+                }
+                let _ = reply.send(blobs);
+            }
             DaRequest::GetStatus { reply } => {
-                let _ = reply.send(scheme.status());
+                let (pending_blobs, pending_blob_bytes) = pool.size();
+                let _ = reply.send(DaStatus {
+                    pending_blobs,
+                    pending_blob_bytes,
+                    ..scheme.status()
+                });
             }
         }
     }

@@ -7,6 +7,7 @@
 //! [`DaHandle`] that [`spawn`] returns.
 
 mod actor;
+mod pool;
 mod replicated;
 pub mod shares;
 
@@ -24,6 +25,10 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
 pub const MIN_MAX_BODY_BYTES: u64 = SHARE_SIZE as u64;
 /// Largest accepted `max_body_bytes`: 1 GiB, far above anything a block should carry.
 pub const MAX_MAX_BODY_BYTES: u64 = 1024 * 1024 * 1024;
+/// Default cap on one outside blob: 2 MiB.
+pub const DEFAULT_MAX_BLOB_BYTES: u64 = 2 * 1024 * 1024;
+/// Default cap on the blobs waiting for a block: 32 MiB.
+pub const DEFAULT_MAX_POOL_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Which DA scheme to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -42,6 +47,12 @@ pub struct DaConfig {
     pub kind: DaKind,
     /// Largest encoded body accepted by `commit` and `store`, in bytes.
     pub max_body_bytes: u64,
+    /// Largest outside blob `POST /v1/da/blobs` accepts, in data bytes (at most
+    /// `max_body_bytes`).
+    pub max_blob_bytes: u64,
+    /// Most data bytes of outside blobs waiting for a block; beyond it submissions are
+    /// refused until blocks carry some away.
+    pub max_pool_bytes: u64,
 }
 
 impl Default for DaConfig {
@@ -49,18 +60,32 @@ impl Default for DaConfig {
         DaConfig {
             kind: DaKind::Replicated,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
+            max_pool_bytes: DEFAULT_MAX_POOL_BYTES,
         }
     }
 }
 
 impl DaConfig {
-    /// Checks the values serde cannot: the body limit's range.
+    /// Checks the values serde cannot: the limits' ranges.
     pub fn validate(&self) -> Result<(), String> {
         if !(MIN_MAX_BODY_BYTES..=MAX_MAX_BODY_BYTES).contains(&self.max_body_bytes) {
             return Err(format!(
                 "max_body_bytes must be between {MIN_MAX_BODY_BYTES} and {MAX_MAX_BODY_BYTES} \
                  bytes, got {}",
                 self.max_body_bytes
+            ));
+        }
+        if self.max_blob_bytes == 0 || self.max_blob_bytes > self.max_body_bytes {
+            return Err(format!(
+                "max_blob_bytes must be between 1 and max_body_bytes ({}), got {}",
+                self.max_body_bytes, self.max_blob_bytes
+            ));
+        }
+        if self.max_pool_bytes < self.max_blob_bytes {
+            return Err(format!(
+                "max_pool_bytes must be at least max_blob_bytes ({}), got {}",
+                self.max_blob_bytes, self.max_pool_bytes
             ));
         }
         Ok(())
@@ -92,9 +117,16 @@ pub fn spawn(config: DaConfig, db: &sled::Db) -> Result<DaHandle, SetupError> {
     let scheme = match config.kind {
         DaKind::Replicated => replicated::Replicated::open(db, config.max_body_bytes)?,
     };
+    let pool = pool::BlobPool::new(config.max_blob_bytes, config.max_pool_bytes);
     let (mailbox, requests) = Mailbox::new("data-availability", DEFAULT_MAILBOX_CAPACITY);
     let events = Events::new(DEFAULT_EVENT_CAPACITY);
-    runtime.spawn(actor::run(scheme, db.clone(), requests, events.clone()));
+    runtime.spawn(actor::run(
+        scheme,
+        pool,
+        db.clone(),
+        requests,
+        events.clone(),
+    ));
     Ok(DaHandle::new(mailbox, events))
 }
 
@@ -128,6 +160,18 @@ mod tests {
         };
         let error = zero.validate().unwrap_err();
         assert!(error.contains("max_body_bytes"), "{error}");
+        let huge_blob = DaConfig {
+            max_blob_bytes: DEFAULT_MAX_BODY_BYTES + 1,
+            ..DaConfig::default()
+        };
+        let error = huge_blob.validate().unwrap_err();
+        assert!(error.contains("max_blob_bytes must be between 1"), "{error}");
+        let tiny_pool = DaConfig {
+            max_pool_bytes: DEFAULT_MAX_BLOB_BYTES - 1,
+            ..DaConfig::default()
+        };
+        let error = tiny_pool.validate().unwrap_err();
+        assert!(error.contains("max_pool_bytes"), "{error}");
         assert_eq!(toml::from_str::<DaConfig>("").unwrap(), DaConfig::default());
     }
 

@@ -216,6 +216,8 @@ impl Replicated {
             scheme: "replicated".to_string(),
             share_size: SHARE_SIZE,
             stored_height: self.stored_height,
+            pending_blobs: 0,
+            pending_blob_bytes: 0,
         }
     }
 }

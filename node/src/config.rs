@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use lamina_consensus::ConsensusConfig;
 use lamina_da::DaConfig;
 use lamina_execution::ExecutionConfig;
+use lamina_primitives::{codec, Blob};
 use lamina_settlement::SettlementConfig;
 use serde::{Deserialize, Serialize};
 
@@ -310,6 +311,20 @@ impl NodeConfig {
                 ),
             ));
         }
+        // An outside blob must fit in a block, or it would wait in the pool forever.
+        let blob_limit = self.data_availability.max_blob_bytes;
+        let fits = (self.consensus.max_block_bytes as u64)
+            .saturating_sub((codec::VEC_PREFIX_BYTES + Blob::ENCODED_PREFIX_BYTES) as u64);
+        if blob_limit > fits {
+            return Err(invalid(
+                "data_availability",
+                format!(
+                    "max_blob_bytes = {blob_limit} does not fit in a block of [consensus] \
+                     max_block_bytes = {}; use at most {fits}",
+                    self.consensus.max_block_bytes
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -388,6 +403,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_transaction_bytes"), "{err}");
+        // A 1 MiB block holds a blob of 1 MiB minus 16 bytes of framing, not more.
+        let small_blocks = "[consensus]\nmax_block_bytes = 1048576\n[data_availability]\n";
+        let err = parse(&format!("{small_blocks}max_blob_bytes = 1048561\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("use at most 1048560"), "{err}");
+        parse(&format!("{small_blocks}max_blob_bytes = 1048560\n")).unwrap();
     }
 
     #[test]

@@ -323,11 +323,24 @@ impl Namespace {
     pub const EXECUTION: Namespace = Namespace(*b"lam-exec");
     /// Messages for the settlement layer.
     pub const SETTLEMENT: Namespace = Namespace(*b"lam-sett");
+
+    /// Whether the namespace belongs to a layer of the chain itself (outside data may not
+    /// use it).
+    pub fn is_reserved(&self) -> bool {
+        *self == Namespace::EXECUTION || *self == Namespace::SETTLEMENT
+    }
 }
 
 impl std::fmt::Debug for Namespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Namespace({})", hex::encode(self.0))
+    }
+}
+
+/// Hex, as in JSON.
+impl std::fmt::Display for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
     }
 }
 
@@ -366,6 +379,21 @@ pub struct Blob {
 impl Blob {
     /// Encoded size of a blob besides its data: the namespace and the data's length prefix.
     pub const ENCODED_PREFIX_BYTES: usize = 8 + codec::VEC_PREFIX_BYTES;
+
+    /// Domain tag of [`Blob::commitment`].
+    pub const COMMITMENT_DOMAIN: &'static [u8] = b"lamina/blob/v1";
+
+    /// The blob's commitment: `SHA-256("lamina/blob/v1" ‖ namespace ‖ data)`. It names the
+    /// blob wherever it lands (the submitter learns it before the blob is in a block); the
+    /// blob's place in a block is proven against the header's `data_root` separately.
+    pub fn commitment(&self) -> Hash {
+        Hash::digest_parts(&[Self::COMMITMENT_DOMAIN, &self.namespace.0, &self.data])
+    }
+
+    /// Its encoded size in a block body.
+    pub fn encoded_len(&self) -> usize {
+        Self::ENCODED_PREFIX_BYTES + self.data.len()
+    }
 }
 
 /// A block header. The block hash is `SHA-256(borsh(header))`.

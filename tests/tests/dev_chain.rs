@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lamina_primitives::state_proof::{StateKey, StateProof};
-use lamina_primitives::{codec, Account, Address, Hash, Keypair, Transaction};
+use lamina_primitives::{codec, Account, Address, Blob, Hash, Keypair, Namespace, Transaction};
 use lamina_tests::{post_json, wait_for, DevNode};
 use serde_json::{json, Value};
 
@@ -153,6 +153,29 @@ fn transfers_over_http_update_balances_nonces_and_proofs() {
         &root,
         &hex::decode(share["share"].as_str().unwrap()).unwrap()
     ));
+
+    // Outside data: a blob is accepted into the pool and a later block carries it away; the
+    // chain's own namespaces are refused.
+    let data = vec![0xab; 3000];
+    let (code, accepted) = post_json(
+        &format!("{}/v1/da/blobs", node.url),
+        &json!({"namespace": hex::encode(b"rollup-1"), "data": hex::encode(&data)}),
+    );
+    assert_eq!(code, 202, "{accepted}");
+    let blob = Blob {
+        namespace: Namespace(*b"rollup-1"),
+        data,
+    };
+    assert_eq!(accepted["commitment"], blob.commitment().to_string());
+    wait_for("a block to carry the blob", WAIT, || {
+        (node.status()["data_availability"]["pending_blobs"] == 0).then_some(())
+    });
+    let (code, refused) = post_json(
+        &format!("{}/v1/da/blobs", node.url),
+        &json!({"namespace": hex::encode(b"lam-exec"), "data": "00"}),
+    );
+    assert_eq!(code, 422, "{refused}");
+    assert_eq!(refused["error_code"], "reserved_namespace");
 
     let (code, metrics) = (
         200,

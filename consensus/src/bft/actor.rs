@@ -989,7 +989,7 @@ async fn build_block(
         },
     };
     let execution = proposal::execution_blob(&transactions);
-    let budget = proposal::settlement_budget(max_bytes, execution.as_ref());
+    let budget = proposal::budget_after(max_bytes, execution.as_ref());
     let settlement = match deps.settlement.pending_blobs(height, budget).await {
         Ok(blobs) => blobs,
         Err(error) => {
@@ -1000,7 +1000,13 @@ async fn build_block(
         }
     };
     // Every height gets a block, empty or not.
-    let body = match proposal::decide(execution, settlement, true) {
+    let outside = crate::outside_blobs(
+        deps,
+        height,
+        proposal::budget_after(max_bytes, execution.iter().chain(&settlement)),
+    )
+    .await;
+    let body = match proposal::decide(execution, settlement, outside, true) {
         Decision::Propose(body) => Arc::new(body),
         Decision::Skip => Arc::new(Vec::new()),
     };

@@ -115,7 +115,24 @@ impl From<DaError> for ApiError {
             DaError::ShareOutOfRange { .. } => {
                 ApiError::not_found("share_not_found", err.to_string())
             }
-            _ => ApiError::storage(err),
+            DaError::ReservedNamespace(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "reserved_namespace",
+                err.to_string(),
+            ),
+            DaError::BlobTooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "blob_too_large",
+                err.to_string(),
+            ),
+            DaError::PoolFull { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "blob_pool_full",
+                err.to_string(),
+            ),
+            DaError::RootMismatch(_) | DaError::BodyTooLarge { .. } | DaError::Storage(_) => {
+                ApiError::storage(err)
+            }
         }
     }
 }

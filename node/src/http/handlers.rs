@@ -7,8 +7,8 @@ use lamina_primitives::codec;
 use lamina_primitives::merkle::MerkleProof;
 use lamina_primitives::state_proof::StateProof;
 use lamina_primitives::{
-    Account, Address, BlockHeader, Certificate, CommittedBlock, Equivocation, Hash, Namespace,
-    Receipt, Transaction,
+    Account, Address, Blob, BlockHeader, Certificate, CommittedBlock, Equivocation, Hash,
+    Namespace, Receipt, Transaction,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -68,6 +68,8 @@ pub struct StatusResponse {
     pub layers: LayersInfo,
     /// The consensus engine's progress.
     pub consensus: ConsensusInfo,
+    /// The data-availability layer's progress.
+    pub data_availability: DaInfo,
     /// The peer-to-peer network; `null` on a node without one.
     pub network: Option<NetworkInfo>,
 }
@@ -81,6 +83,19 @@ pub struct ConsensusInfo {
     pub round: u32,
     /// Number of validators.
     pub validators: usize,
+}
+
+/// The data-availability layer's progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DaInfo {
+    /// Scheme name (`replicated`, `reed-solomon`).
+    pub scheme: String,
+    /// Highest height whose data this node stores.
+    pub stored_height: u64,
+    /// Outside blobs waiting for a block (`POST /v1/da/blobs`).
+    pub pending_blobs: usize,
+    /// Their total size in bytes.
+    pub pending_blob_bytes: u64,
 }
 
 /// This node on the peer-to-peer network.
@@ -108,6 +123,7 @@ pub async fn status(State(ctx): State<NodeContext>) -> Result<Json<StatusRespons
     let consensus = ctx.consensus.status().await?;
     let execution = ctx.execution.status().await?;
     let settlement = ctx.settlement.status().await?;
+    let da = ctx.da.status().await?;
     let network = match &ctx.network {
         Some(network) => Some(NetworkInfo {
             peer_id: network.local_peer_id().to_string(),
@@ -138,6 +154,12 @@ pub async fn status(State(ctx): State<NodeContext>) -> Result<Json<StatusRespons
             engine: consensus.engine,
             round: consensus.round,
             validators: consensus.validators,
+        },
+        data_availability: DaInfo {
+            scheme: da.scheme,
+            stored_height: da.stored_height,
+            pending_blobs: da.pending_blobs,
+            pending_blob_bytes: da.pending_blob_bytes,
         },
         network,
     }))
@@ -497,6 +519,57 @@ pub async fn account_proof(
             .map(|account| hex::encode(codec::encode(&account))),
         proof: proof.proof,
     }))
+}
+
+/// A blob to make available.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBlobRequest {
+    /// Its namespace, 16 hex characters; `6c616d2d65786563` (`lam-exec`) and
+    /// `6c616d2d73657474` (`lam-sett`) are the chain's own and refused.
+    pub namespace: Namespace,
+    /// The data, hex.
+    pub data: String,
+}
+
+/// A blob accepted into the pool.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubmitBlobResponse {
+    /// `SHA-256("lamina/blob/v1" ‖ namespace ‖ data)`: find the blob by it in
+    /// `/v1/da/blobs/{height}/{namespace}` once a block carries it.
+    pub commitment: Hash,
+    /// The namespace.
+    pub namespace: Namespace,
+    /// Data size in bytes.
+    pub size: u64,
+}
+
+/// Submit a blob of outside data (e.g. a rollup's batch) for the next blocks this node
+/// proposes.
+#[utoipa::path(post, path = "/v1/da/blobs", tag = "data availability",
+    request_body = SubmitBlobRequest,
+    responses((status = 202, body = SubmitBlobResponse),
+              (status = 400, description = "Malformed JSON or data not hex", body = ErrorBody),
+              (status = 413, description = "Blob larger than `max_blob_bytes`", body = ErrorBody),
+              (status = 422, description = "Reserved namespace", body = ErrorBody),
+              (status = 503, description = "Blob pool full", body = ErrorBody)))]
+pub async fn submit_blob(
+    State(ctx): State<NodeContext>,
+    Json(request): Json<SubmitBlobRequest>,
+) -> Result<(StatusCode, Json<SubmitBlobResponse>), ApiError> {
+    let data = hex::decode(request.data.trim().trim_start_matches("0x"))
+        .map_err(|e| ApiError::bad_request("invalid_blob", format!("data is not hex: {e}")))?;
+    let size = data.len() as u64;
+    let namespace = request.namespace;
+    let commitment = ctx.da.submit_blob(Blob { namespace, data }).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(SubmitBlobResponse {
+            commitment,
+            namespace,
+            size,
+        }),
+    ))
 }
 
 /// A DA share with its inclusion proof.

@@ -30,6 +30,11 @@ struct ApiDoc;
 
 /// Every documented route, without state.
 pub fn api_router() -> OpenApiRouter<NodeContext> {
+    small_body_routes().merge(blob_routes())
+}
+
+/// The routes whose requests fit in `[http] max_body_bytes`.
+fn small_body_routes() -> OpenApiRouter<NodeContext> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(handlers::status))
         .routes(routes!(handlers::latest_block))
@@ -46,6 +51,20 @@ pub fn api_router() -> OpenApiRouter<NodeContext> {
         .routes(routes!(handlers::openapi_json))
 }
 
+/// `POST /v1/da/blobs`, whose body is bounded by `[data_availability] max_blob_bytes`
+/// instead (hex doubles the data, plus room for the JSON around it).
+fn blob_routes() -> OpenApiRouter<NodeContext> {
+    OpenApiRouter::new().routes(routes!(handlers::submit_blob))
+}
+
+/// Body limit of `POST /v1/da/blobs` for blobs of at most `max_blob_bytes`.
+fn blob_body_limit(max_blob_bytes: u64) -> usize {
+    usize::try_from(max_blob_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2)
+        .saturating_add(4096)
+}
+
 /// The OpenAPI description of [`api_router`].
 pub fn openapi() -> &'static utoipa::openapi::OpenApi {
     static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
@@ -56,12 +75,15 @@ pub fn openapi() -> &'static utoipa::openapi::OpenApi {
 pub fn router(context: NodeContext) -> Router {
     let max_body = context.config.http.max_body_bytes;
     let timeout = Duration::from_millis(context.config.http.request_timeout_ms);
-    let (router, _) = api_router().split_for_parts();
-    router
+    let blob_body = blob_body_limit(context.config.data_availability.max_blob_bytes);
+    let (small, _) = small_body_routes().split_for_parts();
+    let (blobs, _) = blob_routes().split_for_parts();
+    small
+        .layer(DefaultBodyLimit::max(max_body))
+        .merge(blobs.layer(DefaultBodyLimit::max(blob_body)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(timeout, time_limit))
-        .layer(DefaultBodyLimit::max(max_body))
         .with_state(context)
 }
 

@@ -62,6 +62,10 @@ pub struct DaStatus {
     pub share_size: usize,
     /// Highest height whose data is stored.
     pub stored_height: u64,
+    /// Outside blobs waiting for a block.
+    pub pending_blobs: usize,
+    /// Their total size in bytes.
+    pub pending_blob_bytes: u64,
 }
 
 /// Why a DA request failed.
@@ -94,6 +98,23 @@ pub enum DaError {
     /// The DA database failed.
     #[error("DA storage failed: {0}")]
     Storage(String),
+    /// A submitted blob uses a namespace of the chain's own layers.
+    #[error("namespace {0} is reserved for the chain's own layers; choose another")]
+    ReservedNamespace(crate::Namespace),
+    /// A submitted blob is larger than a block may carry.
+    #[error("blob is {size} bytes; the limit is {limit}")]
+    BlobTooLarge {
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The pool of blobs waiting for a block is full.
+    #[error("the blob pool is full ({pending_bytes} bytes waiting); retry later")]
+    PoolFull {
+        /// Bytes of blobs waiting.
+        pending_bytes: u64,
+    },
 }
 
 /// What the DA layer publishes.
@@ -149,6 +170,28 @@ pub enum DaRequest {
         index: u64,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<ShareWithProof, DaError>>,
+    },
+    /// Add an outside blob (any namespace but the reserved ones) to the pool this node's
+    /// proposals draw from. Idempotent: a blob already waiting is not added twice.
+    /// Reply: the blob's commitment ([`Blob::commitment`]), or `ReservedNamespace`,
+    /// `BlobTooLarge`, `PoolFull`.
+    SubmitBlob {
+        /// The blob.
+        blob: Blob,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Hash, DaError>>,
+    },
+    /// Blobs for the body of block `height`, oldest first, whose encoded size
+    /// ([`Blob::encoded_len`]) adds up to at most `max_bytes`. They stay in the pool until a
+    /// stored block carries them, so a proposal that fails loses nothing.
+    /// Reply: the blobs (possibly none).
+    PendingBlobs {
+        /// The height being proposed (for logs).
+        height: u64,
+        /// The byte budget.
+        max_bytes: usize,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Vec<Blob>>,
     },
     /// Reply: the layer's status.
     GetStatus {
@@ -217,6 +260,30 @@ impl DaHandle {
                 })
                 .await,
         )
+    }
+
+    /// See [`DaRequest::SubmitBlob`].
+    pub async fn submit_blob(&self, blob: Blob) -> Result<Hash, RequestError<DaError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| DaRequest::SubmitBlob { blob, reply })
+                .await,
+        )
+    }
+
+    /// See [`DaRequest::PendingBlobs`].
+    pub async fn pending_blobs(
+        &self,
+        height: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Blob>, ChannelError> {
+        self.mailbox
+            .ask(|reply| DaRequest::PendingBlobs {
+                height,
+                max_bytes,
+                reply,
+            })
+            .await
     }
 
     /// See [`DaRequest::GetStatus`].
