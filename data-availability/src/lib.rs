@@ -7,9 +7,11 @@
 //! [`DaHandle`] that [`spawn`] returns.
 
 mod actor;
+pub mod bench;
 mod pool;
 mod replicated;
 pub mod shares;
+pub mod square;
 
 use lamina_primitives::interfaces::da::DaHandle;
 use lamina_primitives::interfaces::{
@@ -165,7 +167,10 @@ mod tests {
             ..DaConfig::default()
         };
         let error = huge_blob.validate().unwrap_err();
-        assert!(error.contains("max_blob_bytes must be between 1"), "{error}");
+        assert!(
+            error.contains("max_blob_bytes must be between 1"),
+            "{error}"
+        );
         let tiny_pool = DaConfig {
             max_pool_bytes: DEFAULT_MAX_BLOB_BYTES - 1,
             ..DaConfig::default()
