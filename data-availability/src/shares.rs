@@ -9,7 +9,7 @@ use lamina_primitives::merkle::{self, MerkleProof};
 use lamina_primitives::{Blob, Block, Hash};
 
 /// Size of one share in bytes; the last share of a body is zero-padded to this size.
-pub const SHARE_SIZE: usize = 512;
+pub use lamina_primitives::da::SHARE_SIZE;
 
 /// Number of shares an encoded body of `encoded_len` bytes is split into (at least one, so
 /// even an empty encoding has a root that commits to its length through `body_size`).

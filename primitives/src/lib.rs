@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod crypto;
+pub mod da;
 pub mod genesis;
 pub mod hash;
 pub mod interfaces;

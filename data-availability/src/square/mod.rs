@@ -32,23 +32,14 @@ mod roots;
 mod serde_hex;
 mod tree;
 
-use borsh::{BorshDeserialize, BorshSerialize};
-use serde::{Deserialize, Serialize};
-
 pub use crate::SHARE_SIZE;
 pub use buffers::release_spare_buffers;
 pub use codec::{Codec, CodecError, CodecKind};
 pub use extended::ExtendedSquare;
+pub use lamina_primitives::da::{is_valid_width, Axis, MAX_ORIGINAL_BYTES, MAX_SQUARE_WIDTH};
 pub use proof::{BadEncodingError, BadEncodingProof, ProvenShare, ShareProof};
 pub use repair::{PartialSquare, RepairError};
 pub use roots::AxisRoots;
-
-/// Largest `k` (original shares per row): `512 × 512` shares of 512 bytes, 128 MiB of
-/// original data, extended to a `1024 × 1024` square.
-pub const MAX_SQUARE_WIDTH: usize = 512;
-
-/// Largest original data of one square, in bytes.
-pub const MAX_ORIGINAL_BYTES: usize = MAX_SQUARE_WIDTH * MAX_SQUARE_WIDTH * SHARE_SIZE;
 
 /// The smallest power of two `k` with `k * k >= share_count` (at least 1): the width of
 /// the square that holds `share_count` original shares. Not capped at
@@ -59,54 +50,6 @@ pub fn square_width_for(share_count: usize) -> usize {
         k = k.saturating_mul(2);
     }
     k
-}
-
-/// Whether `k` is a supported original width: a power of two in `1..=MAX_SQUARE_WIDTH`.
-pub fn is_valid_width(k: usize) -> bool {
-    k.is_power_of_two() && k <= MAX_SQUARE_WIDTH
-}
-
-/// A line of the square: a row or a column.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    BorshSerialize,
-    BorshDeserialize,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-#[borsh(use_discriminant = false)]
-pub enum Axis {
-    /// A row: shares `(r, 0..2k)`.
-    Row,
-    /// A column: shares `(0..2k, c)`.
-    Col,
-}
-
-impl Axis {
-    /// The other axis.
-    pub fn other(self) -> Axis {
-        match self {
-            Axis::Row => Axis::Col,
-            Axis::Col => Axis::Row,
-        }
-    }
-
-    /// The `(row, col)` of the share at `position` in line `index` of this axis.
-    pub fn coordinates(self, index: usize, position: usize) -> (usize, usize) {
-        match self {
-            Axis::Row => (index, position),
-            Axis::Col => (position, index),
-        }
-    }
 }
 
 /// Why a square could not be built or a share placed.

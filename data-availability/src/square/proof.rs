@@ -14,81 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{Codec, CodecError, CodecKind};
 use super::tree::Tree;
-use super::{is_valid_width, serde_hex, Axis};
+use super::{serde_hex, Axis};
 use crate::SHARE_SIZE;
-
-/// `k` for a square of `width` (= `2k`) shares per line, when that is a supported size.
-pub(crate) fn original_width_of(width: u64) -> Option<usize> {
-    let width = usize::try_from(width).ok()?;
-    (width % 2 == 0 && is_valid_width(width / 2)).then_some(width / 2)
-}
-
-/// The proof that a share is share `(row, col)` of the square under a `data_root`: the
-/// share within its row (`axis = Row`, leaf `col` of `2k`) or its column (`axis = Col`,
-/// leaf `row` of `2k`), then that line's root among the `4k` axis roots (leaf `row` for a
-/// row, `2k + col` for a column).
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    BorshSerialize,
-    BorshDeserialize,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-pub struct ShareProof {
-    /// The line the share is proven through.
-    pub axis: Axis,
-    /// The share within its line: leaf `col` (rows) or `row` (columns), total `2k`.
-    pub line_proof: MerkleProof,
-    /// The line's root within `data_root`: leaf `row` (rows) or `2k + col` (columns),
-    /// total `4k`.
-    pub root_proof: MerkleProof,
-}
-
-impl ShareProof {
-    /// The width (`2k`) of the square the proof claims; check it with [`Self::verify`].
-    pub fn square_width(&self) -> u64 {
-        self.line_proof.total
-    }
-
-    /// The root of the share's line if the proof's shape fits `(row, col)` and the share
-    /// is one share long: the line root it leads to, not yet checked against `data_root`.
-    fn line_root(&self, row: u64, col: u64, share: &[u8]) -> Option<Hash> {
-        if share.len() != SHARE_SIZE {
-            return None;
-        }
-        let width = self.line_proof.total;
-        original_width_of(width)?;
-        if self.root_proof.total != 2 * width || row >= width || col >= width {
-            return None;
-        }
-        let (position, root_index) = match self.axis {
-            Axis::Row => (col, row),
-            Axis::Col => (row, width + col),
-        };
-        if self.line_proof.index != position || self.root_proof.index != root_index {
-            return None;
-        }
-        self.line_proof
-            .root_from_leaf_hash(merkle::leaf_hash(share))
-    }
-
-    /// True when `share` is share `(row, col)` of the square whose commitment is
-    /// `data_root`: the share is [`SHARE_SIZE`] bytes, the proof's indices and tree sizes
-    /// fit the coordinates (`2k` leaves per line, `4k` axis roots), and the hashes lead to
-    /// `data_root`.
-    pub fn verify(&self, data_root: &Hash, row: u64, col: u64, share: &[u8]) -> bool {
-        self.line_root(row, col, share).is_some_and(|root| {
-            self.root_proof
-                .root_from_leaf_hash(merkle::leaf_hash(&root.0))
-                .as_ref()
-                == Some(data_root)
-        })
-    }
-}
+pub use lamina_primitives::da::{original_width_of, ShareProof};
 
 /// A share of a line, at `position` within it, with its proof against `data_root`.
 #[derive(
