@@ -1,17 +1,86 @@
-//! The DA actor: a thin async loop that answers requests from the synchronous
-//! [`Replicated`](crate::replicated::Replicated) state and awaits the flush that makes a
-//! store durable before it answers.
+//! The DA actor: a thin async loop that answers requests from the synchronous scheme state
+//! ([`Replicated`] or [`ReedSolomon`]) and the blob pool, awaits the flush that makes a
+//! store durable before it answers, and runs the extension of a square (tens of
+//! milliseconds for a full block) on the blocking pool rather than on an async worker.
+
+use std::sync::Arc;
 
 use lamina_primitives::interfaces::da::{DaError, DaEvent, DaRequest, DaStatus};
 use lamina_primitives::interfaces::Events;
+use lamina_primitives::{Block, Hash};
 use tokio::sync::mpsc;
 
 use crate::pool::BlobPool;
+use crate::reed_solomon::{self, ReedSolomon, SquareBuilder};
 use crate::replicated::{Replicated, Stored};
+use crate::square::ExtendedSquare;
+
+/// The state of the configured scheme.
+#[derive(Debug)]
+pub(crate) enum Scheme {
+    /// See [`Replicated`].
+    Replicated(Replicated),
+    /// See [`ReedSolomon`].
+    ReedSolomon(ReedSolomon),
+}
+
+/// Runs `work` on the blocking pool; a panic there becomes a storage error of this request
+/// rather than the end of the actor.
+async fn off_the_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, DaError> + Send + 'static,
+) -> Result<T, DaError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|error| Err(DaError::Storage(format!("square task failed: {error}"))))
+}
+
+/// `height`'s square: from memory, or rebuilt from its stored original data.
+async fn square_at(scheme: &mut ReedSolomon, height: u64) -> Result<Arc<ExtendedSquare>, DaError> {
+    if let Some(square) = scheme.cached(height) {
+        return Ok(square);
+    }
+    let (root, original) = scheme.original_at(height)?;
+    let builder: SquareBuilder = scheme.builder();
+    let square = off_the_runtime(move || builder.rebuild(&original)).await?;
+    if square.data_root() != root {
+        return Err(DaError::Storage(format!(
+            "the stored data of height {height} does not match its root {root}"
+        )));
+    }
+    let square = Arc::new(square);
+    scheme.remember(height, Arc::clone(&square));
+    Ok(square)
+}
+
+/// Keeps a committed block's data (see `DaRequest::Store`), not yet flushed.
+async fn store(scheme: &mut Scheme, block: Arc<Block>) -> Result<Stored, DaError> {
+    let (height, data_root) = (block.height(), block.header.data_root);
+    match scheme {
+        Scheme::Replicated(scheme) => scheme.store(height, data_root, &block.body),
+        Scheme::ReedSolomon(scheme) => {
+            if scheme.root_at(height)? == Some(data_root) {
+                return Ok(Stored::AlreadyStored);
+            }
+            let builder = scheme.builder();
+            let (_, square) = off_the_runtime(move || builder.build(&block.body, false)).await?;
+            if square.data_root() != data_root {
+                return Err(DaError::RootMismatch(data_root));
+            }
+            scheme.store(height, Arc::new(square))
+        }
+    }
+}
+
+fn is_available(scheme: &Scheme, height: u64, data_root: Hash) -> bool {
+    match scheme {
+        Scheme::Replicated(scheme) => scheme.is_available(height, data_root),
+        Scheme::ReedSolomon(scheme) => scheme.is_available(height, data_root),
+    }
+}
 
 /// Serves requests until every handle is dropped.
 pub(crate) async fn run(
-    mut scheme: Replicated,
+    mut scheme: Scheme,
     mut pool: BlobPool,
     db: sled::Db,
     mut requests: mpsc::Receiver<DaRequest>,
@@ -21,14 +90,23 @@ pub(crate) async fn run(
         // A send error only means the caller stopped waiting; the work is done either way.
         match request {
             DaRequest::Commit { body, reply } => {
-                let _ = reply.send(scheme.commit(&body));
+                let result = match &scheme {
+                    Scheme::Replicated(scheme) => scheme.commit(&body),
+                    Scheme::ReedSolomon(scheme) => {
+                        let builder = scheme.builder();
+                        off_the_runtime(move || builder.build(&body, true))
+                            .await
+                            .map(|(commitment, _)| commitment)
+                    }
+                };
+                let _ = reply.send(result);
             }
             DaRequest::Store { block, reply } => {
                 let (height, data_root) = (block.height(), block.header.data_root);
                 // Whatever happens to the store, this block is committed: its blobs are in
                 // the chain and must not be proposed again.
                 pool.remove_included(&block.body);
-                let result = match scheme.store(height, data_root, &block.body) {
+                let result = match store(&mut scheme, block).await {
                     // Flushing even when the data was already there: an earlier store may
                     // have written it and then failed to flush.
                     Ok(stored) => match db.flush_async().await {
@@ -53,14 +131,35 @@ pub(crate) async fn run(
                 data_root,
                 reply,
             } => {
-                let _ = reply.send(scheme.is_available(height, data_root));
+                let _ = reply.send(is_available(&scheme, height, data_root));
             }
             DaRequest::GetShare {
                 height,
-                index,
+                position,
                 reply,
             } => {
-                let _ = reply.send(scheme.share(height, index));
+                let result = match &mut scheme {
+                    Scheme::Replicated(scheme) => scheme.share(height, position),
+                    Scheme::ReedSolomon(scheme) => match square_at(scheme, height).await {
+                        Ok(square) => reed_solomon::share_of(&square, height, position),
+                        Err(error) => Err(error),
+                    },
+                };
+                let _ = reply.send(result);
+            }
+            DaRequest::GetNamespace {
+                height,
+                namespace,
+                reply,
+            } => {
+                let result = match &mut scheme {
+                    Scheme::Replicated(scheme) => scheme.namespace(height, namespace),
+                    Scheme::ReedSolomon(scheme) => match square_at(scheme, height).await {
+                        Ok(square) => reed_solomon::namespace_of(&square, height, namespace),
+                        Err(error) => Err(error),
+                    },
+                };
+                let _ = reply.send(result);
             }
             DaRequest::SubmitBlob { blob, reply } => {
                 let _ = reply.send(pool.submit(blob));
@@ -78,10 +177,14 @@ pub(crate) async fn run(
             }
             DaRequest::GetStatus { reply } => {
                 let (pending_blobs, pending_blob_bytes) = pool.size();
+                let status = match &scheme {
+                    Scheme::Replicated(scheme) => scheme.status(),
+                    Scheme::ReedSolomon(scheme) => scheme.status(),
+                };
                 let _ = reply.send(DaStatus {
                     pending_blobs,
                     pending_blob_bytes,
-                    ..scheme.status()
+                    ..status
                 });
             }
         }

@@ -3,12 +3,19 @@
 //!
 //! Scheme `replicated`: every node stores every body whole; the body's canonical encoding is
 //! split into [`SHARE_SIZE`]-byte shares (the last one zero-padded) and `data_root` is the
-//! RFC 9162 Merkle root over them (see [`shares`]). Reach it through the
-//! [`DaHandle`] that [`spawn`] returns.
+//! RFC 9162 Merkle root over them (see [`shares`]).
+//!
+//! Scheme `reed-solomon`: the body's namespaced blobs are laid out as a `k × k` square of
+//! shares, extended with a Reed-Solomon code to `2k × 2k` along rows and columns, and
+//! `data_root` commits to every row and column root (see [`square`]), so a light client
+//! can sample shares and any `k × k` worth of them rebuilds the body.
+//!
+//! Reach either through the [`DaHandle`] that [`spawn`] returns.
 
 mod actor;
 pub mod bench;
 mod pool;
+mod reed_solomon;
 mod replicated;
 pub mod shares;
 pub mod square;
@@ -20,6 +27,7 @@ use lamina_primitives::interfaces::{
 use serde::{Deserialize, Serialize};
 
 pub use shares::SHARE_SIZE;
+pub use square::CodecKind;
 
 /// Default cap on an encoded block body: 8 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
@@ -39,7 +47,18 @@ pub enum DaKind {
     /// Every node keeps every body whole.
     #[default]
     Replicated,
+    /// The body as a 2D Reed-Solomon-extended square of shares.
+    ReedSolomon,
 }
+
+/// Largest `max_body_bytes` of the `reed-solomon` scheme with `reed-solomon-simd`: a body's
+/// layout (its table of contents costs 4 bytes per blob more than its encoding, at most a
+/// third more) then always fits the largest square, 128 MiB.
+pub const MAX_REED_SOLOMON_BODY_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest `max_body_bytes` with `reed-solomon-erasure`: its fast GF(2^8) code takes squares
+/// up to `k = 128` (8 MiB of original data); wider ones fall back to GF(2^16), which is two
+/// orders of magnitude slower.
+pub const MAX_ERASURE_BODY_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Configuration of the DA layer (the `[data_availability]` part of a node's config).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +74,11 @@ pub struct DaConfig {
     /// Most data bytes of outside blobs waiting for a block; beyond it submissions are
     /// refused until blocks carry some away.
     pub max_pool_bytes: u64,
+    /// `reed-solomon`: the erasure code. Part of the commitment: every node of a chain
+    /// must use the same one.
+    pub codec: CodecKind,
+    /// `reed-solomon`: threads that extend a square (0: one per available core).
+    pub threads: usize,
 }
 
 impl Default for DaConfig {
@@ -64,6 +88,8 @@ impl Default for DaConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
             max_pool_bytes: DEFAULT_MAX_POOL_BYTES,
+            codec: CodecKind::default(),
+            threads: 0,
         }
     }
 }
@@ -84,6 +110,26 @@ impl DaConfig {
                 self.max_body_bytes, self.max_blob_bytes
             ));
         }
+        if self.kind == DaKind::ReedSolomon {
+            let limit = match self.codec {
+                CodecKind::ReedSolomonSimd => MAX_REED_SOLOMON_BODY_BYTES,
+                CodecKind::ReedSolomonErasure => MAX_ERASURE_BODY_BYTES,
+            };
+            if self.max_body_bytes > limit {
+                return Err(format!(
+                    "max_body_bytes = {} is too large for the reed-solomon scheme with codec \
+                     {}; use at most {limit}",
+                    self.max_body_bytes,
+                    self.codec.name()
+                ));
+            }
+        }
+        if self.threads > 1024 {
+            return Err(format!(
+                "threads must be at most 1024 (0: one per core), got {}",
+                self.threads
+            ));
+        }
         if self.max_pool_bytes < self.max_blob_bytes {
             return Err(format!(
                 "max_pool_bytes must be at least max_blob_bytes ({}), got {}",
@@ -91,6 +137,18 @@ impl DaConfig {
             ));
         }
         Ok(())
+    }
+}
+
+impl DaConfig {
+    /// What decides `data_root`, which every node of a chain must agree on: the scheme, and
+    /// for `reed-solomon` its codec (the same body gets other parity, hence another root,
+    /// under another code).
+    pub fn commitment_scheme(&self) -> String {
+        match self.kind {
+            DaKind::Replicated => "replicated".to_string(),
+            DaKind::ReedSolomon => format!("reed-solomon/{}", self.codec.name()),
+        }
     }
 }
 
@@ -117,7 +175,21 @@ pub fn spawn(config: DaConfig, db: &sled::Db) -> Result<DaHandle, SetupError> {
     config.validate().map_err(SetupError::InvalidConfig)?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| SetupError::NoRuntime)?;
     let scheme = match config.kind {
-        DaKind::Replicated => replicated::Replicated::open(db, config.max_body_bytes)?,
+        DaKind::Replicated => {
+            actor::Scheme::Replicated(replicated::Replicated::open(db, config.max_body_bytes)?)
+        }
+        DaKind::ReedSolomon => {
+            let threads = match config.threads {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                threads => threads,
+            };
+            let builder = reed_solomon::SquareBuilder {
+                codec: config.codec,
+                threads,
+                max_body_bytes: config.max_body_bytes,
+            };
+            actor::Scheme::ReedSolomon(reed_solomon::ReedSolomon::open(db, builder)?)
+        }
     };
     let pool = pool::BlobPool::new(config.max_blob_bytes, config.max_pool_bytes);
     let (mailbox, requests) = Mailbox::new("data-availability", DEFAULT_MAILBOX_CAPACITY);
@@ -135,7 +207,7 @@ pub fn spawn(config: DaConfig, db: &sled::Db) -> Result<DaHandle, SetupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lamina_primitives::interfaces::da::{DaError, DaEvent};
+    use lamina_primitives::interfaces::da::{DaError, DaEvent, DataCommitment, SharePosition};
     use lamina_primitives::interfaces::RequestError;
     use lamina_primitives::{Address, Blob, Block, BlockHeader, Hash, Namespace};
     use std::sync::Arc;
@@ -180,18 +252,22 @@ mod tests {
         assert_eq!(toml::from_str::<DaConfig>("").unwrap(), DaConfig::default());
     }
 
-    #[tokio::test]
-    async fn handle_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let da = spawn(DaConfig::default(), &db).unwrap();
+    /// Commits, stores and serves one block through a handle of `config`'s scheme; returns
+    /// the block's commitment.
+    async fn round_trip(config: DaConfig, db: &sled::Db) -> DataCommitment {
+        let da = spawn(config, db).unwrap();
         let mut events = da.subscribe();
-        let body = Arc::new(vec![Blob {
-            namespace: Namespace::SETTLEMENT,
-            data: vec![5; 1500],
-        }]);
+        let body = Arc::new(vec![
+            Blob {
+                namespace: Namespace(*b"aaa-roll"),
+                data: vec![9; 700],
+            },
+            Blob {
+                namespace: Namespace::SETTLEMENT,
+                data: vec![5; 1500],
+            },
+        ]);
         let commitment = da.commit(Arc::clone(&body)).await.unwrap();
-        assert_eq!(commitment.share_count, 3);
         assert!(!da.is_available(1, commitment.data_root).await.unwrap());
         let block = |data_root| {
             Arc::new(Block {
@@ -222,18 +298,86 @@ mod tests {
             }
         );
         assert!(da.is_available(1, commitment.data_root).await.unwrap());
-        let share = da.share(1, 2).await.unwrap();
-        assert!(share.proof.verify(&commitment.data_root, &share.share));
+        let last = commitment.share_count - 1;
+        let share = da.share(1, SharePosition::Index(last)).await.unwrap();
+        assert!(share
+            .proof
+            .verify(&commitment.data_root, share.row, share.col, &share.share));
         assert!(matches!(
-            da.share(1, 3).await,
-            Err(RequestError::Layer(DaError::ShareOutOfRange {
-                count: 3,
-                ..
-            }))
+            da.share(1, SharePosition::Index(last + 1)).await,
+            Err(RequestError::Layer(DaError::ShareOutOfRange { .. }))
+        ));
+        let rollup = da.namespace(1, Namespace(*b"aaa-roll")).await.unwrap();
+        assert_eq!(rollup.blobs, vec![vec![9; 700]]);
+        assert!(matches!(
+            da.namespace(2, Namespace(*b"aaa-roll")).await,
+            Err(RequestError::Layer(DaError::HeightNotFound(2)))
         ));
         let status = da.status().await.unwrap();
-        assert_eq!(status.scheme, "replicated");
         assert_eq!(status.share_size, SHARE_SIZE);
         assert_eq!(status.stored_height, 1);
+        commitment
+    }
+
+    #[tokio::test]
+    async fn replicated_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let commitment = round_trip(DaConfig::default(), &db).await;
+        // 4 + (12 + 700) + (12 + 1500) bytes: 5 shares in one row.
+        assert_eq!((commitment.body_size, commitment.share_count), (2228, 5));
+    }
+
+    #[tokio::test]
+    async fn reed_solomon_round_trip_and_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let config = DaConfig {
+            kind: DaKind::ReedSolomon,
+            ..DaConfig::default()
+        };
+        let commitment = round_trip(config.clone(), &db).await;
+        // 36 bytes of table and 2200 of data: 5 shares, a 4 × 4 square extended to 8 × 8.
+        assert_eq!((commitment.body_size, commitment.share_count), (2228, 64));
+
+        // A restarted layer rebuilds the square from what it stored.
+        let da = spawn(config, &db).unwrap();
+        assert_eq!(da.status().await.unwrap().scheme, "reed-solomon");
+        let share = da
+            .share(1, SharePosition::Cell { row: 7, col: 6 })
+            .await
+            .unwrap();
+        assert!(share
+            .proof
+            .verify(&commitment.data_root, 7, 6, &share.share));
+        let none = da.namespace(1, Namespace(*b"zzz-none")).await.unwrap();
+        assert!(none.blobs.is_empty());
+        let proof = none.proof.unwrap();
+        assert_eq!(
+            proof.verify(&commitment.data_root, Namespace(*b"zzz-none")),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn reed_solomon_bounds_the_body_by_codec() {
+        let config = DaConfig {
+            kind: DaKind::ReedSolomon,
+            codec: CodecKind::ReedSolomonErasure,
+            ..DaConfig::default()
+        };
+        let error = config.validate().unwrap_err();
+        assert!(error.contains("use at most 4194304"), "{error}");
+        let config = DaConfig {
+            max_body_bytes: MAX_ERASURE_BODY_BYTES,
+            max_blob_bytes: 1 << 20,
+            ..config
+        };
+        config.validate().unwrap();
+        assert_eq!(
+            config.commitment_scheme(),
+            "reed-solomon/reed-solomon-erasure"
+        );
+        assert_eq!(DaConfig::default().commitment_scheme(), "replicated");
     }
 }

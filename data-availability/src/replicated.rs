@@ -7,8 +7,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use lamina_primitives::interfaces::da::{DaError, DaStatus, DataCommitment, ShareWithProof};
-use lamina_primitives::{Blob, Block, Hash};
+use lamina_primitives::interfaces::da::{
+    DaError, DaStatus, DataCommitment, DataProof, NamespaceData, SharePosition, ShareWithProof,
+};
+use lamina_primitives::{codec, Blob, Block, Hash, Namespace};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
@@ -164,8 +166,8 @@ impl Replicated {
         self.leaf_cache.push_back((height, root, leaves));
     }
 
-    /// See `DaRequest::GetShare`.
-    pub(crate) fn share(&mut self, height: u64, index: u64) -> Result<ShareWithProof, DaError> {
+    /// The stored encoding of `height`'s body and its root.
+    fn stored(&self, height: u64) -> Result<(sled::IVec, Hash), DaError> {
         let root = self
             .root_at(height)?
             .ok_or(DaError::HeightNotFound(height))?;
@@ -174,7 +176,30 @@ impl Replicated {
             .get(height.to_be_bytes())
             .map_err(storage)?
             .ok_or(DaError::HeightNotFound(height))?;
+        Ok((encoded, root))
+    }
+
+    /// See `DaRequest::GetShare`. The shares form a single row.
+    pub(crate) fn share(
+        &mut self,
+        height: u64,
+        position: SharePosition,
+    ) -> Result<ShareWithProof, DaError> {
+        let (encoded, root) = self.stored(height)?;
         let count = shares::share_count(encoded.len());
+        let index = match position {
+            SharePosition::Index(index) => index,
+            SharePosition::Cell { row: 0, col } => col,
+            SharePosition::Cell { row, col } => {
+                return Err(DaError::CellOutOfRange {
+                    height,
+                    row,
+                    col,
+                    rows: 1,
+                    cols: count,
+                })
+            }
+        };
         if index >= count {
             return Err(DaError::ShareOutOfRange {
                 height,
@@ -204,9 +229,36 @@ impl Replicated {
         Ok(ShareWithProof {
             height,
             index,
+            row: 0,
+            col: index,
             share,
             data_root: root,
-            proof,
+            proof: DataProof::Flat(proof),
+        })
+    }
+
+    /// See `DaRequest::GetNamespace`: the stored body's blobs of `namespace`, without a
+    /// proof (this scheme commits to the body as a whole).
+    pub(crate) fn namespace(
+        &self,
+        height: u64,
+        namespace: Namespace,
+    ) -> Result<NamespaceData, DaError> {
+        let (encoded, data_root) = self.stored(height)?;
+        let body: Vec<Blob> = codec::decode_trusted(&encoded).map_err(|error| {
+            storage(format!(
+                "{BODIES_TREE} entry of height {height} is corrupt: {error}"
+            ))
+        })?;
+        Ok(NamespaceData {
+            height,
+            data_root,
+            blobs: body
+                .into_iter()
+                .filter(|blob| blob.namespace == namespace)
+                .map(|blob| blob.data)
+                .collect(),
+            proof: None,
         })
     }
 
@@ -260,18 +312,49 @@ mod tests {
         assert!(!da.is_available(3, Hash::ZERO));
         assert!(!da.is_available(2, commitment.data_root));
         for index in 0..commitment.share_count {
-            let share = da.share(3, index).unwrap();
-            assert!(share.proof.verify(&commitment.data_root, &share.share));
+            let share = da.share(3, SharePosition::Index(index)).unwrap();
+            assert_eq!((share.row, share.col), (0, index));
+            assert!(share
+                .proof
+                .verify(&commitment.data_root, 0, index, &share.share));
+            let cell = SharePosition::Cell { row: 0, col: index };
+            assert_eq!(da.share(3, cell).unwrap(), share);
         }
         assert_eq!(
-            da.share(3, 4),
+            da.share(3, SharePosition::Cell { row: 1, col: 0 }),
+            Err(DaError::CellOutOfRange {
+                height: 3,
+                row: 1,
+                col: 0,
+                rows: 1,
+                cols: 4
+            })
+        );
+        assert_eq!(
+            da.namespace(3, Namespace::EXECUTION).unwrap().blobs,
+            vec![body[0].data.clone()]
+        );
+        assert!(da
+            .namespace(3, Namespace::SETTLEMENT)
+            .unwrap()
+            .blobs
+            .is_empty());
+        assert_eq!(
+            da.namespace(4, Namespace::SETTLEMENT),
+            Err(DaError::HeightNotFound(4))
+        );
+        assert_eq!(
+            da.share(3, SharePosition::Index(4)),
             Err(DaError::ShareOutOfRange {
                 height: 3,
                 index: 4,
                 count: 4
             })
         );
-        assert_eq!(da.share(4, 0), Err(DaError::HeightNotFound(4)));
+        assert_eq!(
+            da.share(4, SharePosition::Index(0)),
+            Err(DaError::HeightNotFound(4))
+        );
     }
 
     #[test]
@@ -284,7 +367,10 @@ mod tests {
             Err(DaError::RootMismatch(wrong))
         );
         assert_eq!(da.status().stored_height, 0);
-        assert_eq!(da.share(1, 0), Err(DaError::HeightNotFound(1)));
+        assert_eq!(
+            da.share(1, SharePosition::Index(0)),
+            Err(DaError::HeightNotFound(1))
+        );
     }
 
     #[test]
@@ -312,7 +398,7 @@ mod tests {
             let root1 = da.commit(&first).unwrap().data_root;
             let root2 = da.commit(&second).unwrap().data_root;
             da.store(5, root1, &first).unwrap();
-            assert!(da.share(5, 1).is_ok());
+            assert!(da.share(5, SharePosition::Index(1)).is_ok());
             da.store(5, root2, &second).unwrap();
             da.store(2, root1, &first).unwrap();
             db.flush().unwrap();
@@ -323,10 +409,10 @@ mod tests {
         assert!(da.is_available(5, root2));
         assert!(!da.is_available(5, root1));
         assert!(da.is_available(2, root1));
-        let share = da.share(5, 0).unwrap();
-        assert!(share.proof.verify(&root2, &share.share));
+        let share = da.share(5, SharePosition::Index(0)).unwrap();
+        assert!(share.proof.verify(&root2, 0, 0, &share.share));
         assert!(matches!(
-            da.share(5, 1),
+            da.share(5, SharePosition::Index(1)),
             Err(DaError::ShareOutOfRange { count: 1, .. })
         ));
     }

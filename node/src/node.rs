@@ -111,7 +111,7 @@ fn compatibility(config: &NodeConfig) -> String {
     format!(
         "consensus={};data_availability={};settlement={}",
         kind_of(&config.consensus),
-        kind_of(&config.data_availability),
+        config.data_availability.commitment_scheme(),
         kind_of(&config.settlement),
     )
 }

@@ -7,7 +7,7 @@ use lamina_node::cli::{init_node_dir, InitOptions};
 use lamina_node::config::NodeConfig;
 use lamina_node::node::RunningNode;
 
-const REQUIRED: [(&str, &str); 14] = [
+const REQUIRED: [(&str, &str); 16] = [
     ("get", "/v1/status"),
     ("get", "/v1/blocks/latest"),
     ("get", "/v1/blocks/{height}"),
@@ -16,6 +16,8 @@ const REQUIRED: [(&str, &str); 14] = [
     ("get", "/v1/accounts/{address}"),
     ("get", "/v1/accounts/{address}/proof"),
     ("get", "/v1/da/shares/{height}/{index}"),
+    ("get", "/v1/da/shares/{height}/{row}/{col}"),
+    ("get", "/v1/da/blobs/{height}/{namespace}"),
     ("post", "/v1/da/blobs"),
     ("get", "/v1/settlement/heights/{height}"),
     ("get", "/v1/consensus/evidence"),

@@ -349,6 +349,14 @@ impl Testnet {
         self.dir.path()
     }
 
+    /// Rewrites every node's config with `edit` (before the nodes start).
+    pub fn edit_configs(&self, edit: impl Fn(String) -> String) {
+        for config in &self.configs {
+            let text = std::fs::read_to_string(config).unwrap();
+            std::fs::write(config, edit(text)).unwrap();
+        }
+    }
+
     /// Starts (or restarts) node `i` and waits until its API answers.
     pub fn start_node(&mut self, i: usize) {
         assert!(self.nodes[i].is_none(), "node{i} is already running");

@@ -1,5 +1,5 @@
-//! The `lamina` command line: `dev`, `testnet`, `init`, `run`, `keys`, `tx`, `query`, `load`
-//! and `bench`.
+//! The `lamina` command line: `dev`, `testnet`, `init`, `run`, `keys`, `tx`, `query`, `load`,
+//! `da` and `bench`.
 
 /// `println!` that ignores a closed stdout (`lamina ... | head`) instead of panicking.
 macro_rules! out {
@@ -10,6 +10,7 @@ macro_rules! out {
 }
 
 mod client;
+mod da;
 mod dev;
 mod init;
 mod load;
@@ -71,9 +72,19 @@ enum Command {
     Query(QueryCommand),
     /// Send signed transfers to a testnet at a steady rate; report throughput and latency.
     Load(load::LoadArgs),
+    /// Data availability: light-client sampling.
+    #[command(subcommand)]
+    Da(DaCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DaCommand {
+    /// Sample random cells of a block's extended square from a node, verify each against
+    /// the header's data_root, and print the confidence that the block is available.
+    Sample(da::SampleArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +100,22 @@ enum BenchCommand {
         /// Only blocks of 1,000 transactions.
         #[arg(long)]
         quick: bool,
+        /// One JSON object per row instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// 2D Reed-Solomon: extend and commit, verify a sample, rebuild, for both codecs.
+    Da {
+        /// Sizes of original data in MiB, comma-separated (1 MiB pads to a 64-wide square).
+        #[arg(long, value_delimiter = ',', default_values_t = [1u64, 8, 32, 128],
+              value_parser = clap::value_parser!(u64).range(1..=128))]
+        sizes: Vec<u64>,
+        /// Threads for extension and rebuilding [default: the available cores].
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+        threads: Option<u64>,
+        /// Timed runs per measurement; the median is reported.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
+        runs: u64,
         /// One JSON object per row instead of the table.
         #[arg(long)]
         json: bool,
@@ -165,6 +192,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tx(TxCommand::Transfer(args)) => tx::transfer(args).await,
         Command::Query(QueryCommand::Account(args)) => query::account(args).await,
         Command::Load(args) => load::run(args).await,
+        Command::Da(DaCommand::Sample(args)) => da::sample_command(args).await,
+        Command::Bench(BenchCommand::Da {
+            sizes,
+            threads,
+            runs,
+            json,
+        }) => bench_da(sizes, threads, runs, json).await,
         Command::Bench(BenchCommand::Execution {
             threads,
             runs,
@@ -197,6 +231,32 @@ async fn bench_execution(
         }
     } else {
         out!("{}", crate::bench::render(&rows).trim_end());
+    }
+    Ok(())
+}
+
+async fn bench_da(
+    sizes: Vec<u64>,
+    threads: Option<u64>,
+    runs: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let options = lamina_da::bench::DaBenchOptions {
+        sizes_mib: sizes,
+        threads: match threads {
+            Some(threads) => threads as usize,
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        },
+        runs: runs as usize,
+    };
+    // CPU-bound for a long time: keep it off the async runtime's workers.
+    let rows = tokio::task::spawn_blocking(move || lamina_da::bench::run(&options)).await??;
+    if json {
+        for row in &rows {
+            out!("{}", serde_json::to_string(row)?);
+        }
+    } else {
+        out!("{}", lamina_da::bench::render(&rows).trim_end());
     }
     Ok(())
 }

@@ -112,7 +112,7 @@ impl From<DaError> for ApiError {
     fn from(err: DaError) -> Self {
         match err {
             DaError::HeightNotFound(_) => ApiError::not_found("height_not_found", err.to_string()),
-            DaError::ShareOutOfRange { .. } => {
+            DaError::ShareOutOfRange { .. } | DaError::CellOutOfRange { .. } => {
                 ApiError::not_found("share_not_found", err.to_string())
             }
             DaError::ReservedNamespace(_) => ApiError::new(

@@ -4,7 +4,8 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use lamina_primitives::codec;
-use lamina_primitives::merkle::MerkleProof;
+use lamina_primitives::da::NamespaceProof;
+use lamina_primitives::interfaces::da::{DataProof, SharePosition, ShareWithProof};
 use lamina_primitives::state_proof::StateProof;
 use lamina_primitives::{
     Account, Address, Blob, BlockHeader, Certificate, CommittedBlock, Equivocation, Hash,
@@ -577,32 +578,130 @@ pub async fn submit_blob(
 pub struct ShareResponse {
     /// Block height.
     pub height: u64,
-    /// Share index.
+    /// Share index (`replicated`: its number; `reed-solomon`: `row × width + col`).
     pub index: u64,
+    /// Row in the (extended) square; 0 in `replicated`.
+    pub row: u64,
+    /// Column; the index in `replicated`.
+    pub col: u64,
     /// The share's bytes, hex.
     pub share: String,
     /// The header's `data_root`.
     pub data_root: Hash,
-    /// RFC 6962 inclusion proof of the share against `data_root`.
-    pub proof: MerkleProof,
+    /// `replicated`: an RFC 9162 inclusion proof among the body's shares. `reed-solomon`:
+    /// `{axis, line_proof, root_proof}`, the share within its row, then the row's root
+    /// within `data_root`.
+    pub proof: DataProof,
 }
 
-/// One share of a block's data with its proof against the header's `data_root`.
+impl From<ShareWithProof> for ShareResponse {
+    fn from(share: ShareWithProof) -> Self {
+        ShareResponse {
+            height: share.height,
+            index: share.index,
+            row: share.row,
+            col: share.col,
+            share: hex::encode(&share.share),
+            data_root: share.data_root,
+            proof: share.proof,
+        }
+    }
+}
+
+/// One share of a block's data with its proof against the header's `data_root`, by index.
 #[utoipa::path(get, path = "/v1/da/shares/{height}/{index}", tag = "data availability",
-    params(("height" = u64, Path, description = "Block height"), ("index" = u64, Path, description = "Share index, from 0")),
+    params(("height" = u64, Path, description = "Block height"), ("index" = u64, Path, description = "Share index, from 0 (reed-solomon: row × width + col)")),
     responses((status = 200, body = ShareResponse), (status = 400, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 pub async fn da_share(
     State(ctx): State<NodeContext>,
     Path((height, index)): Path<(u64, u64)>,
 ) -> Result<Json<ShareResponse>, ApiError> {
-    let share = ctx.da.share(height, index).await?;
-    Ok(Json(ShareResponse {
-        height: share.height,
-        index: share.index,
-        share: hex::encode(&share.share),
-        data_root: share.data_root,
-        proof: share.proof,
+    let share = ctx.da.share(height, SharePosition::Index(index)).await?;
+    Ok(Json(share.into()))
+}
+
+/// One share of a block's extended square, by row and column, with its proof against the
+/// header's `data_root`: what a light client samples.
+#[utoipa::path(get, path = "/v1/da/shares/{height}/{row}/{col}", tag = "data availability",
+    params(("height" = u64, Path, description = "Block height"),
+           ("row" = u64, Path, description = "Row, from 0 (replicated: always 0)"),
+           ("col" = u64, Path, description = "Column, from 0")),
+    responses((status = 200, body = ShareResponse), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn da_share_cell(
+    State(ctx): State<NodeContext>,
+    Path((height, row, col)): Path<(u64, u64, u64)>,
+) -> Result<Json<ShareResponse>, ApiError> {
+    let share = ctx
+        .da
+        .share(height, SharePosition::Cell { row, col })
+        .await?;
+    Ok(Json(share.into()))
+}
+
+/// The blobs of one namespace at one height.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NamespaceBlobsResponse {
+    /// Block height.
+    pub height: u64,
+    /// The namespace.
+    pub namespace: Namespace,
+    /// The header's `data_root`.
+    pub data_root: Hash,
+    /// The blobs, in body order; empty when the block has none of this namespace.
+    pub blobs: Vec<BlobEntry>,
+    /// `reed-solomon`: the table of contents' shares and each blob's shares, each with its
+    /// proof to `data_root` (it proves an empty answer too); `null` in `replicated`.
+    pub proof: Option<NamespaceProof>,
+}
+
+/// One blob.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BlobEntry {
+    /// `SHA-256("lamina/blob/v1" ‖ namespace ‖ data)`, as `POST /v1/da/blobs` answered.
+    pub commitment: Hash,
+    /// The data, hex.
+    pub data: String,
+}
+
+/// The blobs of a namespace in a block, with their proof against `data_root` (`reed-solomon`
+/// scheme). A height without blobs of that namespace answers `200` with none (and, in
+/// `reed-solomon`, a proof that there are none); a height without data answers `404`.
+#[utoipa::path(get, path = "/v1/da/blobs/{height}/{namespace}", tag = "data availability",
+    params(("height" = u64, Path, description = "Block height"),
+           ("namespace" = String, Path, description = "Namespace, 16 hex characters")),
+    responses((status = 200, body = NamespaceBlobsResponse), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn da_blobs(
+    State(ctx): State<NodeContext>,
+    Path((height, namespace)): Path<(u64, String)>,
+) -> Result<Json<NamespaceBlobsResponse>, ApiError> {
+    let namespace = Namespace(
+        lamina_primitives::hash::parse_hex_array(&namespace).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_namespace",
+                format!("namespace must be 16 hex characters: {e}"),
+            )
+        })?,
+    );
+    let found = ctx.da.namespace(height, namespace).await?;
+    Ok(Json(NamespaceBlobsResponse {
+        height: found.height,
+        namespace,
+        data_root: found.data_root,
+        blobs: found
+            .blobs
+            .into_iter()
+            .map(|data| {
+                let blob = Blob { namespace, data };
+                BlobEntry {
+                    commitment: blob.commitment(),
+                    data: hex::encode(&blob.data),
+                }
+            })
+            .collect(),
+        proof: found.proof,
     }))
 }
 

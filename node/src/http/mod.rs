@@ -44,6 +44,8 @@ fn small_body_routes() -> OpenApiRouter<NodeContext> {
         .routes(routes!(handlers::account))
         .routes(routes!(handlers::account_proof))
         .routes(routes!(handlers::da_share))
+        .routes(routes!(handlers::da_share_cell))
+        .routes(routes!(handlers::da_blobs))
         .routes(routes!(handlers::settlement_height))
         .routes(routes!(handlers::evidence))
         .routes(routes!(handlers::peers))

@@ -1,8 +1,8 @@
 //! The data-availability layer's contract: commit to a block body, keep it, and serve any
 //! share of it with a proof against `data_root`.
 //!
-//! Implementations: `replicated` (every node keeps the whole body; in `lamina-da`), later
-//! `reed-solomon`.
+//! Implementations (in `lamina-da`): `replicated` (every node keeps the whole body) and
+//! `reed-solomon` (the body as a 2D erasure-coded square).
 
 use std::sync::Arc;
 
@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, oneshot};
 
 use super::{flatten, ChannelError, Events, Mailbox, RequestError};
+use crate::da::{NamespaceProof, ShareProof};
 use crate::merkle::MerkleProof;
-use crate::{Blob, Block, Hash};
+use crate::{Blob, Block, Hash, Namespace};
 
 /// A body's commitment, as it goes into the block header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,20 +25,77 @@ pub struct DataCommitment {
     pub share_count: u64,
 }
 
+/// Which share of a height's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharePosition {
+    /// By index: `replicated`, the share's number; `reed-solomon`, `row × width + col` in
+    /// the extended square.
+    Index(u64),
+    /// By cell of the extended square (`replicated` has a single row, 0).
+    Cell {
+        /// Row.
+        row: u64,
+        /// Column.
+        col: u64,
+    },
+}
+
+/// How a share proves to `data_root`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum DataProof {
+    /// `replicated`: an RFC 9162 inclusion proof among all of the body's shares.
+    Flat(MerkleProof),
+    /// `reed-solomon`: the share within its row or column, and that line's root within
+    /// `data_root`.
+    Square(ShareProof),
+}
+
+impl DataProof {
+    /// True when `share` is share `(row, col)` under `data_root` (`Flat`: row 0, index
+    /// `col`).
+    pub fn verify(&self, data_root: &Hash, row: u64, col: u64, share: &[u8]) -> bool {
+        match self {
+            DataProof::Flat(proof) => {
+                row == 0 && proof.index == col && proof.verify(data_root, share)
+            }
+            DataProof::Square(proof) => proof.verify(data_root, row, col, share),
+        }
+    }
+}
+
 /// One share of a block's data with its inclusion proof.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareWithProof {
     /// The block height.
     pub height: u64,
-    /// The share's index.
+    /// The share's index (see [`SharePosition::Index`]).
     pub index: u64,
+    /// Its row (0 in `replicated`).
+    pub row: u64,
+    /// Its column (the index in `replicated`).
+    pub col: u64,
     /// The share's bytes.
     #[serde(with = "hex_vec")]
     pub share: Vec<u8>,
     /// The root it proves against (the header's `data_root`).
     pub data_root: Hash,
     /// The proof.
-    pub proof: MerkleProof,
+    pub proof: DataProof,
+}
+
+/// The blobs of one namespace at one height.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceData {
+    /// The height.
+    pub height: u64,
+    /// The header's `data_root`.
+    pub data_root: Hash,
+    /// The namespace's blobs' data, in body order (empty: none at this height).
+    pub blobs: Vec<Vec<u8>>,
+    /// `reed-solomon`: the proof of exactly these blobs against `data_root` (it proves an
+    /// empty answer too). `None` in `replicated`, which commits to the body as a whole.
+    pub proof: Option<NamespaceProof>,
 }
 
 mod hex_vec {
@@ -74,6 +132,20 @@ pub enum DaError {
     /// No data is stored for this height.
     #[error("no data stored for height {0}")]
     HeightNotFound(u64),
+    /// The height's square has no such cell.
+    #[error("share ({row}, {col}) does not exist; height {height} has {rows} × {cols} shares")]
+    CellOutOfRange {
+        /// Height.
+        height: u64,
+        /// Row asked for.
+        row: u64,
+        /// Column asked for.
+        col: u64,
+        /// Rows of the height's data.
+        rows: u64,
+        /// Columns of the height's data.
+        cols: u64,
+    },
     /// The height's data has fewer shares.
     #[error("share {index} does not exist; height {height} has {count} shares")]
     ShareOutOfRange {
@@ -162,14 +234,24 @@ pub enum DaRequest {
         reply: oneshot::Sender<bool>,
     },
     /// One share of a height's data with its proof.
-    /// Reply: the share, or `HeightNotFound` / `ShareOutOfRange`.
+    /// Reply: the share, or `HeightNotFound` / `ShareOutOfRange` / `CellOutOfRange`.
     GetShare {
         /// The height.
         height: u64,
-        /// The share index.
-        index: u64,
+        /// Which share.
+        position: SharePosition,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<ShareWithProof, DaError>>,
+    },
+    /// The blobs of `namespace` at `height`, with their proof where the scheme has one.
+    /// Reply: the blobs (possibly none), or `HeightNotFound`.
+    GetNamespace {
+        /// The height.
+        height: u64,
+        /// The namespace.
+        namespace: Namespace,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<NamespaceData, DaError>>,
     },
     /// Add an outside blob (any namespace but the reserved ones) to the pool this node's
     /// proposals draw from. Idempotent: a blob already waiting is not added twice.
@@ -249,13 +331,30 @@ impl DaHandle {
     pub async fn share(
         &self,
         height: u64,
-        index: u64,
+        position: SharePosition,
     ) -> Result<ShareWithProof, RequestError<DaError>> {
         flatten(
             self.mailbox
                 .ask(|reply| DaRequest::GetShare {
                     height,
-                    index,
+                    position,
+                    reply,
+                })
+                .await,
+        )
+    }
+
+    /// See [`DaRequest::GetNamespace`].
+    pub async fn namespace(
+        &self,
+        height: u64,
+        namespace: Namespace,
+    ) -> Result<NamespaceData, RequestError<DaError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| DaRequest::GetNamespace {
+                    height,
+                    namespace,
                     reply,
                 })
                 .await,

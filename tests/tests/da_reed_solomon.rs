@@ -1,0 +1,113 @@
+//! The `reed-solomon` DA scheme on a four-validator testnet: blocks commit, an outside blob
+//! is carried and proven by namespace on every node, and a light client's samples of the
+//! extended square verify against the header.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use lamina_primitives::da::NamespaceProof;
+use lamina_primitives::{Blob, Hash, Namespace};
+use lamina_tests::{lamina_bin, post_json, wait_for, Testnet};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[test]
+fn reed_solomon_testnet_carries_proves_and_samples_blobs() {
+    let mut testnet = Testnet::init(4, 100);
+    testnet.edit_configs(|config| {
+        let edited = config.replace("kind = \"replicated\"", "kind = \"reed-solomon\"");
+        assert_ne!(edited, config, "no DA kind in {config}");
+        edited
+    });
+    for i in 0..4 {
+        testnet.start_node(i);
+    }
+    let (_, status) = testnet.node(1).get("/v1/status");
+    assert_eq!(status["data_availability"]["scheme"], "reed-solomon");
+
+    // A blob submitted to node 0 rides in the next block node 0 proposes.
+    let namespace = Namespace(*b"rollup-7");
+    let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let (code, accepted) = post_json(
+        &format!("{}/v1/da/blobs", testnet.node(0).url),
+        &json!({"namespace": namespace.to_string(), "data": hex::encode(&data)}),
+    );
+    assert_eq!(code, 202, "{accepted}");
+    let commitment = Blob {
+        namespace,
+        data: data.clone(),
+    }
+    .commitment();
+    assert_eq!(accepted["commitment"], commitment.to_string());
+    wait_for("a block to carry the blob", WAIT, || {
+        let (_, status) = testnet.node(0).get("/v1/status");
+        (status["data_availability"]["pending_blobs"] == 0).then_some(())
+    });
+    let tip = testnet.height(0).unwrap();
+    testnet.wait_for_height(tip, WAIT);
+    testnet.assert_same_chain(tip);
+
+    // Every node finds it by namespace, with a proof against the header's data_root; other
+    // heights prove they hold none.
+    let mut found = None;
+    for height in 1..=tip {
+        let (code, header) = testnet.node(3).get(&format!("/v1/blocks/{height}"));
+        assert_eq!(code, 200, "{header}");
+        let data_root: Hash =
+            serde_json::from_value(header["header"]["data_root"].clone()).unwrap();
+        let (code, answer) = testnet
+            .node(2)
+            .get(&format!("/v1/da/blobs/{height}/{namespace}"));
+        assert_eq!(code, 200, "{answer}");
+        let proof: NamespaceProof = serde_json::from_value(answer["proof"].clone()).unwrap();
+        let proven = proof.verify(&data_root, namespace).unwrap();
+        let blobs = answer["blobs"].as_array().unwrap();
+        assert_eq!(proven.len(), blobs.len());
+        if let Some(blob) = blobs.first() {
+            assert_eq!(proven, vec![data.clone()]);
+            assert_eq!(blob["commitment"], commitment.to_string());
+            found = Some(height);
+        }
+    }
+    let height = found.expect("no block carries the blob");
+    let (code, missing) = testnet
+        .node(1)
+        .get(&format!("/v1/da/blobs/{}/{namespace}", tip + 1000));
+    assert_eq!(code, 404, "{missing}");
+    assert_eq!(missing["error_code"], "height_not_found");
+
+    // A light client samples node 3 and is sure the block is available.
+    let output = Command::new(lamina_bin())
+        .args(["da", "sample", "--samples", "16", "--json", "--node"])
+        .arg(&testnet.node(3).url)
+        .args(["--height", &height.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["verified"], 16, "{report}");
+    // 1 − 0.75^16 ≈ 0.99.
+    assert!(report["confidence"].as_f64().unwrap() > 0.989, "{report}");
+    let width = report["width"].as_u64().unwrap();
+
+    // A cell outside the square is refused, and sampling a height the node lacks fails.
+    let (code, outside) = testnet
+        .node(3)
+        .get(&format!("/v1/da/shares/{height}/{width}/0"));
+    assert_eq!(code, 404, "{outside}");
+    assert_eq!(outside["error_code"], "share_not_found");
+    let output = Command::new(lamina_bin())
+        .args(["da", "sample", "--node"])
+        .arg(&testnet.node(3).url)
+        .args(["--height", &(tip + 1000).to_string()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+}
