@@ -9,7 +9,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lamina_execution::executor::{BlockEnv, Executor, PreVerified, SequentialExecutor};
-use lamina_execution::parallel::ParallelExecutor;
+use lamina_execution::parallel::{self, ParallelExecutor, TransactionLogic};
+use lamina_execution::state::StoreError;
 use lamina_execution::workload::{transfer_block, TransferBlock};
 use lamina_primitives::Keypair;
 
@@ -60,5 +61,37 @@ fn execution(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, execution);
+/// Each transaction reads one key of its own and writes it: no conflicts and next to no
+/// work, so what is timed is the engine itself (scheduler and multi-version memory).
+struct OwnKey;
+
+impl TransactionLogic<u32, u64> for OwnKey {
+    type Output = ();
+
+    fn execute<E>(
+        &self,
+        index: usize,
+        read: &mut dyn FnMut(&u32) -> Result<u64, E>,
+    ) -> Result<((), Vec<(u32, u64)>), E> {
+        let key = index as u32;
+        let value = read(&key)?;
+        Ok(((), vec![(key, value + 1)]))
+    }
+}
+
+fn engine_overhead(c: &mut Criterion) {
+    const TRANSACTIONS: usize = 10_000;
+    let base = |key: &u32| -> Result<u64, StoreError> { Ok(u64::from(*key)) };
+    let mut group = c.benchmark_group("engine_overhead_10000_own_key_txns");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(TRANSACTIONS as u64));
+    for threads in [1, 2] {
+        group.bench_with_input(BenchmarkId::new("threads", threads), &threads, |b, _| {
+            b.iter(|| parallel::run(threads, TRANSACTIONS, &OwnKey, &base).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, execution, engine_overhead);
 criterion_main!(benches);

@@ -16,7 +16,7 @@ use std::thread;
 
 pub use super::mvmemory::KeyWrite;
 use super::mvmemory::{MvMemory, MvRead, ReadOrigin};
-use super::scheduler::{Scheduler, Task, Version};
+use super::scheduler::{Claims, Scheduler, Task, Version, Worker};
 use super::{lock, Padded, TxnIndex};
 use crate::state::StoreError;
 
@@ -163,8 +163,10 @@ impl Drop for HaltOnPanic<'_> {
     }
 }
 
-/// A worker's reusable buffers.
+/// A worker's identity and reusable buffers.
 struct WorkerBuffers<K, V> {
+    /// Which worker this is (the scheduler counts its tasks apart).
+    worker: Worker,
     /// The running incarnation's reads.
     reads: ReadSet<K, V>,
     /// Scratch space for [`MvMemory::record`].
@@ -189,10 +191,12 @@ where
         self.scheduler.halt();
     }
 
-    /// One worker: takes tasks until the block is done.
-    fn work(&self) -> WorkerCounts {
+    /// Worker `worker`: takes tasks until the block is done.
+    fn work(&self, worker: Worker) -> WorkerCounts {
         let _halt_on_panic = HaltOnPanic(&self.scheduler);
+        let mut claims = Claims::new(worker);
         let mut buffers = WorkerBuffers {
+            worker,
             reads: ReadSet::new(),
             written: Vec::new(),
         };
@@ -206,10 +210,10 @@ where
                 }
                 Some(Task::Validate(version)) => {
                     counts.validations += 1;
-                    self.validate(version)
+                    self.validate(version, worker)
                 }
                 None => {
-                    let next = self.scheduler.next_task();
+                    let next = self.scheduler.next_task(&mut claims);
                     if next.is_some() {
                         idle = 0;
                     } else {
@@ -286,14 +290,17 @@ where
                     if let Some(slot) = self.results.get(txn) {
                         *lock(slot) = Some(output);
                     }
-                    return self
-                        .scheduler
-                        .finish_execution(txn, incarnation, wrote_new_location);
+                    return self.scheduler.finish_execution(
+                        txn,
+                        incarnation,
+                        wrote_new_location,
+                        buffers.worker,
+                    );
                 }
                 // The block is halted; the error is recorded.
                 Err(Halt::Storage) => return None,
                 Err(Halt::Dependency(blocking)) => {
-                    if self.scheduler.add_dependency(txn, blocking) {
+                    if self.scheduler.add_dependency(txn, blocking, buffers.worker) {
                         return None;
                     }
                     // The blocking transaction was re-executed meanwhile: run again.
@@ -304,14 +311,14 @@ where
 
     /// Validates one incarnation's reads; aborts it (its writes become ESTIMATEs) when one
     /// changed.
-    fn validate(&self, version: Version) -> Option<Task> {
+    fn validate(&self, version: Version, worker: Worker) -> Option<Task> {
         let Version { txn, incarnation } = version;
         let valid = self.memory.validate_read_set(txn);
         let aborted = !valid && self.scheduler.try_validation_abort(txn, incarnation);
         if aborted {
             self.memory.convert_writes_to_estimates(txn);
         }
-        self.scheduler.finish_validation(txn, aborted)
+        self.scheduler.finish_validation(txn, aborted, worker)
     }
 }
 
@@ -333,22 +340,23 @@ where
     V: Clone + Send + Sync,
     L: TransactionLogic<K, V>,
 {
+    let threads = threads.clamp(1, num_txns.max(1));
     let engine = Engine {
         logic,
         base,
-        scheduler: Scheduler::new(num_txns),
+        scheduler: Scheduler::new(num_txns, threads),
         memory: MvMemory::new(num_txns),
         results: (0..num_txns).map(|_| Padded(Mutex::new(None))).collect(),
         error: Mutex::new(None),
     };
-    let threads = threads.clamp(1, num_txns.max(1));
     let mut counts = WorkerCounts::default();
     let mut panic = None;
     thread::scope(|scope| {
+        let engine = &engine;
         let helpers: Vec<_> = (1..threads)
-            .map(|_| scope.spawn(|| engine.work()))
+            .map(|id| scope.spawn(move || engine.work(Worker(id))))
             .collect();
-        let mine = engine.work();
+        let mine = engine.work(Worker(0));
         counts.executions += mine.executions;
         counts.validations += mine.validations;
         for helper in helpers {
