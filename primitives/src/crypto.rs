@@ -22,6 +22,12 @@ pub mod domain {
     pub const PROPOSAL: &[u8] = b"LAMINA_PROPOSAL_V1";
     /// A settlement attestation of a state root.
     pub const ATTESTATION: &[u8] = b"LAMINA_ATTEST_V1";
+    /// An optimistic-settlement claim of an output root.
+    pub const CLAIM: &[u8] = b"LAMINA_CLAIM_V1";
+    /// A challenge of an optimistic-settlement claim.
+    pub const CHALLENGE: &[u8] = b"LAMINA_CHALLENGE_V1";
+    /// A deposit from the settlement ledger to the execution layer.
+    pub const DEPOSIT: &[u8] = b"LAMINA_DEPOSIT_V1";
 }
 
 /// The bytes that get signed: `tag ‖ borsh(chain_id) ‖ message`.

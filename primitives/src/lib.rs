@@ -4,6 +4,7 @@
 //!
 //! Nothing here does I/O; every layer crate depends on this one and on no other layer.
 
+pub mod bridge;
 pub mod codec;
 pub mod crypto;
 pub mod da;

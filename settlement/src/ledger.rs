@@ -239,7 +239,12 @@ impl Ledger {
                 }
             };
             for message in messages {
-                let SettlementMessage::Attestation(attestation) = message;
+                // Claims, challenges, deposits and withdrawals belong to the `optimistic`
+                // mode and the bridge; this mode ignores them on every node alike.
+                let SettlementMessage::Attestation(attestation) = message else {
+                    tracing::debug!(height, "skipping a message of another settlement mode");
+                    continue;
+                };
                 if !self.is_plausible(&attestation, height) {
                     tracing::debug!(height, ?attestation, "skipping invalid attestation");
                     continue;
@@ -388,8 +393,9 @@ impl Ledger {
             return Vec::new();
         }
         for message in &messages {
-            let SettlementMessage::Attestation(attestation) = message;
-            self.offered.insert(attestation.height, height);
+            if let SettlementMessage::Attestation(attestation) = message {
+                self.offered.insert(attestation.height, height);
+            }
         }
         vec![Blob {
             namespace: Namespace::SETTLEMENT,
@@ -591,6 +597,87 @@ mod tests {
         let valid = Attestation::sign(CHAIN, &keys[0], 1, good);
         let applied = ledger.apply_block(3, &[blob(&[forged, valid])]).unwrap();
         assert_eq!(applied.newly_settled, vec![(1, good)]);
+    }
+
+    #[test]
+    fn messages_of_other_modes_are_ignored() {
+        use lamina_primitives::bridge::{
+            Challenge, ChallengeData, Claim, ClaimData, Deposit, DepositData, FinalizeWithdrawal,
+            OutputPreimage, Withdrawal, OUTPUT_VERSION,
+        };
+        use lamina_primitives::merkle::MerkleProof;
+
+        let keys = keys(1);
+        let f = fixture(&keys);
+        let mut ledger = Ledger::open(&f.db, &f.genesis, None).unwrap();
+        let good = root("good");
+        let claim = Claim::sign(
+            CHAIN,
+            &keys[0],
+            ClaimData {
+                batch: 0,
+                attempt: 0,
+                first_height: 1,
+                last_height: 1,
+                output_root: good,
+                bond: 0,
+            },
+        );
+        let challenge = Challenge::sign(
+            CHAIN,
+            &keys[0],
+            ChallengeData {
+                batch: 0,
+                attempt: 0,
+                output_root: good,
+            },
+        );
+        let deposit = Deposit::sign(
+            CHAIN,
+            &keys[0],
+            DepositData {
+                to: keys[0].address(),
+                amount: 1,
+                nonce: 0,
+            },
+        );
+        let finalize = FinalizeWithdrawal {
+            batch: 0,
+            withdrawal: Withdrawal {
+                id: 0,
+                from: keys[0].address(),
+                to: keys[0].address(),
+                amount: 1,
+            },
+            preimage: OutputPreimage {
+                version: OUTPUT_VERSION,
+                state_root: good,
+                withdrawals_root: good,
+                last_block_hash: good,
+                data_root: good,
+            },
+            proof: MerkleProof {
+                index: 0,
+                total: 1,
+                siblings: vec![],
+            },
+        };
+        let messages = vec![
+            SettlementMessage::Claim(claim),
+            SettlementMessage::Challenge(challenge),
+            SettlementMessage::Deposit(deposit),
+            SettlementMessage::FinalizeWithdrawal(finalize),
+            SettlementMessage::Attestation(Attestation::sign(CHAIN, &keys[0], 1, good)),
+        ];
+        let body = Blob {
+            namespace: Namespace::SETTLEMENT,
+            data: codec::encode(&messages),
+        };
+        ledger.apply_block(1, &[]).unwrap();
+        let applied = ledger.apply_block(2, &[body]).unwrap();
+        // The attestation after the ignored messages still counts.
+        assert_eq!(applied.newly_settled, vec![(1, good)]);
+        assert_eq!(applied.status.applied_height, 2);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 mod actor;
 mod ledger;
+pub mod optimistic;
 
 use lamina_primitives::interfaces::settlement::SettlementHandle;
 use lamina_primitives::interfaces::{

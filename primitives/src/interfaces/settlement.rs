@@ -10,6 +10,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::execution::ExecutedBlock;
 use super::{flatten, ChannelError, Events, Mailbox, RequestError};
+use crate::bridge::{Challenge, Claim, Deposit, FinalizeWithdrawal};
 use crate::codec;
 use crate::crypto::{domain, SignatureError};
 use crate::{Address, Blob, Hash, Keypair, Signature};
@@ -70,8 +71,16 @@ impl Attestation {
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SettlementMessage {
-    /// A validator attests a state root.
+    /// A validator attests a state root (`attested` mode).
     Attestation(Attestation),
+    /// The proposer claims a batch's output root (`optimistic` mode).
+    Claim(Claim),
+    /// A challenger disputes a pending claim (`optimistic` mode).
+    Challenge(Challenge),
+    /// Value moves from a settlement-ledger account to an execution account (bridge).
+    Deposit(Deposit),
+    /// A withdrawal proven against a finalized output root is credited (bridge).
+    FinalizeWithdrawal(FinalizeWithdrawal),
 }
 
 /// How far a height has got.
