@@ -355,20 +355,4 @@ mod tests {
         assert!(lines[1].contains("reed-solomon-simd") && lines[1].contains("123.5"));
         assert!(lines[2].ends_with("skipped"));
     }
-
-    /// The benchmark at small sizes, for a quick look: `cargo test --release -p lamina-da
-    /// bench::tests::small_run -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn small_run() {
-        for threads in [1, 2] {
-            let rows = run(&DaBenchOptions {
-                sizes_mib: vec![1, 8],
-                threads,
-                runs: 3,
-            })
-            .unwrap();
-            println!("{}", render(&rows));
-        }
-    }
 }

@@ -140,15 +140,18 @@ impl ShareProof {
 /// Largest original data of one square, in bytes.
 pub const MAX_ORIGINAL_BYTES: usize = MAX_SQUARE_WIDTH * MAX_SQUARE_WIDTH * SHARE_SIZE;
 
-/// Byte fields as hex strings in JSON (the HTTP API's convention for raw bytes).
-mod serde_hex {
+/// Byte fields as hex strings in JSON (the HTTP API's convention for raw bytes), for
+/// `#[serde(with = "...")]`.
+pub mod serde_hex {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    /// Writes the bytes as a hex string.
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(bytes))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    /// Reads a hex string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = <String as Deserialize<'de>>::deserialize(d)?;
         hex::decode(text.as_bytes()).map_err(serde::de::Error::custom)
     }

@@ -29,7 +29,6 @@ mod parallel;
 mod proof;
 pub mod repair;
 mod roots;
-mod serde_hex;
 mod tree;
 
 pub use crate::SHARE_SIZE;

@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{Codec, CodecError, CodecKind};
 use super::tree::Tree;
-use super::{serde_hex, Axis};
+use super::Axis;
 use crate::SHARE_SIZE;
+use lamina_primitives::da::serde_hex;
 pub use lamina_primitives::da::{original_width_of, ShareProof};
 
 /// A share of a line, at `position` within it, with its proof against `data_root`.

@@ -76,7 +76,7 @@ pub struct ShareWithProof {
     /// Its column (the index in `replicated`).
     pub col: u64,
     /// The share's bytes.
-    #[serde(with = "hex_vec")]
+    #[serde(with = "crate::da::serde_hex")]
     pub share: Vec<u8>,
     /// The root it proves against (the header's `data_root`).
     pub data_root: Hash,
@@ -96,19 +96,6 @@ pub struct NamespaceData {
     /// `reed-solomon`: the proof of exactly these blobs against `data_root` (it proves an
     /// empty answer too). `None` in `replicated`, which commits to the body as a whole.
     pub proof: Option<NamespaceProof>,
-}
-
-mod hex_vec {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(bytes))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = <String as Deserialize<'de>>::deserialize(d)?;
-        hex::decode(text.as_bytes()).map_err(serde::de::Error::custom)
-    }
 }
 
 /// The layer's state.
