@@ -141,7 +141,7 @@ pub(crate) async fn run(
                 let result = match &mut scheme {
                     Scheme::Replicated(scheme) => scheme.share(height, position),
                     Scheme::ReedSolomon(scheme) => match square_at(scheme, height).await {
-                        Ok(square) => reed_solomon::share_of(&square, height, position),
+                        Ok(square) => scheme.share(&square, height, position),
                         Err(error) => Err(error),
                     },
                 };

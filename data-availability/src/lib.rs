@@ -79,6 +79,10 @@ pub struct DaConfig {
     pub codec: CodecKind,
     /// `reed-solomon`: threads that extend a square (0: one per available core).
     pub threads: usize,
+    /// Fault injection, for testing light clients: this node refuses to serve any share
+    /// outside the square's original quadrant, as a producer hiding data would, so three
+    /// quarters of the samples of its blocks fail. `reed-solomon` only.
+    pub withhold_parity: bool,
 }
 
 impl Default for DaConfig {
@@ -90,6 +94,7 @@ impl Default for DaConfig {
             max_pool_bytes: DEFAULT_MAX_POOL_BYTES,
             codec: CodecKind::default(),
             threads: 0,
+            withhold_parity: false,
         }
     }
 }
@@ -123,6 +128,13 @@ impl DaConfig {
                     self.codec.name()
                 ));
             }
+        }
+        if self.withhold_parity && self.kind != DaKind::ReedSolomon {
+            return Err(
+                "withhold_parity only applies to kind = \"reed-solomon\" (a replicated body has \
+                 no parity to withhold)"
+                    .to_string(),
+            );
         }
         if self.threads > 1024 {
             return Err(format!(
@@ -188,7 +200,14 @@ pub fn spawn(config: DaConfig, db: &sled::Db) -> Result<DaHandle, SetupError> {
                 threads,
                 max_body_bytes: config.max_body_bytes,
             };
-            actor::Scheme::ReedSolomon(reed_solomon::ReedSolomon::open(db, builder)?)
+            if config.withhold_parity {
+                tracing::warn!("fault injection: this node withholds every parity share");
+            }
+            actor::Scheme::ReedSolomon(reed_solomon::ReedSolomon::open(
+                db,
+                builder,
+                config.withhold_parity,
+            )?)
         }
     };
     let pool = pool::BlobPool::new(config.max_blob_bytes, config.max_pool_bytes);

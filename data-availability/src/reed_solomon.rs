@@ -110,11 +110,17 @@ pub(crate) struct ReedSolomon {
     meta: sled::Tree,
     stored_height: u64,
     squares: VecDeque<(u64, Arc<ExtendedSquare>)>,
+    /// Fault injection: refuse to serve parity shares (see `DaConfig::withhold_parity`).
+    withhold_parity: bool,
 }
 
 impl ReedSolomon {
     /// Opens (or creates) the scheme's trees in `db`.
-    pub(crate) fn open(db: &sled::Db, builder: SquareBuilder) -> Result<Self, SetupError> {
+    pub(crate) fn open(
+        db: &sled::Db,
+        builder: SquareBuilder,
+        withhold_parity: bool,
+    ) -> Result<Self, SetupError> {
         let meta = db.open_tree(META_TREE)?;
         let stored_height = match meta.get(STORED_HEIGHT_KEY)? {
             Some(bytes) => <[u8; 8]>::try_from(bytes.as_ref())
@@ -134,6 +140,7 @@ impl ReedSolomon {
             meta,
             stored_height,
             squares: VecDeque::with_capacity(SQUARE_CACHE_LEN),
+            withhold_parity,
         })
     }
 
@@ -225,6 +232,25 @@ impl ReedSolomon {
         Ok((root, original))
     }
 
+    /// See `DaRequest::GetShare`, on `height`'s square.
+    pub(crate) fn share(
+        &self,
+        square: &ExtendedSquare,
+        height: u64,
+        position: SharePosition,
+    ) -> Result<ShareWithProof, DaError> {
+        let share = share_of(square, height, position)?;
+        let k = square.original_width() as u64;
+        if self.withhold_parity && (share.row >= k || share.col >= k) {
+            return Err(DaError::Withheld {
+                height,
+                row: share.row,
+                col: share.col,
+            });
+        }
+        Ok(share)
+    }
+
     /// See `DaRequest::GetStatus`.
     pub(crate) fn status(&self) -> DaStatus {
         DaStatus {
@@ -237,8 +263,8 @@ impl ReedSolomon {
     }
 }
 
-/// See `DaRequest::GetShare`, on `height`'s square.
-pub(crate) fn share_of(
+/// Share `position` of `height`'s square with its proof.
+fn share_of(
     square: &ExtendedSquare,
     height: u64,
     position: SharePosition,
@@ -368,7 +394,7 @@ mod tests {
     fn stores_serves_shares_and_namespaces() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let mut scheme = ReedSolomon::open(&db, builder()).unwrap();
+        let mut scheme = ReedSolomon::open(&db, builder(), false).unwrap();
         let (commitment, square) = builder().build(&body(), false).unwrap();
         let square = Arc::new(square);
         assert_eq!(
@@ -421,9 +447,24 @@ mod tests {
             Ok(vec![])
         );
 
+        // A withholding node serves the original quadrant only.
+        let withholding = ReedSolomon::open(&db, builder(), true).unwrap();
+        let cell = |row, col| SharePosition::Cell { row, col };
+        assert!(withholding.share(&square, 3, cell(3, 3)).is_ok());
+        assert_eq!(
+            withholding.share(&square, 3, cell(3, 4)),
+            Err(DaError::Withheld {
+                height: 3,
+                row: 3,
+                col: 4
+            })
+        );
+        assert!(scheme.share(&square, 3, cell(7, 7)).is_ok());
+        drop(withholding);
+
         // Reopened, the scheme remembers what it stored.
         drop(scheme);
-        let scheme = ReedSolomon::open(&db, builder()).unwrap();
+        let scheme = ReedSolomon::open(&db, builder(), false).unwrap();
         assert_eq!(scheme.status().stored_height, 3);
         assert!(scheme.cached(3).is_none());
         assert!(matches!(

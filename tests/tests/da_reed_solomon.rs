@@ -22,6 +22,13 @@ fn reed_solomon_testnet_carries_proves_and_samples_blobs() {
         assert_ne!(edited, config, "no DA kind in {config}");
         edited
     });
+    // Node 3 withholds every parity share, as a producer hiding data would.
+    let node3 = testnet.dir().join("node3").join("config.toml");
+    let config = std::fs::read_to_string(&node3).unwrap();
+    let withholding = config.replace("withhold_parity = false", "withhold_parity = true");
+    assert_ne!(withholding, config, "no withhold_parity in {config}");
+    let config = withholding;
+    std::fs::write(&node3, config).unwrap();
     for i in 0..4 {
         testnet.start_node(i);
     }
@@ -79,13 +86,16 @@ fn reed_solomon_testnet_carries_proves_and_samples_blobs() {
     assert_eq!(code, 404, "{missing}");
     assert_eq!(missing["error_code"], "height_not_found");
 
-    // A light client samples node 3 and is sure the block is available.
-    let output = Command::new(lamina_bin())
-        .args(["da", "sample", "--samples", "16", "--json", "--node"])
-        .arg(&testnet.node(3).url)
-        .args(["--height", &height.to_string()])
-        .output()
-        .unwrap();
+    // A light client samples node 2 and is sure the block is available.
+    let sample = |node: usize| {
+        Command::new(lamina_bin())
+            .args(["da", "sample", "--samples", "16", "--json", "--node"])
+            .arg(&testnet.node(node).url)
+            .args(["--height", &height.to_string()])
+            .output()
+            .unwrap()
+    };
+    let output = sample(2);
     assert!(
         output.status.success(),
         "{}",
@@ -96,16 +106,32 @@ fn reed_solomon_testnet_carries_proves_and_samples_blobs() {
     // 1 − 0.75^16 ≈ 0.99.
     assert!(report["confidence"].as_f64().unwrap() > 0.989, "{report}");
     let width = report["width"].as_u64().unwrap();
+    assert!(width >= 4, "{report}");
+
+    // Sampling the withholding node fails: three quarters of its cells are not served, so
+    // 16 samples all land in the original quadrant with probability 0.25^16.
+    let output = sample(3);
+    assert_eq!(output.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(report["verified"].as_u64().unwrap() < 16, "{report}");
+    assert_eq!(report["confidence"], 0.0, "{report}");
+    assert!(
+        report["failures"][0]
+            .as_str()
+            .unwrap()
+            .contains("share_withheld"),
+        "{report}"
+    );
 
     // A cell outside the square is refused, and sampling a height the node lacks fails.
     let (code, outside) = testnet
-        .node(3)
+        .node(2)
         .get(&format!("/v1/da/shares/{height}/{width}/0"));
     assert_eq!(code, 404, "{outside}");
     assert_eq!(outside["error_code"], "share_not_found");
     let output = Command::new(lamina_bin())
         .args(["da", "sample", "--node"])
-        .arg(&testnet.node(3).url)
+        .arg(&testnet.node(2).url)
         .args(["--height", &(tip + 1000).to_string()])
         .output()
         .unwrap();

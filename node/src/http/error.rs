@@ -115,6 +115,7 @@ impl From<DaError> for ApiError {
             DaError::ShareOutOfRange { .. } | DaError::CellOutOfRange { .. } => {
                 ApiError::not_found("share_not_found", err.to_string())
             }
+            DaError::Withheld { .. } => ApiError::not_found("share_withheld", err.to_string()),
             DaError::ReservedNamespace(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "reserved_namespace",

@@ -133,6 +133,16 @@ pub enum DaError {
         /// Columns of the height's data.
         cols: u64,
     },
+    /// This node withholds the share (fault injection: `withhold_parity`).
+    #[error("share ({row}, {col}) of height {height} is withheld by this node")]
+    Withheld {
+        /// Height.
+        height: u64,
+        /// Row.
+        row: u64,
+        /// Column.
+        col: u64,
+    },
     /// The height's data has fewer shares.
     #[error("share {index} does not exist; height {height} has {count} shares")]
     ShareOutOfRange {
