@@ -190,6 +190,7 @@ impl RunningNode {
                             config.execution.max_transaction_bytes,
                         ),
                         settlement: MAX_SETTLEMENT_GOSSIP_BYTES,
+                        blobs: relay::blob_gossip_limit(config.data_availability.max_blob_bytes),
                     },
                 };
                 let (handle, events) = network::spawn(network_config, identity, consensus.clone())
@@ -204,6 +205,8 @@ impl RunningNode {
                     execution: execution.clone(),
                     max_transaction_bytes: config.execution.max_transaction_bytes,
                     max_consensus_message_bytes: max_consensus_message_bytes(&config),
+                    da: da.clone(),
+                    max_blob_bytes: config.data_availability.max_blob_bytes,
                 };
                 tokio::spawn(relay.run(shutdown_rx.clone()));
                 tracing::info!(address = %handle.listen_addr(), "peer-to-peer network listening");

@@ -14,9 +14,10 @@ use std::time::Duration;
 use lamina_primitives::interfaces::consensus::{
     ConsensusHandle, ConsensusMessage, ConsensusOutbound,
 };
+use lamina_primitives::interfaces::da::{DaError, DaHandle};
 use lamina_primitives::interfaces::execution::{ExecutionHandle, MempoolRejection};
 use lamina_primitives::interfaces::RequestError;
-use lamina_primitives::{codec, Transaction};
+use lamina_primitives::{codec, Blob, Transaction};
 use libp2p::PeerId;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
@@ -65,6 +66,17 @@ pub struct Relay {
     pub max_transaction_bytes: usize,
     /// Largest consensus message accepted (a proposal carries a whole block).
     pub max_consensus_message_bytes: usize,
+    /// The DA layer (its blob pool takes gossiped blobs).
+    pub da: DaHandle,
+    /// Largest outside blob accepted, in data bytes (as in the pool).
+    pub max_blob_bytes: u64,
+}
+
+/// The `blobs` topic's size limit: one encoded blob of at most `max_blob_bytes` of data.
+pub fn blob_gossip_limit(max_blob_bytes: u64) -> usize {
+    usize::try_from(max_blob_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(Blob::ENCODED_PREFIX_BYTES)
 }
 
 impl Relay {
@@ -79,6 +91,8 @@ impl Relay {
             execution,
             max_transaction_bytes,
             max_consensus_message_bytes,
+            da,
+            max_blob_bytes,
         } = self;
         let (sync_tx, sync_rx) = mpsc::channel(1024);
         let judge = Judge {
@@ -87,6 +101,8 @@ impl Relay {
             execution,
             max_transaction_bytes,
             max_consensus_message_bytes,
+            da,
+            max_blob_bytes,
         };
         let mut tasks = JoinSet::new();
         tasks.spawn(inbound(judge, events, sync_tx.clone()));
@@ -119,6 +135,8 @@ struct Judge {
     execution: ExecutionHandle,
     max_transaction_bytes: usize,
     max_consensus_message_bytes: usize,
+    da: DaHandle,
+    max_blob_bytes: u64,
 }
 
 impl Judge {
@@ -163,7 +181,25 @@ impl Judge {
             // Settlement messages reach the ledger inside blocks; nothing is gossiped there
             // yet, so whatever arrives is not ours to relay.
             Topic::Settlement => Verdict::Ignore,
+            Topic::Blobs => blob_verdict(&self.da, data, self.max_blob_bytes).await,
         }
+    }
+}
+
+/// A gossiped blob, offered to the DA layer's pool.
+async fn blob_verdict(da: &DaHandle, data: &[u8], max_blob_bytes: u64) -> Verdict {
+    let Ok(blob) = codec::decode::<Blob>(data, blob_gossip_limit(max_blob_bytes)) else {
+        return Verdict::Reject;
+    };
+    match da.submit_blob(blob).await {
+        // Already waiting here too: relaying it again is harmless (gossip ids stop loops).
+        Ok(_) => Verdict::Accept,
+        // A full pool is this node's state, not the sender's fault.
+        Err(RequestError::Layer(DaError::PoolFull { .. })) | Err(RequestError::Channel(_)) => {
+            Verdict::Ignore
+        }
+        // A reserved namespace or an oversized blob: no honest node sends those.
+        Err(RequestError::Layer(_)) => Verdict::Reject,
     }
 }
 
@@ -369,6 +405,43 @@ async fn catch_up(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn gossiped_blobs_go_to_the_pool_and_only_bad_ones_penalise() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let config = lamina_da::DaConfig {
+            max_blob_bytes: 100,
+            max_pool_bytes: 150,
+            ..lamina_da::DaConfig::default()
+        };
+        let da = lamina_da::spawn(config, &db).unwrap();
+        let blob = |namespace: [u8; 8], len: usize| {
+            codec::encode(&Blob {
+                namespace: lamina_primitives::Namespace(namespace),
+                data: vec![7; len],
+            })
+        };
+        assert_eq!(blob_verdict(&da, b"not a blob", 100).await, Verdict::Reject);
+        assert_eq!(
+            blob_verdict(&da, &blob(*b"lam-exec", 10), 100).await,
+            Verdict::Reject
+        );
+        assert_eq!(
+            blob_verdict(&da, &blob(*b"rollup-1", 101), 100).await,
+            Verdict::Reject
+        );
+        assert_eq!(
+            blob_verdict(&da, &blob(*b"rollup-1", 100), 100).await,
+            Verdict::Accept
+        );
+        assert_eq!(da.status().await.unwrap().pending_blobs, 1);
+        // The pool is this node's business: full is not the sender's fault.
+        assert_eq!(
+            blob_verdict(&da, &blob(*b"rollup-2", 100), 100).await,
+            Verdict::Ignore
+        );
+    }
 
     #[test]
     fn only_peer_independent_refusals_penalise() {

@@ -17,6 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use crate::config::kind_of;
+use crate::network::Topic;
 use crate::node::NodeContext;
 
 /// Implementation and settings of one layer.
@@ -562,7 +563,18 @@ pub async fn submit_blob(
         .map_err(|e| ApiError::bad_request("invalid_blob", format!("data is not hex: {e}")))?;
     let size = data.len() as u64;
     let namespace = request.namespace;
-    let commitment = ctx.da.submit_blob(Blob { namespace, data }).await?;
+    let blob = Blob { namespace, data };
+    let gossip = ctx.network.as_ref().map(|_| codec::encode(&blob));
+    let commitment = ctx.da.submit_blob(blob).await?;
+    if let (Some(network), Some(encoded)) = (ctx.network.clone(), gossip) {
+        // Whichever validator proposes next includes it; this node still does when it
+        // proposes, so a failed publish loses nothing and never holds the reply up.
+        tokio::spawn(async move {
+            if let Err(error) = network.publish(Topic::Blobs, encoded).await {
+                tracing::debug!(%commitment, %error, "cannot gossip the blob");
+            }
+        });
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(SubmitBlobResponse {

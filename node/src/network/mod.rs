@@ -83,18 +83,27 @@ pub enum Topic {
     Transactions,
     /// Settlement messages.
     Settlement,
+    /// Outside blobs for the DA layer's pool (`POST /v1/da/blobs` on any node reaches
+    /// whichever validator proposes next).
+    Blobs,
 }
 
 impl Topic {
     /// Every topic; a node subscribes to all of them.
-    pub const ALL: [Topic; 3] = [Topic::Consensus, Topic::Transactions, Topic::Settlement];
+    pub const ALL: [Topic; 4] = [
+        Topic::Consensus,
+        Topic::Transactions,
+        Topic::Settlement,
+        Topic::Blobs,
+    ];
 
-    /// Short name of the topic (`consensus`, `transactions`, `settlement`).
+    /// Short name of the topic (`consensus`, `transactions`, `settlement`, `blobs`).
     pub fn as_str(self) -> &'static str {
         match self {
             Topic::Consensus => "consensus",
             Topic::Transactions => "transactions",
             Topic::Settlement => "settlement",
+            Topic::Blobs => "blobs",
         }
     }
 
@@ -120,6 +129,8 @@ pub struct TopicLimits {
     pub transactions: usize,
     /// Limit of [`Topic::Settlement`].
     pub settlement: usize,
+    /// Limit of [`Topic::Blobs`].
+    pub blobs: usize,
 }
 
 impl TopicLimits {
@@ -129,6 +140,7 @@ impl TopicLimits {
             Topic::Consensus => self.consensus,
             Topic::Transactions => self.transactions,
             Topic::Settlement => self.settlement,
+            Topic::Blobs => self.blobs,
         }
     }
 }

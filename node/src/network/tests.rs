@@ -98,6 +98,7 @@ fn config(peers: Vec<Multiaddr>) -> NetworkConfig {
             consensus: 64 << 10,
             transactions: 1024,
             settlement: 4096,
+            blobs: 4096,
         },
     }
 }
