@@ -10,10 +10,12 @@ use lamina_primitives::interfaces::Events;
 use lamina_primitives::{Block, Hash};
 use tokio::sync::mpsc;
 
+use crate::heights::Stored;
 use crate::pool::BlobPool;
 use crate::reed_solomon::{self, ReedSolomon, SquareBuilder};
-use crate::replicated::{Replicated, Stored};
+use crate::replicated::Replicated;
 use crate::square::ExtendedSquare;
+use crate::SHARE_SIZE;
 
 /// The state of the configured scheme.
 #[derive(Debug)]
@@ -39,7 +41,7 @@ async fn square_at(scheme: &mut ReedSolomon, height: u64) -> Result<Arc<Extended
     if let Some(square) = scheme.cached(height) {
         return Ok(square);
     }
-    let (root, original) = scheme.original_at(height)?;
+    let (original, root) = scheme.original_at(height)?;
     let builder: SquareBuilder = scheme.builder();
     let square = off_the_runtime(move || builder.rebuild(&original)).await?;
     if square.data_root() != root {
@@ -177,14 +179,16 @@ pub(crate) async fn run(
             }
             DaRequest::GetStatus { reply } => {
                 let (pending_blobs, pending_blob_bytes) = pool.size();
-                let status = match &scheme {
-                    Scheme::Replicated(scheme) => scheme.status(),
-                    Scheme::ReedSolomon(scheme) => scheme.status(),
+                let (scheme, stored_height) = match &scheme {
+                    Scheme::Replicated(scheme) => ("replicated", scheme.stored_height()),
+                    Scheme::ReedSolomon(scheme) => ("reed-solomon", scheme.stored_height()),
                 };
                 let _ = reply.send(DaStatus {
+                    scheme: scheme.to_string(),
+                    share_size: SHARE_SIZE,
+                    stored_height,
                     pending_blobs,
                     pending_blob_bytes,
-                    ..status
                 });
             }
         }

@@ -14,6 +14,7 @@
 
 mod actor;
 pub mod bench;
+mod heights;
 mod pool;
 mod reed_solomon;
 mod replicated;

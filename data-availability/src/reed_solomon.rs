@@ -11,17 +11,14 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use lamina_primitives::interfaces::da::{
-    DaError, DaStatus, DataCommitment, DataProof, NamespaceData, SharePosition, ShareWithProof,
-};
-use lamina_primitives::{Blob, Hash, Namespace};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
-
-use crate::replicated::Stored;
+use crate::heights::{storage, HeightStore, Stored};
 use crate::square::layout::{self, LayoutError};
 use crate::square::{Axis, CodecKind, ExtendedSquare, MAX_ORIGINAL_BYTES};
 use crate::{SetupError, SHARE_SIZE};
+use lamina_primitives::interfaces::da::{
+    DaError, DataCommitment, DataProof, NamespaceData, SharePosition, ShareWithProof,
+};
+use lamina_primitives::{Blob, Hash, Namespace};
 
 /// Tree holding each height's original data (the `k × k` quadrant), keyed by big-endian
 /// height.
@@ -30,14 +27,9 @@ pub(crate) const ORIGINALS_TREE: &str = "da/rs/originals";
 pub(crate) const ROOTS_TREE: &str = "da/rs/roots";
 /// Tree holding scalar metadata.
 pub(crate) const META_TREE: &str = "da/rs/meta";
-const STORED_HEIGHT_KEY: &[u8] = b"stored_height";
 
 /// Extended squares kept in memory (each up to 4× the original data).
 const SQUARE_CACHE_LEN: usize = 2;
-
-fn storage(error: impl std::fmt::Display) -> DaError {
-    DaError::Storage(error.to_string())
-}
 
 /// Builds squares: the codec, the threads to extend on, and the body limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,10 +97,7 @@ impl SquareBuilder {
 #[derive(Debug)]
 pub(crate) struct ReedSolomon {
     builder: SquareBuilder,
-    originals: sled::Tree,
-    roots: sled::Tree,
-    meta: sled::Tree,
-    stored_height: u64,
+    heights: HeightStore,
     squares: VecDeque<(u64, Arc<ExtendedSquare>)>,
     /// Fault injection: refuse to serve parity shares (see `DaConfig::withhold_parity`).
     withhold_parity: bool,
@@ -121,24 +110,9 @@ impl ReedSolomon {
         builder: SquareBuilder,
         withhold_parity: bool,
     ) -> Result<Self, SetupError> {
-        let meta = db.open_tree(META_TREE)?;
-        let stored_height = match meta.get(STORED_HEIGHT_KEY)? {
-            Some(bytes) => <[u8; 8]>::try_from(bytes.as_ref())
-                .map(u64::from_be_bytes)
-                .map_err(|_| {
-                    SetupError::Corrupt(format!(
-                        "{META_TREE}/stored_height holds {} bytes, not a u64",
-                        bytes.len()
-                    ))
-                })?,
-            None => 0,
-        };
         Ok(ReedSolomon {
             builder,
-            originals: db.open_tree(ORIGINALS_TREE)?,
-            roots: db.open_tree(ROOTS_TREE)?,
-            meta,
-            stored_height,
+            heights: HeightStore::open(db, ORIGINALS_TREE, ROOTS_TREE, META_TREE)?,
             squares: VecDeque::with_capacity(SQUARE_CACHE_LEN),
             withhold_parity,
         })
@@ -149,15 +123,9 @@ impl ReedSolomon {
         self.builder
     }
 
+    /// The root stored for `height`, if any.
     pub(crate) fn root_at(&self, height: u64) -> Result<Option<Hash>, DaError> {
-        let Some(bytes) = self.roots.get(height.to_be_bytes()).map_err(storage)? else {
-            return Ok(None);
-        };
-        let root: [u8; 32] = bytes
-            .as_ref()
-            .try_into()
-            .map_err(|_| storage(format!("{ROOTS_TREE} entry of height {height} is corrupt")))?;
-        Ok(Some(Hash(root)))
+        self.heights.root_at(height)
     }
 
     /// Keeps `square` (already checked against the header's `data_root`) as `height`'s
@@ -168,38 +136,18 @@ impl ReedSolomon {
         height: u64,
         square: Arc<ExtendedSquare>,
     ) -> Result<Stored, DaError> {
-        let data_root = square.data_root();
-        if self.root_at(height)? == Some(data_root) {
-            return Ok(Stored::AlreadyStored);
+        let stored = self
+            .heights
+            .write(height, square.data_root(), &square.original_data())?;
+        if stored == Stored::Written {
+            self.remember(height, square);
         }
-        let key = height.to_be_bytes();
-        let original = square.original_data();
-        let new_stored_height = self.stored_height.max(height);
-        (&self.originals, &self.roots, &self.meta)
-            .transaction(|(originals, roots, meta)| {
-                originals.insert(&key, original.as_slice())?;
-                roots.insert(&key, &data_root.0)?;
-                meta.insert(STORED_HEIGHT_KEY, &new_stored_height.to_be_bytes())?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e: TransactionError<()>| match e {
-                TransactionError::Storage(error) => storage(error),
-                TransactionError::Abort(()) => storage("transaction aborted"),
-            })?;
-        self.stored_height = new_stored_height;
-        self.remember(height, square);
-        Ok(Stored::Written)
+        Ok(stored)
     }
 
-    /// See `DaRequest::IsAvailable`; a storage failure counts as "not available".
+    /// See `DaRequest::IsAvailable`.
     pub(crate) fn is_available(&self, height: u64, data_root: Hash) -> bool {
-        match self.root_at(height) {
-            Ok(stored) => stored == Some(data_root),
-            Err(error) => {
-                tracing::error!(height, %error, "cannot read stored data root");
-                false
-            }
-        }
+        self.heights.is_available(height, data_root)
     }
 
     /// `height`'s square if it is in memory.
@@ -220,16 +168,8 @@ impl ReedSolomon {
     }
 
     /// `height`'s stored original data and root, to rebuild its square from.
-    pub(crate) fn original_at(&self, height: u64) -> Result<(Hash, sled::IVec), DaError> {
-        let root = self
-            .root_at(height)?
-            .ok_or(DaError::HeightNotFound(height))?;
-        let original = self
-            .originals
-            .get(height.to_be_bytes())
-            .map_err(storage)?
-            .ok_or(DaError::HeightNotFound(height))?;
-        Ok((root, original))
+    pub(crate) fn original_at(&self, height: u64) -> Result<(sled::IVec, Hash), DaError> {
+        self.heights.data_at(height)
     }
 
     /// See `DaRequest::GetShare`, on `height`'s square.
@@ -251,15 +191,9 @@ impl ReedSolomon {
         Ok(share)
     }
 
-    /// See `DaRequest::GetStatus`.
-    pub(crate) fn status(&self) -> DaStatus {
-        DaStatus {
-            scheme: "reed-solomon".to_string(),
-            share_size: SHARE_SIZE,
-            stored_height: self.stored_height,
-            pending_blobs: 0,
-            pending_blob_bytes: 0,
-        }
+    /// Highest height whose data is stored.
+    pub(crate) fn stored_height(&self) -> u64 {
+        self.heights.stored_height()
     }
 }
 
@@ -409,7 +343,7 @@ mod tests {
         assert!(!scheme.is_available(4, commitment.data_root));
 
         // The square rebuilt from storage is the one stored.
-        let (root, original) = scheme.original_at(3).unwrap();
+        let (original, root) = scheme.original_at(3).unwrap();
         assert_eq!(root, commitment.data_root);
         assert_eq!(builder().rebuild(&original).unwrap(), *square);
 
@@ -465,7 +399,7 @@ mod tests {
         // Reopened, the scheme remembers what it stored.
         drop(scheme);
         let scheme = ReedSolomon::open(&db, builder(), false).unwrap();
-        assert_eq!(scheme.status().stored_height, 3);
+        assert_eq!(scheme.stored_height(), 3);
         assert!(scheme.cached(3).is_none());
         assert!(matches!(
             scheme.original_at(9),

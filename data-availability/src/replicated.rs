@@ -8,74 +8,39 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use lamina_primitives::interfaces::da::{
-    DaError, DaStatus, DataCommitment, DataProof, NamespaceData, SharePosition, ShareWithProof,
+    DaError, DataCommitment, DataProof, NamespaceData, SharePosition, ShareWithProof,
 };
 use lamina_primitives::{codec, Blob, Block, Hash, Namespace};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 
-use crate::shares::{self, SHARE_SIZE};
+use crate::heights::{storage, HeightStore, Stored};
+use crate::shares;
 use crate::SetupError;
 
 /// Tree holding each height's encoded body, keyed by big-endian height.
 pub(crate) const BODIES_TREE: &str = "da/bodies";
-/// Tree holding each height's `data_root`, kept apart so availability checks stay cheap.
+/// Tree holding each height's `data_root`.
 pub(crate) const ROOTS_TREE: &str = "da/roots";
 /// Tree holding scalar metadata.
 pub(crate) const META_TREE: &str = "da/meta";
-const STORED_HEIGHT_KEY: &[u8] = b"stored_height";
 
 /// Bodies whose leaf hashes are kept in memory: share requests tend to cluster on the
 /// latest heights, and re-hashing a large body per share would dominate serving time.
 const LEAF_CACHE_LEN: usize = 4;
 
-/// What a successful store did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stored {
-    /// The data was written; it still has to be flushed.
-    Written,
-    /// Exactly this data was already stored.
-    AlreadyStored,
-}
-
 /// The stored data of the `replicated` scheme.
 #[derive(Debug)]
 pub(crate) struct Replicated {
-    bodies: sled::Tree,
-    roots: sled::Tree,
-    meta: sled::Tree,
+    heights: HeightStore,
     max_body_bytes: u64,
-    stored_height: u64,
     leaf_cache: VecDeque<(u64, Hash, Arc<Vec<Hash>>)>,
-}
-
-fn storage(error: impl std::fmt::Display) -> DaError {
-    DaError::Storage(error.to_string())
-}
-
-fn decode_height(bytes: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
 impl Replicated {
     /// Opens (or creates) the scheme's trees in `db`.
     pub(crate) fn open(db: &sled::Db, max_body_bytes: u64) -> Result<Self, SetupError> {
-        let meta = db.open_tree(META_TREE)?;
-        let stored_height = match meta.get(STORED_HEIGHT_KEY)? {
-            Some(bytes) => decode_height(&bytes).ok_or_else(|| {
-                SetupError::Corrupt(format!(
-                    "{META_TREE}/stored_height holds {} bytes, not a u64",
-                    bytes.len()
-                ))
-            })?,
-            None => 0,
-        };
         Ok(Replicated {
-            bodies: db.open_tree(BODIES_TREE)?,
-            roots: db.open_tree(ROOTS_TREE)?,
-            meta,
+            heights: HeightStore::open(db, BODIES_TREE, ROOTS_TREE, META_TREE)?,
             max_body_bytes,
-            stored_height,
             leaf_cache: VecDeque::with_capacity(LEAF_CACHE_LEN),
         })
     }
@@ -114,49 +79,23 @@ impl Replicated {
         if commitment.data_root != data_root {
             return Err(DaError::RootMismatch(data_root));
         }
-        if self.root_at(height)? == Some(data_root) {
-            return Ok(Stored::AlreadyStored);
+        let stored = self.heights.write(height, data_root, &encoded)?;
+        if stored == Stored::AlreadyStored {
+            return Ok(stored);
         }
-        let key = height.to_be_bytes();
-        let new_stored_height = self.stored_height.max(height);
-        (&self.bodies, &self.roots, &self.meta)
-            .transaction(|(bodies, roots, meta)| {
-                bodies.insert(&key, encoded.as_slice())?;
-                roots.insert(&key, &data_root.0)?;
-                meta.insert(STORED_HEIGHT_KEY, &new_stored_height.to_be_bytes())?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e: TransactionError<()>| match e {
-                TransactionError::Storage(error) => storage(error),
-                TransactionError::Abort(()) => storage("transaction aborted"),
-            })?;
-        self.stored_height = new_stored_height;
         self.leaf_cache.retain(|(h, _, _)| *h != height);
         self.remember_leaves(height, data_root, Arc::new(leaves));
         Ok(Stored::Written)
     }
 
-    fn root_at(&self, height: u64) -> Result<Option<Hash>, DaError> {
-        let Some(bytes) = self.roots.get(height.to_be_bytes()).map_err(storage)? else {
-            return Ok(None);
-        };
-        let root: [u8; 32] = bytes
-            .as_ref()
-            .try_into()
-            .map_err(|_| storage(format!("{ROOTS_TREE} entry of height {height} is corrupt")))?;
-        Ok(Some(Hash(root)))
+    /// See `DaRequest::IsAvailable`.
+    pub(crate) fn is_available(&self, height: u64, data_root: Hash) -> bool {
+        self.heights.is_available(height, data_root)
     }
 
-    /// See `DaRequest::IsAvailable`. A storage failure counts as "not available": the caller
-    /// must not vote for data it cannot read.
-    pub(crate) fn is_available(&self, height: u64, data_root: Hash) -> bool {
-        match self.root_at(height) {
-            Ok(stored) => stored == Some(data_root),
-            Err(error) => {
-                tracing::error!(height, %error, "cannot read stored data root");
-                false
-            }
-        }
+    /// Highest height whose data is stored.
+    pub(crate) fn stored_height(&self) -> u64 {
+        self.heights.stored_height()
     }
 
     fn remember_leaves(&mut self, height: u64, root: Hash, leaves: Arc<Vec<Hash>>) {
@@ -166,26 +105,13 @@ impl Replicated {
         self.leaf_cache.push_back((height, root, leaves));
     }
 
-    /// The stored encoding of `height`'s body and its root.
-    fn stored(&self, height: u64) -> Result<(sled::IVec, Hash), DaError> {
-        let root = self
-            .root_at(height)?
-            .ok_or(DaError::HeightNotFound(height))?;
-        let encoded = self
-            .bodies
-            .get(height.to_be_bytes())
-            .map_err(storage)?
-            .ok_or(DaError::HeightNotFound(height))?;
-        Ok((encoded, root))
-    }
-
     /// See `DaRequest::GetShare`. The shares form a single row.
     pub(crate) fn share(
         &mut self,
         height: u64,
         position: SharePosition,
     ) -> Result<ShareWithProof, DaError> {
-        let (encoded, root) = self.stored(height)?;
+        let (encoded, root) = self.heights.data_at(height)?;
         let count = shares::share_count(encoded.len());
         let index = match position {
             SharePosition::Index(index) => index,
@@ -244,7 +170,7 @@ impl Replicated {
         height: u64,
         namespace: Namespace,
     ) -> Result<NamespaceData, DaError> {
-        let (encoded, data_root) = self.stored(height)?;
+        let (encoded, data_root) = self.heights.data_at(height)?;
         let body: Vec<Blob> = codec::decode_trusted(&encoded).map_err(|error| {
             storage(format!(
                 "{BODIES_TREE} entry of height {height} is corrupt: {error}"
@@ -260,17 +186,6 @@ impl Replicated {
                 .collect(),
             proof: None,
         })
-    }
-
-    /// See `DaRequest::GetStatus`.
-    pub(crate) fn status(&self) -> DaStatus {
-        DaStatus {
-            scheme: "replicated".to_string(),
-            share_size: SHARE_SIZE,
-            stored_height: self.stored_height,
-            pending_blobs: 0,
-            pending_blob_bytes: 0,
-        }
     }
 }
 
@@ -307,7 +222,7 @@ mod tests {
             da.store(3, commitment.data_root, &body).unwrap(),
             Stored::AlreadyStored
         );
-        assert_eq!(da.status().stored_height, 3);
+        assert_eq!(da.stored_height(), 3);
         assert!(da.is_available(3, commitment.data_root));
         assert!(!da.is_available(3, Hash::ZERO));
         assert!(!da.is_available(2, commitment.data_root));
@@ -366,7 +281,7 @@ mod tests {
             da.store(1, wrong, &body(1, 10)),
             Err(DaError::RootMismatch(wrong))
         );
-        assert_eq!(da.status().stored_height, 0);
+        assert_eq!(da.stored_height(), 0);
         assert_eq!(
             da.share(1, SharePosition::Index(0)),
             Err(DaError::HeightNotFound(1))
@@ -405,7 +320,7 @@ mod tests {
             (root1, root2)
         };
         let (_db, mut da) = open(&dir, 1 << 20);
-        assert_eq!(da.status().stored_height, 5);
+        assert_eq!(da.stored_height(), 5);
         assert!(da.is_available(5, root2));
         assert!(!da.is_available(5, root1));
         assert!(da.is_available(2, root1));
