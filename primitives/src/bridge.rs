@@ -377,6 +377,164 @@ pub struct FinalizeWithdrawal {
     pub proof: MerkleProof,
 }
 
+/// A deposit the execution layer credits: queued by the settlement ledger when a block
+/// carries a valid [`Deposit`], and credited by executing that same block, before its
+/// transactions, in id order.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+pub struct DepositCredit {
+    /// Deposit id: 0, 1, 2, ... in the order the settlement ledger accepted them.
+    pub id: u64,
+    /// The execution account to credit.
+    pub to: Address,
+    /// Amount.
+    pub amount: u64,
+}
+
+/// The latest claim of one batch and where it stands.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+pub struct Batch {
+    /// Batch index, from 0.
+    pub index: u64,
+    /// How many earlier claims of this batch were rejected.
+    pub attempt: u32,
+    /// First height covered.
+    pub first_height: u64,
+    /// Last height covered.
+    pub last_height: u64,
+    /// The output root claimed for `last_height`.
+    pub output_root: Hash,
+    /// Who claimed it.
+    pub proposer: Address,
+    /// The proposer's bond, locked while the claim is open.
+    pub bond: u64,
+    /// Height of the block that included the claim.
+    pub included_at: u64,
+    /// `included_at + challenge_window`: the claim can be challenged up to and including the
+    /// block at this height and finalizes at the end of it (or later, after its predecessor).
+    pub deadline: u64,
+    /// Where the claim stands.
+    pub status: BatchStatus,
+    /// Challengers whose challenge of this claim failed, while it is open: a second challenge
+    /// from one of them would be a replay of the same signed bytes, so it is refused rather
+    /// than slashed again. Emptied once the claim is final (no challenge applies then), so
+    /// the list never outlives the window.
+    pub failed_challengers: Vec<Address>,
+}
+
+impl Batch {
+    /// Bonds this batch holds locked: the proposer's while open, plus the challenger's while
+    /// challenged.
+    pub fn locked(&self) -> u64 {
+        match self.status {
+            BatchStatus::Pending => self.bond,
+            BatchStatus::Challenged { bond, .. } => self.bond.saturating_add(bond),
+            BatchStatus::Finalized { .. } | BatchStatus::Rejected { .. } => 0,
+        }
+    }
+}
+
+/// Where a claim stands. Open states (`Pending`, `Challenged`) lead to final ones
+/// (`Finalized`, `Rejected`); a final state never changes, but a `Rejected` batch is
+/// replaced by its next claim.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum BatchStatus {
+    /// Open to challenges; finalizes once its deadline has come and its predecessor is
+    /// finalized.
+    Pending,
+    /// Disputed, and this node could not decide yet (it had not executed the batch). It
+    /// cannot finalize until the dispute is resolved.
+    Challenged {
+        /// Who challenged.
+        challenger: Address,
+        /// Height of the block that included the challenge.
+        at: u64,
+        /// The challenger's locked bond.
+        bond: u64,
+    },
+    /// Final: withdrawals can be proven against its output root.
+    Finalized {
+        /// Height of the block whose time step finalized it.
+        at: u64,
+    },
+    /// Final: the claim was wrong or built on a wrong one; the batch is claimed again.
+    Rejected {
+        /// Height of the block that rejected it.
+        at: u64,
+        /// Why.
+        reason: RejectReason,
+    },
+}
+
+impl BatchStatus {
+    /// `Pending` or `Challenged`.
+    pub fn is_open(&self) -> bool {
+        matches!(self, BatchStatus::Pending | BatchStatus::Challenged { .. })
+    }
+}
+
+/// Why a claim was rejected.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum RejectReason {
+    /// A challenge showed the claimed output root is not the one execution gives.
+    WrongOutput {
+        /// The winning challenger.
+        challenger: Address,
+        /// The output root this ledger's node computed.
+        correct_root: Hash,
+    },
+    /// An earlier batch was rejected, so this one, built on it, cannot stand; its bond was
+    /// returned (the claim itself was not shown wrong).
+    ParentRejected {
+        /// The rejected earlier batch.
+        parent: u64,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

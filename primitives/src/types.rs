@@ -71,6 +71,15 @@ pub enum TxPayload {
         /// Amount moved (the fee is charged on top).
         amount: u64,
     },
+    /// Burn `amount` from the sender on the execution side and record a withdrawal to the
+    /// settlement-ledger account `to`, credited there once a finalized batch covers it (see
+    /// [`crate::bridge`]).
+    Withdraw {
+        /// The settlement-ledger account to credit.
+        to: Address,
+        /// Amount burned (the fee is charged on top).
+        amount: u64,
+    },
 }
 
 /// The part of a transaction that is signed.
@@ -143,6 +152,17 @@ impl Transaction {
         .sign(key)
     }
 
+    /// Builds and signs a withdrawal to the settlement-ledger account `to`.
+    pub fn withdraw(chain_id: &str, key: &Keypair, nonce: u64, to: Address, amount: u64) -> Self {
+        UnsignedTransaction {
+            chain_id: chain_id.to_string(),
+            sender: key.address(),
+            nonce,
+            payload: TxPayload::Withdraw { to, amount },
+        }
+        .sign(key)
+    }
+
     /// The unsigned part.
     pub fn unsigned(&self) -> UnsignedTransaction {
         UnsignedTransaction {
@@ -182,7 +202,7 @@ impl Transaction {
     /// The amount the sender spends besides the fee.
     pub fn value(&self) -> u64 {
         match &self.payload {
-            TxPayload::Transfer { amount, .. } => *amount,
+            TxPayload::Transfer { amount, .. } | TxPayload::Withdraw { amount, .. } => *amount,
         }
     }
 }
@@ -299,6 +319,10 @@ pub struct Receipt {
     pub fee: u64,
     /// What happened.
     pub outcome: TxOutcome,
+    /// For a successful `Withdraw`: the withdrawal's id (its leaf index in the withdrawals
+    /// tree), which proves and finalizes it on the settlement side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawal_id: Option<u64>,
 }
 
 /// A namespace: 8 bytes naming who a blob is for. Two are reserved by Lamina itself.

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, oneshot};
 
 use super::{flatten, ChannelError, Events, Mailbox, RequestError};
+use crate::bridge::{DepositCredit, OutputPreimage, Withdrawal, OUTPUT_VERSION};
+use crate::merkle::MerkleProof;
 use crate::state_proof::StateProof;
 use crate::{Account, Address, Block, Hash, Receipt, Transaction};
 
@@ -172,6 +174,36 @@ pub struct ExecutedBlock {
     pub failed: u32,
     /// Fees collected (credited to the proposer).
     pub fees: u64,
+    /// The block's `data_root` (from its header).
+    pub data_root: Hash,
+    /// Root of the withdrawals tree after the block (every withdrawal so far, in id order).
+    pub withdrawals_root: Hash,
+    /// Withdrawals so far (the next withdrawal's id).
+    pub withdrawal_count: u64,
+    /// Bridge deposits credited before the block's transactions.
+    pub deposits_credited: u32,
+}
+
+impl ExecutedBlock {
+    /// What an output root for a batch ending at this height commits to.
+    pub fn output_preimage(&self) -> OutputPreimage {
+        OutputPreimage {
+            version: OUTPUT_VERSION,
+            state_root: self.state_root,
+            withdrawals_root: self.withdrawals_root,
+            last_block_hash: self.block_hash,
+            data_root: self.data_root,
+        }
+    }
+}
+
+/// A withdrawal and the height that executed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WithdrawalAt {
+    /// The executed height whose block included the withdrawal transaction.
+    pub height: u64,
+    /// The withdrawal.
+    pub withdrawal: Withdrawal,
 }
 
 /// The execution layer's state.
@@ -270,12 +302,16 @@ pub enum ExecutionRequest {
     },
     /// Execute a committed block. Blocks must come in height order, starting at
     /// `executed_height + 1`; a height already executed is answered with its stored result
-    /// (so a restarted node can replay safely).
+    /// (so a restarted node can replay safely). `deposits` are credited first, in order,
+    /// then the transactions run; every node must pass the same deposits for a height (the
+    /// settlement ledger's deposits queued by this same block).
     /// Reply: once the new state, receipts and height are flushed to disk, the result; an
     /// error leaves the state at the previous height.
     ExecuteBlock {
         /// The block.
         block: Arc<Block>,
+        /// Bridge deposits to credit before the block's transactions.
+        deposits: Vec<DepositCredit>,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<ExecutedBlock, ExecutionError>>,
     },
@@ -304,6 +340,27 @@ pub enum ExecutionRequest {
         height: Option<u64>,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<AccountProof, QueryError>>,
+    },
+    /// Find a withdrawal by id.
+    /// Reply: the withdrawal and the height that executed it, `None` when no withdrawal has
+    /// that id yet, or `Storage` when the withdrawal index cannot be read.
+    GetWithdrawal {
+        /// Withdrawal id.
+        id: u64,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Option<WithdrawalAt>, QueryError>>,
+    },
+    /// Prove withdrawal `id` against the withdrawals root after executed height `height`
+    /// (the tree over every withdrawal up to that height).
+    /// Reply: the proof; `None` when the withdrawal is not in that tree (a later id); or why
+    /// the height cannot be read.
+    ProveWithdrawal {
+        /// Withdrawal id.
+        id: u64,
+        /// The executed height whose withdrawals root the proof leads to.
+        height: u64,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Option<MerkleProof>, QueryError>>,
     },
     /// Find a transaction by hash.
     /// Reply: pending, included (with its receipt), `None` when unknown, or `Storage` when
@@ -363,10 +420,15 @@ impl ExecutionHandle {
     pub async fn execute_block(
         &self,
         block: Arc<Block>,
+        deposits: Vec<DepositCredit>,
     ) -> Result<ExecutedBlock, RequestError<ExecutionError>> {
         flatten(
             self.mailbox
-                .ask(|reply| ExecutionRequest::ExecuteBlock { block, reply })
+                .ask(|reply| ExecutionRequest::ExecuteBlock {
+                    block,
+                    deposits,
+                    reply,
+                })
                 .await,
         )
     }
@@ -422,6 +484,28 @@ impl ExecutionHandle {
         flatten(
             self.mailbox
                 .try_ask(|reply| ExecutionRequest::GetTransaction { hash, reply })
+                .await,
+        )
+    }
+
+    /// See [`ExecutionRequest::GetWithdrawal`]; sheds load like [`Self::account`].
+    pub async fn withdrawal(&self, id: u64) -> Result<Option<WithdrawalAt>, RequestError<QueryError>> {
+        flatten(
+            self.mailbox
+                .try_ask(|reply| ExecutionRequest::GetWithdrawal { id, reply })
+                .await,
+        )
+    }
+
+    /// See [`ExecutionRequest::ProveWithdrawal`]; sheds load like [`Self::account`].
+    pub async fn prove_withdrawal(
+        &self,
+        id: u64,
+        height: u64,
+    ) -> Result<Option<MerkleProof>, RequestError<QueryError>> {
+        flatten(
+            self.mailbox
+                .try_ask(|reply| ExecutionRequest::ProveWithdrawal { id, height, reply })
                 .await,
         )
     }

@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::execution::ExecutedBlock;
 use super::{flatten, ChannelError, Events, Mailbox, RequestError};
-use crate::bridge::{Challenge, Claim, Deposit, FinalizeWithdrawal};
+use crate::bridge::{Batch, Challenge, Claim, Deposit, DepositCredit, FinalizeWithdrawal};
 use crate::codec;
 use crate::crypto::{domain, SignatureError};
 use crate::{Address, Blob, Hash, Keypair, Signature};
@@ -109,6 +109,48 @@ pub struct SettlementStatus {
     pub applied_height: u64,
     /// Last executed height reported to this layer.
     pub executed_height: u64,
+    /// The bridge and claims, in `optimistic` mode.
+    pub optimistic: Option<OptimisticSummary>,
+}
+
+/// The optimistic ledger at a glance: where claims stand and the bridge's accounting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OptimisticSummary {
+    /// Blocks a claim stays open to challenges.
+    pub challenge_window: u64,
+    /// Heights per batch.
+    pub batch_size: u64,
+    /// The bond a claim or challenge locks.
+    pub bond: u64,
+    /// Accounts allowed to claim.
+    pub proposers: Vec<Address>,
+    /// Batches `0..finalized_batches` are final.
+    pub finalized_batches: u64,
+    /// The next batch to claim.
+    pub next_batch: u64,
+    /// Bonds locked in open claims and challenges.
+    pub locked: u64,
+    /// Value slashed and destroyed.
+    pub burned: u64,
+    /// Value ever moved into the execution layer by deposits.
+    pub total_deposited: u64,
+    /// Value ever credited back by finalized withdrawals.
+    pub total_withdrawn: u64,
+    /// The ledger's starting supply.
+    pub genesis_supply: u64,
+    /// Sum of all ledger balances.
+    pub total_balances: u64,
+}
+
+/// One settlement-ledger account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LedgerAccount {
+    /// The account.
+    pub address: Address,
+    /// Its balance on the settlement ledger.
+    pub balance: u64,
+    /// Its next deposit nonce.
+    pub deposit_nonce: u64,
 }
 
 /// Why a settlement request failed.
@@ -125,6 +167,20 @@ pub enum SettlementError {
     /// The settlement database failed.
     #[error("settlement storage failed: {0}")]
     Storage(String),
+    /// The request has no meaning in the running mode (e.g. batches in `attested` mode).
+    #[error("the {mode} settlement mode does not support this: {what}")]
+    Unsupported {
+        /// The running mode.
+        mode: String,
+        /// What was asked.
+        what: String,
+    },
+    /// A submitted message would be skipped by the ledger as it stands.
+    #[error("invalid settlement message: {0}")]
+    InvalidMessage(String),
+    /// Too many messages wait for inclusion already.
+    #[error("{0} settlement messages are already waiting for inclusion; try again later")]
+    PoolFull(usize),
 }
 
 /// What the settlement layer publishes.
@@ -173,6 +229,45 @@ pub enum SettlementRequest {
         max_bytes: usize,
         /// Where the answer goes.
         reply: oneshot::Sender<Vec<Blob>>,
+    },
+    /// The bridge deposits that block `height` queued, which executing `height` credits
+    /// (before its transactions, in id order). Asked after `ApplyBlock` of `height`.
+    /// Reply: the deposits (none in `attested` mode), `OutOfOrder` if `height` is not
+    /// applied yet, or `Storage` if they were already pruned (the execution layer has
+    /// reported `height` executed).
+    Deposits {
+        /// The height.
+        height: u64,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Vec<DepositCredit>, SettlementError>>,
+    },
+    /// Queue a message (a deposit, a withdrawal finalization, ...) from outside for the next
+    /// block this node proposes. It is checked against the ledger as it stands now.
+    /// Reply: `Ok` once queued; `InvalidMessage` when the ledger would skip it now;
+    /// `PoolFull`; `Unsupported` for a message kind this mode ignores.
+    Submit {
+        /// The message.
+        message: SettlementMessage,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<(), SettlementError>>,
+    },
+    /// Claims of batches `from ..` (at most `limit`), latest claim of each, in index order.
+    /// Reply: the batches, or `Unsupported` outside `optimistic` mode.
+    GetBatches {
+        /// First batch index.
+        from: u64,
+        /// Cap on the number returned.
+        limit: usize,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Vec<Batch>, SettlementError>>,
+    },
+    /// A settlement-ledger account.
+    /// Reply: its balance and deposit nonce, or `Unsupported` outside `optimistic` mode.
+    GetLedgerAccount {
+        /// The account.
+        address: Address,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<LedgerAccount, SettlementError>>,
     },
     /// Reply: the layer's status.
     GetStatus {
@@ -261,6 +356,55 @@ impl SettlementHandle {
         flatten(
             self.mailbox
                 .try_ask(|reply| SettlementRequest::GetHeight { height, reply })
+                .await,
+        )
+    }
+
+    /// See [`SettlementRequest::Deposits`].
+    pub async fn deposits(
+        &self,
+        height: u64,
+    ) -> Result<Vec<DepositCredit>, RequestError<SettlementError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| SettlementRequest::Deposits { height, reply })
+                .await,
+        )
+    }
+
+    /// See [`SettlementRequest::Submit`]; sheds load with [`ChannelError::Full`].
+    pub async fn submit(
+        &self,
+        message: SettlementMessage,
+    ) -> Result<(), RequestError<SettlementError>> {
+        flatten(
+            self.mailbox
+                .try_ask(|reply| SettlementRequest::Submit { message, reply })
+                .await,
+        )
+    }
+
+    /// See [`SettlementRequest::GetBatches`]; sheds load with [`ChannelError::Full`].
+    pub async fn batches(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Batch>, RequestError<SettlementError>> {
+        flatten(
+            self.mailbox
+                .try_ask(|reply| SettlementRequest::GetBatches { from, limit, reply })
+                .await,
+        )
+    }
+
+    /// See [`SettlementRequest::GetLedgerAccount`]; sheds load with [`ChannelError::Full`].
+    pub async fn ledger_account(
+        &self,
+        address: Address,
+    ) -> Result<LedgerAccount, RequestError<SettlementError>> {
+        flatten(
+            self.mailbox
+                .try_ask(|reply| SettlementRequest::GetLedgerAccount { address, reply })
                 .await,
         )
     }

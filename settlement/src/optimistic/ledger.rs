@@ -145,7 +145,7 @@ impl OptimisticLedger {
 
     fn check_claim(&self, height: u64, claim: &Claim, chain_id: &str) -> Result<(), SkipReason> {
         // Cheap checks first, so junk costs no signature verification.
-        if claim.proposer != self.params.proposer {
+        if !self.params.proposers.contains(&claim.proposer) {
             return Err(SkipReason::NotProposer);
         }
         if claim.bond != self.params.bond {

@@ -10,13 +10,14 @@
 //! is applied once, in height order, by [`OptimisticLedger::apply_block`]: its settlement
 //! messages in order, then a time step.
 //!
-//! * **Claim**: the designated proposer locks exactly `bond` to assert a batch's output root.
-//!   Batches are claimed in index order; a rejected batch is claimed again with the next
-//!   `attempt` (which the signature covers, so an old claim cannot be replayed). Only heights
-//!   below the including block can be claimed. The claim's deadline is its inclusion height
+//! * **Claim**: a designated proposer locks exactly `bond` to assert a batch's output root
+//!   (the first valid claim of the next batch wins; the others are skipped). Batches are
+//!   claimed in index order; a rejected batch is claimed again with the next `attempt`
+//!   (which the signature covers, so an old claim cannot be replayed). Only heights below
+//!   the including block can be claimed. The claim's deadline is its inclusion height
 //!   plus `challenge_window`.
-//! * **Challenge**: anyone but the proposer locks `bond` to dispute a pending claim (one
-//!   attempt of one batch). It is decided at once by this node's own output root for the
+//! * **Challenge**: anyone but the claim's proposer locks `bond` to dispute a pending claim
+//!   (one attempt of one batch). It is decided at once by this node's own output root for the
 //!   batch's heights (the [`OutputOracle`]): a different root rejects the claim (the
 //!   proposer's bond is slashed, the challenger's returned, every later open claim rejected
 //!   with its bond returned); the same root fails the challenge (the challenger's bond is

@@ -14,8 +14,11 @@ pub struct OptimisticParams {
     pub batch_size: u64,
     /// The exact bond a claim or a challenge locks.
     pub bond: u64,
-    /// The designated proposer: the only account whose claims are accepted.
-    pub proposer: Address,
+    /// The designated proposers: the only accounts whose claims are accepted. Any of them may
+    /// claim the next batch and the first valid claim included wins, so a proposer whose
+    /// execution is wrong cannot stall settlement: once its claim is rejected, an honest one
+    /// claims the batch again.
+    pub proposers: Vec<Address>,
     /// Share of a slashed bond paid to the winner of the dispute (rounded down); the rest is
     /// burned, so a proposer cannot recover its whole bond by challenging itself through
     /// another account.
@@ -31,6 +34,9 @@ pub enum ParamsError {
     /// Batches must cover at least one height.
     #[error("batch_size must be at least 1 height")]
     ZeroBatchSize,
+    /// Nobody could claim.
+    #[error("proposers must name at least one account")]
+    NoProposers,
     /// A reward above 100% would mint value.
     #[error("challenger_reward_percent is {0}; it must be at most 100")]
     RewardPercentTooHigh(u8),
@@ -44,6 +50,9 @@ impl OptimisticParams {
         }
         if self.batch_size == 0 {
             return Err(ParamsError::ZeroBatchSize);
+        }
+        if self.proposers.is_empty() {
+            return Err(ParamsError::NoProposers);
         }
         if self.challenger_reward_percent > 100 {
             return Err(ParamsError::RewardPercentTooHigh(
@@ -82,7 +91,7 @@ mod tests {
             challenge_window: 3,
             batch_size: 4,
             bond: 10,
-            proposer: Address::default(),
+            proposers: vec![Address::default()],
             challenger_reward_percent: 50,
         }
     }
@@ -116,6 +125,11 @@ mod tests {
             ..params()
         };
         assert_eq!(all.validate(), Ok(()));
+        let nobody = OptimisticParams {
+            proposers: vec![],
+            ..params()
+        };
+        assert_eq!(nobody.validate(), Err(ParamsError::NoProposers));
     }
 
     #[test]
@@ -137,7 +151,7 @@ mod tests {
     #[test]
     fn parses_from_toml_and_rejects_unknown_fields() {
         let text = format!(
-            "challenge_window = 3\nbatch_size = 4\nbond = 10\nproposer = \"{}\"\n\
+            "challenge_window = 3\nbatch_size = 4\nbond = 10\nproposers = [\"{}\"]\n\
              challenger_reward_percent = 50\n",
             Address::default()
         );

@@ -167,7 +167,7 @@ fn params_strategy() -> impl Strategy<Value = OptimisticParams> {
             challenge_window,
             batch_size,
             bond,
-            proposer: testkit::proposer().address(),
+            proposers: vec![testkit::proposer().address()],
             challenger_reward_percent,
         },
     )

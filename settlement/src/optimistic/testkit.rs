@@ -34,7 +34,7 @@ pub(super) fn params() -> OptimisticParams {
         challenge_window: 4,
         batch_size: 2,
         bond: 100,
-        proposer: proposer().address(),
+        proposers: vec![proposer().address()],
         challenger_reward_percent: 40,
     }
 }

@@ -206,7 +206,7 @@ fn invalid_claims_are_skipped_with_their_reason() {
     let events = apply(&mut ledger, 3, &[other_chain], &oracle);
     assert_eq!(skipped(&events), vec![(0, SkipReason::BadSignature)]);
 
-    let mut poor = OptimisticLedger::new(p.clone(), [(p.proposer, 50)]).unwrap();
+    let mut poor = OptimisticLedger::new(p.clone(), [(p.proposers[0], 50)]).unwrap();
     advance(&mut poor, 2, &oracle);
     let events = apply(&mut poor, 3, &[claim(0, 0, good)], &oracle);
     assert_eq!(

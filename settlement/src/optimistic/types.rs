@@ -1,5 +1,6 @@
 //! The values an optimistic ledger holds and reports: batches and their status, queued
-//! deposits, the events of applying a block and the reasons a message is skipped.
+//! deposits, the events of applying a block and the reasons a message is skipped. (Batches
+//! and their status are shared vocabulary, in [`lamina_primitives::bridge`].)
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use lamina_primitives::{Address, Hash};
@@ -7,111 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::params::ParamsError;
 
-/// The latest claim of one batch and where it stands.
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
-pub struct Batch {
-    /// Batch index, from 0.
-    pub index: u64,
-    /// How many earlier claims of this batch were rejected.
-    pub attempt: u32,
-    /// First height covered.
-    pub first_height: u64,
-    /// Last height covered.
-    pub last_height: u64,
-    /// The output root claimed for `last_height`.
-    pub output_root: Hash,
-    /// Who claimed it.
-    pub proposer: Address,
-    /// The proposer's bond, locked while the claim is open.
-    pub bond: u64,
-    /// Height of the block that included the claim.
-    pub included_at: u64,
-    /// `included_at + challenge_window`: the claim can be challenged up to and including the
-    /// block at this height and finalizes at the end of it (or later, after its predecessor).
-    pub deadline: u64,
-    /// Where the claim stands.
-    pub status: BatchStatus,
-    /// Challengers whose challenge of this claim failed, while it is open: a second challenge
-    /// from one of them would be a replay of the same signed bytes, so it is refused rather
-    /// than slashed again. Emptied once the claim is final (no challenge applies then), so
-    /// the list never outlives the window.
-    pub failed_challengers: Vec<Address>,
-}
-
-impl Batch {
-    /// Bonds this batch holds locked: the proposer's while open, plus the challenger's while
-    /// challenged.
-    pub fn locked(&self) -> u64 {
-        match self.status {
-            BatchStatus::Pending => self.bond,
-            BatchStatus::Challenged { bond, .. } => self.bond.saturating_add(bond),
-            BatchStatus::Finalized { .. } | BatchStatus::Rejected { .. } => 0,
-        }
-    }
-}
-
-/// Where a claim stands. Open states (`Pending`, `Challenged`) lead to final ones
-/// (`Finalized`, `Rejected`); a final state never changes, but a `Rejected` batch is
-/// replaced by its next claim.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
-)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum BatchStatus {
-    /// Open to challenges; finalizes once its deadline has come and its predecessor is
-    /// finalized.
-    Pending,
-    /// Disputed, and this node could not decide yet (it had not executed the batch). It
-    /// cannot finalize until the dispute is resolved.
-    Challenged {
-        /// Who challenged.
-        challenger: Address,
-        /// Height of the block that included the challenge.
-        at: u64,
-        /// The challenger's locked bond.
-        bond: u64,
-    },
-    /// Final: withdrawals can be proven against its output root.
-    Finalized {
-        /// Height of the block whose time step finalized it.
-        at: u64,
-    },
-    /// Final: the claim was wrong or built on a wrong one; the batch is claimed again.
-    Rejected {
-        /// Height of the block that rejected it.
-        at: u64,
-        /// Why.
-        reason: RejectReason,
-    },
-}
-
-impl BatchStatus {
-    /// `Pending` or `Challenged`.
-    pub fn is_open(&self) -> bool {
-        matches!(self, BatchStatus::Pending | BatchStatus::Challenged { .. })
-    }
-}
-
-/// Why a claim was rejected.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
-)]
-#[serde(tag = "reason", rename_all = "snake_case")]
-pub enum RejectReason {
-    /// A challenge showed the claimed output root is not the one execution gives.
-    WrongOutput {
-        /// The winning challenger.
-        challenger: Address,
-        /// The output root this ledger's node computed.
-        correct_root: Hash,
-    },
-    /// An earlier batch was rejected, so this one, built on it, cannot stand; its bond was
-    /// returned (the claim itself was not shown wrong).
-    ParentRejected {
-        /// The rejected earlier batch.
-        parent: u64,
-    },
-}
+pub use lamina_primitives::bridge::{Batch, BatchStatus, RejectReason};
 
 /// A deposit waiting for the execution layer to credit it.
 #[derive(
@@ -258,8 +155,8 @@ pub enum SkipReason {
     /// The signature does not verify (wrong key, chain id or content).
     #[error("the signature does not verify")]
     BadSignature,
-    /// The claim is not from the designated proposer.
-    #[error("only the designated proposer may claim")]
+    /// The claim is not from a designated proposer.
+    #[error("only a designated proposer may claim")]
     NotProposer,
     /// The claim's bond is not the required one.
     #[error("the bond must be exactly {expected}")]
