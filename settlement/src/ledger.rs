@@ -165,6 +165,7 @@ impl Ledger {
             settled_state_root: self.meta.settled_root,
             applied_height: self.meta.applied_height,
             executed_height: self.meta.executed_height,
+            optimistic: None,
         }
     }
 
@@ -456,6 +457,10 @@ mod tests {
             transactions,
             failed: 0,
             fees: 0,
+            data_root: Hash::ZERO,
+            withdrawals_root: Hash::ZERO,
+            withdrawal_count: 0,
+            deposits_credited: 0,
         }
     }
 

@@ -10,12 +10,14 @@
 mod actor;
 mod ledger;
 pub mod optimistic;
+mod optimistic_mode;
 
 use lamina_primitives::interfaces::settlement::SettlementHandle;
 use lamina_primitives::interfaces::{
     Events, Mailbox, DEFAULT_EVENT_CAPACITY, DEFAULT_MAILBOX_CAPACITY,
 };
-use lamina_primitives::{Genesis, Keypair};
+use lamina_primitives::{codec, Address, Genesis, Hash, Keypair, Validator};
+use optimistic::OptimisticParams;
 use serde::{Deserialize, Serialize};
 
 pub use ledger::MAX_BLOB_BYTES;
@@ -27,21 +29,107 @@ pub enum SettlementKind {
     /// A height settles when validators with a quorum of power attest one state root.
     #[default]
     Attested,
+    /// Bonded claims of output roots finalize after a challenge window unless a challenge
+    /// shows them wrong; the ledger also holds the bridge.
+    Optimistic,
 }
 
-/// Configuration of the settlement layer (the `[settlement]` part of a node's config).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+impl SettlementKind {
+    /// The name used in config files and the status.
+    pub fn name(self) -> &'static str {
+        match self {
+            SettlementKind::Attested => "attested",
+            SettlementKind::Optimistic => "optimistic",
+        }
+    }
+}
+
+/// Configuration of the settlement layer (the `[settlement]` part of a node's config). The
+/// `optimistic` settings decide which messages are valid, so every node of a chain must use
+/// the same ones (peers compare [`SettlementConfig::fingerprint`] at handshake).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SettlementConfig {
     /// The mode.
     pub kind: SettlementKind,
+    /// `optimistic`: blocks a claim stays open to challenges after the block including it.
+    pub challenge_window: u64,
+    /// `optimistic`: heights per claimed batch.
+    pub batch_size: u64,
+    /// `optimistic`: the bond a claim or a challenge locks.
+    pub bond: u64,
+    /// `optimistic`: percent of a slashed bond paid to the winner of the dispute.
+    pub challenger_reward_percent: u8,
+    /// `optimistic`: accounts allowed to claim; empty means every genesis validator.
+    pub proposers: Vec<Address>,
+    /// `optimistic`: settlement-ledger balance each genesis validator starts with (to bond
+    /// claims and challenges); genesis accounts start with their genesis balance.
+    pub validator_funds: u64,
+}
+
+impl Default for SettlementConfig {
+    fn default() -> Self {
+        SettlementConfig {
+            kind: SettlementKind::Attested,
+            challenge_window: 10,
+            batch_size: 4,
+            bond: 1_000,
+            challenger_reward_percent: 50,
+            proposers: Vec::new(),
+            validator_funds: 1_000_000,
+        }
+    }
 }
 
 impl SettlementConfig {
-    /// Checks the values serde cannot (the `attested` mode has no other settings yet).
+    /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), String> {
         match self.kind {
             SettlementKind::Attested => Ok(()),
+            SettlementKind::Optimistic => {
+                let mut params = self.params(&[]);
+                // An empty list means "every validator", which `spawn` fills in.
+                if params.proposers.is_empty() {
+                    params.proposers.push(Address::default());
+                }
+                params.validate().map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The optimistic ledger's parameters for a chain whose validators are `validators`.
+    pub fn params(&self, validators: &[Validator]) -> OptimisticParams {
+        let proposers = if self.proposers.is_empty() {
+            validators.iter().map(|v| v.address).collect()
+        } else {
+            self.proposers.clone()
+        };
+        OptimisticParams {
+            challenge_window: self.challenge_window,
+            batch_size: self.batch_size,
+            bond: self.bond,
+            proposers,
+            challenger_reward_percent: self.challenger_reward_percent,
+        }
+    }
+
+    /// What peers must agree on: the mode, and in `optimistic` mode every setting that
+    /// decides which messages are valid.
+    pub fn fingerprint(&self) -> String {
+        match self.kind {
+            SettlementKind::Attested => "attested".to_string(),
+            SettlementKind::Optimistic => {
+                let proposers = Hash::digest(&codec::encode(&self.proposers));
+                format!(
+                    "optimistic(window={},batch={},bond={},reward={},funds={},proposers={})",
+                    self.challenge_window,
+                    self.batch_size,
+                    self.bond,
+                    self.challenger_reward_percent,
+                    self.validator_funds,
+                    proposers,
+                )
+            }
         }
     }
 }
@@ -75,12 +163,23 @@ pub fn spawn(
 ) -> Result<SettlementHandle, SetupError> {
     config.validate().map_err(SetupError::InvalidConfig)?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| SetupError::NoRuntime)?;
-    let ledger = match config.kind {
-        SettlementKind::Attested => ledger::Ledger::open(db, genesis, validator_key)?,
+    let mode = match config.kind {
+        SettlementKind::Attested => {
+            actor::Mode::Attested(ledger::Ledger::open(db, genesis, validator_key)?)
+        }
+        SettlementKind::Optimistic => {
+            actor::Mode::Optimistic(optimistic_mode::OptimisticMode::open(
+                db,
+                genesis,
+                config.params(&genesis.validators),
+                config.validator_funds,
+                validator_key,
+            )?)
+        }
     };
     let (mailbox, requests) = Mailbox::new("settlement", DEFAULT_MAILBOX_CAPACITY);
     let events = Events::new(DEFAULT_EVENT_CAPACITY);
-    runtime.spawn(actor::run(ledger, db.clone(), requests, events.clone()));
+    runtime.spawn(actor::run(mode, db.clone(), requests, events.clone()));
     Ok(SettlementHandle::new(mailbox, events))
 }
 
@@ -114,6 +213,10 @@ mod tests {
             transactions: 1,
             failed: 0,
             fees: 1,
+            data_root: Hash::ZERO,
+            withdrawals_root: Hash::ZERO,
+            withdrawal_count: 0,
+            deposits_credited: 0,
         }
     }
 
@@ -144,6 +247,29 @@ mod tests {
             "{error}"
         );
         assert!(toml::from_str::<SettlementConfig>("mode = 1").is_err());
+    }
+
+    #[test]
+    fn optimistic_config_validates_and_fingerprints_what_peers_share() {
+        let config: SettlementConfig =
+            toml::from_str("kind = \"optimistic\"\nchallenge_window = 5\nbatch_size = 2\n")
+                .unwrap();
+        assert_eq!(config.kind, SettlementKind::Optimistic);
+        assert!(config.validate().is_ok());
+        let zero = SettlementConfig {
+            challenge_window: 0,
+            ..config.clone()
+        };
+        assert!(zero.validate().unwrap_err().contains("challenge_window"));
+        let other_bond = SettlementConfig {
+            bond: 1,
+            ..config.clone()
+        };
+        assert_ne!(config.fingerprint(), other_bond.fingerprint());
+        assert_eq!(SettlementConfig::default().fingerprint(), "attested");
+        let key = Keypair::deterministic("solo");
+        let params = config.params(&genesis(&key).validators);
+        assert_eq!(params.proposers, vec![key.address()]);
     }
 
     #[tokio::test]

@@ -489,7 +489,10 @@ impl ExecutionHandle {
     }
 
     /// See [`ExecutionRequest::GetWithdrawal`]; sheds load like [`Self::account`].
-    pub async fn withdrawal(&self, id: u64) -> Result<Option<WithdrawalAt>, RequestError<QueryError>> {
+    pub async fn withdrawal(
+        &self,
+        id: u64,
+    ) -> Result<Option<WithdrawalAt>, RequestError<QueryError>> {
         flatten(
             self.mailbox
                 .try_ask(|reply| ExecutionRequest::GetWithdrawal { id, reply })

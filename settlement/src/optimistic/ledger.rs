@@ -125,6 +125,22 @@ impl OptimisticLedger {
         Ok(events)
     }
 
+    /// Whether `message` would be accepted if the next block (`applied_height + 1`) carried it
+    /// now, and if not the reason it would be skipped: how a node refuses a submitted message
+    /// up front with the reason the ledger would give.
+    pub fn check(&self, message: &SettlementMessage, chain_id: &str) -> Result<(), SkipReason> {
+        let height = self.applied_height.saturating_add(1);
+        match message {
+            SettlementMessage::Attestation(_) => Err(SkipReason::WrongMode),
+            SettlementMessage::Claim(claim) => self.check_claim(height, claim, chain_id),
+            SettlementMessage::Challenge(challenge) => {
+                self.check_challenge(challenge, chain_id).map(|_| ())
+            }
+            SettlementMessage::Deposit(deposit) => self.check_deposit(deposit, chain_id),
+            SettlementMessage::FinalizeWithdrawal(finalize) => self.check_finalize(finalize),
+        }
+    }
+
     /// What the next claim must say. The proposer may post it in any block above
     /// `last_height`.
     pub fn next_claim(&self) -> ClaimTarget {
@@ -441,6 +457,23 @@ impl OptimisticLedger {
         self.deposits.drain(..keep_from);
     }
 
+    /// The deposits block `height` queued, in id order: what executing `height` credits.
+    /// Empty for a height whose deposits were pruned.
+    pub fn deposits_queued_at(&self, height: u64) -> impl Iterator<Item = &QueuedDeposit> {
+        // Queued in height order, so the ones of one height are contiguous.
+        let start = self.deposits.partition_point(|d| d.queued_at < height);
+        self.deposits[start..]
+            .iter()
+            .take_while(move |d| d.queued_at == height)
+    }
+
+    /// Forgets the deposits queued at heights up to `height`, once execution has durably
+    /// credited them (see [`prune_deposits_below`](Self::prune_deposits_below)).
+    pub fn prune_deposits_queued_through(&mut self, height: u64) {
+        let keep_from = self.deposits.partition_point(|d| d.queued_at <= height);
+        self.deposits.drain(..keep_from);
+    }
+
     /// The id the next accepted deposit gets (the number of deposits ever accepted).
     pub fn next_deposit_id(&self) -> u64 {
         self.next_deposit_id
@@ -603,6 +636,11 @@ impl OptimisticLedger {
     /// The latest claim of every batch ever claimed, by index.
     pub fn batches(&self) -> &BTreeMap<u64, Batch> {
         &self.batches
+    }
+
+    /// The next batch to claim (batches `finalized_batches..` this are open).
+    pub fn next_batch(&self) -> u64 {
+        self.next_batch
     }
 
     /// How many batches are finalized (batches `0..` this).

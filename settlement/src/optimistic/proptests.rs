@@ -425,7 +425,7 @@ fn check_block(
 
     // Statuses only move forward: an open claim stays open or becomes final, a final one
     // never changes, and an index only gets a new claim (a higher attempt) after its last
-    // one was rejected.
+    // one was rejected (possibly earlier in the same block).
     for (index, old) in before.batches() {
         let new = after.batch(*index);
         prop_assert!(new.is_some(), "batch {index} vanished");
@@ -436,7 +436,12 @@ fn check_block(
             }
         } else {
             prop_assert!(new.attempt > old.attempt);
-            let was_rejected = matches!(old.status, BatchStatus::Rejected { .. });
+            // Rejected before this block, or by a challenge earlier in this block.
+            let was_rejected = matches!(old.status, BatchStatus::Rejected { .. })
+                || events.iter().any(|event| {
+                    matches!(event, LedgerEvent::BatchRejected { batch, attempt, .. }
+                        if batch == index && *attempt == old.attempt)
+                });
             prop_assert!(was_rejected, "batch {index} re-claimed while not rejected");
         }
         if let BatchStatus::Finalized { .. } = old.status {
