@@ -1,17 +1,20 @@
-//! The execution actor: owns the store, the mempool and the executor, and answers
-//! [`ExecutionRequest`]s one at a time on its own thread.
+//! The execution actor: owns the store, the mempool, the executor and the withdrawals tree,
+//! and answers [`ExecutionRequest`]s one at a time on its own thread.
 
+use lamina_primitives::bridge::DepositCredit;
 use lamina_primitives::interfaces::execution::{
     AccountAt, AccountProof, ExecutedBlock, ExecutionError, ExecutionEvent, ExecutionRequest,
-    ExecutionStatus, MempoolRejection, QueryError, TxLookup,
+    ExecutionStatus, MempoolRejection, QueryError, TxLookup, WithdrawalAt,
 };
 use lamina_primitives::interfaces::Events;
+use lamina_primitives::merkle::MerkleProof;
 use lamina_primitives::{Address, Block, Genesis, Hash, Transaction};
 use tokio::sync::mpsc;
 
+use crate::bridge::{assign_withdrawal_ids, Credited, WithdrawalTree};
 use crate::executor::{executor_for, BlockEnv, Executor, PreVerified};
 use crate::mempool::{Mempool, MempoolLimits};
-use crate::state::{account_key_hash, Store, StoreError};
+use crate::state::{account_key_hash, BlockCommit, Store, StoreError};
 use crate::{ExecutionConfig, SetupError};
 
 /// The execution layer's state and request handlers. The handlers are plain methods, so tests
@@ -25,7 +28,12 @@ pub(crate) struct Actor {
     chain_id: String,
     fee_per_transaction: u64,
     executed_height: u64,
+    /// The state root reported for `executed_height` (see
+    /// [`ExecutionConfig::report_wrong_roots`]).
     state_root: Hash,
+    /// Every withdrawal up to `executed_height`.
+    withdrawals: WithdrawalTree,
+    report_wrong_roots: bool,
 }
 
 fn storage(error: StoreError) -> ExecutionError {
@@ -70,7 +78,21 @@ impl Actor {
                 }))
             }
         };
-        let state_root = store.root(executed_height)?;
+        // The latest summary holds the root this node reported (which the testing fault makes
+        // differ from the tree's) and the withdrawal count; genesis has none.
+        let latest = store.executed_block(executed_height)?;
+        let state_root = match &latest {
+            Some(executed) => executed.state_root,
+            None => store.root(executed_height)?,
+        };
+        let withdrawal_count = latest.map_or(0, |executed| executed.withdrawal_count);
+        let withdrawals = WithdrawalTree::new(&store.withdrawals(withdrawal_count)?);
+        if config.report_wrong_roots {
+            tracing::warn!(
+                "report_wrong_roots is on: this node reports a wrong state root for every block \
+                 it executes (a testing fault; its state and account proofs stay correct)"
+            );
+        }
         let executor = executor_for(config);
         let mempool = Mempool::new(
             MempoolLimits::from(config),
@@ -82,6 +104,7 @@ impl Actor {
             executor = executor.name(),
             executed_height,
             %state_root,
+            withdrawals = withdrawal_count,
             "execution layer ready"
         );
         Ok(Actor {
@@ -93,6 +116,8 @@ impl Actor {
             fee_per_transaction: genesis.fee_per_transaction,
             executed_height,
             state_root,
+            withdrawals,
+            report_wrong_roots: config.report_wrong_roots,
         })
     }
 
@@ -118,8 +143,12 @@ impl Actor {
             } => {
                 let _ = reply.send(self.reap(height, max_transactions, max_bytes));
             }
-            ExecutionRequest::ExecuteBlock { block, reply } => {
-                let _ = reply.send(self.execute_block(&block));
+            ExecutionRequest::ExecuteBlock {
+                block,
+                deposits,
+                reply,
+            } => {
+                let _ = reply.send(self.execute_block(&block, &deposits));
             }
             ExecutionRequest::GetStatus { reply } => {
                 let _ = reply.send(self.status());
@@ -140,6 +169,15 @@ impl Actor {
             }
             ExecutionRequest::GetTransaction { hash, reply } => {
                 let _ = reply.send(self.transaction(&hash));
+            }
+            ExecutionRequest::GetExecutedBlock { height, reply } => {
+                let _ = reply.send(self.store.executed_block(height).map_err(query_storage));
+            }
+            ExecutionRequest::GetWithdrawal { id, reply } => {
+                let _ = reply.send(self.withdrawal(id));
+            }
+            ExecutionRequest::ProveWithdrawal { id, height, reply } => {
+                let _ = reply.send(self.prove_withdrawal(id, height));
             }
         }
     }
@@ -183,7 +221,14 @@ impl Actor {
             })
     }
 
-    pub(crate) fn execute_block(&mut self, block: &Block) -> Result<ExecutedBlock, ExecutionError> {
+    /// Executes the next height: credits `deposits`, runs the block's transactions, numbers
+    /// its withdrawals, and commits it all at once. An executed height answers with its
+    /// stored result, whatever `deposits` says.
+    pub(crate) fn execute_block(
+        &mut self,
+        block: &Block,
+        deposits: &[DepositCredit],
+    ) -> Result<ExecutedBlock, ExecutionError> {
         let height = block.height();
         let expected = self.executed_height.saturating_add(1);
         if height == 0 || height > expected {
@@ -204,16 +249,44 @@ impl Actor {
             fee_per_transaction: self.fee_per_transaction,
         };
         let view = self.store.view(self.executed_height);
+        let credited = Credited::new(&view, deposits).map_err(storage)?;
         // Taken before `executed` below drops the included transactions from the mempool.
         let pre_verified = self.pre_verified(&transactions);
-        let output = self
+        let mut output = self
             .executor
-            .execute(&env, &transactions, PreVerified::new(&pre_verified), &view)
+            .execute(
+                &env,
+                &transactions,
+                PreVerified::new(&pre_verified),
+                &credited,
+            )
             .map_err(storage)?;
+        output.writes = credited.merge(std::mem::take(&mut output.writes));
+        let withdrawals = assign_withdrawal_ids(
+            self.withdrawals.count(),
+            &transactions,
+            &mut output.receipts,
+        );
         let executed = self
             .store
-            .commit_block(height, block.hash(), &transactions, &output)
+            .commit_block(&BlockCommit {
+                height,
+                block_hash: block.hash(),
+                data_root: block.header.data_root,
+                transactions: &transactions,
+                output: &output,
+                deposits_credited: u32::try_from(deposits.len()).unwrap_or(u32::MAX),
+                withdrawals: &withdrawals,
+                withdrawals_root: self.withdrawals.root_with(&withdrawals),
+                withdrawal_count: self
+                    .withdrawals
+                    .count()
+                    .saturating_add(withdrawals.len() as u64),
+                report_wrong_root: self.report_wrong_roots,
+            })
             .map_err(storage)?;
+        // Only once committed: a failed commit leaves the tree at the previous height.
+        self.withdrawals.append(&withdrawals);
         self.executed_height = height;
         self.state_root = executed.state_root;
 
@@ -225,6 +298,8 @@ impl Actor {
             height,
             transactions = executed.transactions,
             failed = executed.failed,
+            deposits = executed.deposits_credited,
+            withdrawals = withdrawals.len(),
             state_root = %executed.state_root,
             "executed block"
         );
@@ -321,6 +396,32 @@ impl Actor {
             account,
             proof,
         })
+    }
+
+    pub(crate) fn withdrawal(&self, id: u64) -> Result<Option<WithdrawalAt>, QueryError> {
+        self.store.withdrawal(id).map_err(query_storage)
+    }
+
+    /// The proof of withdrawal `id` against the withdrawals root of executed height `height`:
+    /// in the tree of the withdrawals that height's summary counts.
+    pub(crate) fn prove_withdrawal(
+        &self,
+        id: u64,
+        height: u64,
+    ) -> Result<Option<MerkleProof>, QueryError> {
+        let height = self.readable_height(Some(height))?;
+        let count = if height == 0 {
+            0
+        } else {
+            self.store
+                .executed_block(height)
+                .map_err(query_storage)?
+                .ok_or_else(|| {
+                    QueryError::Storage(format!("no stored result for executed height {height}"))
+                })?
+                .withdrawal_count
+        };
+        Ok(self.withdrawals.prove(id, count))
     }
 
     pub(crate) fn transaction(&self, hash: &Hash) -> Result<Option<TxLookup>, QueryError> {

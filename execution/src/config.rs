@@ -1,5 +1,5 @@
 //! The `[execution]` section of the node's config file: which executor runs blocks (and on
-//! how many threads) and the mempool's limits.
+//! how many threads), the mempool's limits, and a testing fault.
 
 use std::num::NonZeroUsize;
 
@@ -44,6 +44,15 @@ pub struct ExecutionConfig {
     pub nonce_window: u64,
     /// Largest encoded transaction the mempool accepts.
     pub max_transaction_bytes: usize,
+    /// Testing fault, off by default: makes this node's execution layer report a wrong state
+    /// root in every [`ExecutedBlock`] it returns, publishes and stores (and in its status),
+    /// while the state tree itself stays correct (account proofs still verify against the
+    /// true root). A testnet turns it on for one node to watch optimistic settlement
+    /// challenge and reject that node's wrong claims. Never for a real network.
+    ///
+    /// [`ExecutedBlock`]: lamina_primitives::interfaces::execution::ExecutedBlock
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub report_wrong_roots: bool,
 }
 
 impl Default for ExecutionConfig {
@@ -55,6 +64,7 @@ impl Default for ExecutionConfig {
             max_mempool_bytes: 16 * 1024 * 1024,
             nonce_window: 64,
             max_transaction_bytes: 4096,
+            report_wrong_roots: false,
         }
     }
 }
@@ -201,5 +211,18 @@ mod tests {
         // Unset threads are left out rather than written as an unrepresentable null.
         let text = toml::to_string(&ExecutionConfig::default()).unwrap();
         assert!(!text.contains("threads"), "{text}");
+        // The testing fault is only written when on.
+        assert!(!text.contains("report_wrong_roots"), "{text}");
+    }
+
+    #[test]
+    fn report_wrong_roots_defaults_off_and_parses() {
+        assert!(!ExecutionConfig::default().report_wrong_roots);
+        let config: ExecutionConfig = toml::from_str("report_wrong_roots = true").unwrap();
+        assert!(config.report_wrong_roots);
+        assert!(config.validate().is_ok());
+        let text = toml::to_string(&config).unwrap();
+        assert!(text.contains("report_wrong_roots = true"), "{text}");
+        assert_eq!(toml::from_str::<ExecutionConfig>(&text).unwrap(), config);
     }
 }

@@ -119,8 +119,14 @@ pub struct TxEffect {
 ///
 /// The rules, in order: an invalid signature, a wrong chain id or a nonce other than the
 /// account's fail with no effect; a sender that cannot pay the fee fails but uses its nonce;
-/// otherwise the fee is charged and the nonce used, then the amount moves unless the sender
-/// cannot cover it or the recipient would overflow (the fee stays charged).
+/// otherwise the fee is charged and the nonce used, then, unless the sender cannot cover the
+/// amount (the fee stays charged):
+///
+/// - a transfer moves the amount to its recipient, unless the recipient would overflow (the
+///   fee stays charged);
+/// - a withdrawal burns the amount: it leaves the execution side, to be credited on the
+///   settlement ledger. It writes only the sender; its receipt carries no withdrawal id here,
+///   the actor numbers successful withdrawals when it commits the block.
 pub fn execute_transaction<E>(
     env: &BlockEnv<'_>,
     index: u32,
@@ -136,6 +142,7 @@ pub fn execute_transaction<E>(
             index,
             fee,
             outcome,
+            withdrawal_id: None,
         },
         writes,
     };
@@ -168,7 +175,7 @@ pub fn execute_transaction<E>(
     }
     sender.balance -= fee;
 
-    let TxPayload::Transfer { to, amount } = transaction.payload;
+    let amount = transaction.value();
     if sender.balance < amount {
         let failure = TxFailure::InsufficientBalance {
             needed: amount,
@@ -176,6 +183,17 @@ pub fn execute_transaction<E>(
         };
         return Ok(effect(fee, failed(failure), vec![(sender_address, sender)]));
     }
+    let to = match transaction.payload {
+        TxPayload::Transfer { to, .. } => to,
+        TxPayload::Withdraw { .. } => {
+            sender.balance -= amount;
+            return Ok(effect(
+                fee,
+                TxOutcome::Success,
+                vec![(sender_address, sender)],
+            ));
+        }
+    };
     if to == sender_address {
         // Paying oneself moves nothing; only the fee and nonce change.
         return Ok(effect(
@@ -582,6 +600,78 @@ mod tests {
             failure(&out.receipts[0]),
             Some(TxFailure::InsufficientBalance { .. })
         ));
+    }
+
+    #[test]
+    fn withdraw_burns_the_amount_and_charges_the_fee() {
+        let alice = key("alice");
+        let proposer = key("proposer").address();
+        let ledger_account = key("ledger-account").address();
+        let state = state(&[(alice.address(), 100)]);
+        let tx = Transaction::withdraw(CHAIN, &alice, 0, ledger_account, 30);
+        let out = run(&state, std::slice::from_ref(&tx));
+        let receipt = &out.receipts[0];
+        assert_eq!(receipt.outcome, TxOutcome::Success);
+        assert_eq!(receipt.fee, FEE);
+        // Ids are assigned when the block is committed, not by the executor.
+        assert_eq!(receipt.withdrawal_id, None);
+        assert_eq!(
+            out.writes[&alice.address()],
+            Account {
+                balance: 100 - FEE - 30,
+                nonce: 1
+            }
+        );
+        // The amount leaves the execution side: only the sender and the fee's proposer are
+        // written, nothing is credited to `to` here.
+        assert_eq!(out.writes[&proposer].balance, FEE);
+        assert_eq!(out.writes.len(), 2);
+        assert!(!out.writes.contains_key(&ledger_account));
+    }
+
+    #[test]
+    fn withdraw_beyond_the_balance_fails_and_only_the_fee_is_charged() {
+        let alice = key("alice");
+        let ledger_account = key("ledger-account").address();
+        let state = state(&[(alice.address(), 100)]);
+        let out = run(
+            &state,
+            &[
+                Transaction::withdraw(CHAIN, &alice, 0, ledger_account, 91),
+                // Exactly what is left after both fees: succeeds.
+                Transaction::withdraw(CHAIN, &alice, 1, ledger_account, 80),
+            ],
+        );
+        assert_eq!(
+            failure(&out.receipts[0]),
+            Some(TxFailure::InsufficientBalance {
+                needed: 91,
+                available: 90
+            })
+        );
+        assert_eq!(out.receipts[0].fee, FEE);
+        assert_eq!(out.receipts[1].outcome, TxOutcome::Success);
+        assert_eq!(
+            out.writes[&alice.address()],
+            Account {
+                balance: 0,
+                nonce: 2
+            }
+        );
+        assert_eq!((out.fees, out.failed), (2 * FEE, 1));
+
+        // Alone, the failed withdrawal costs the fee and the nonce, nothing more.
+        let out = run(
+            &state,
+            &[Transaction::withdraw(CHAIN, &alice, 0, ledger_account, 91)],
+        );
+        assert_eq!(
+            out.writes[&alice.address()],
+            Account {
+                balance: 100 - FEE,
+                nonce: 1
+            }
+        );
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Lamina's execution layer: the authenticated account state (a Jellyfish Merkle Tree in
-//! sled), the mempool, and the executors that run committed blocks (`sequential`, and
-//! `parallel`: Block-STM, in [`parallel`]).
+//! sled), the mempool, the executors that run committed blocks (`sequential`, and
+//! `parallel`: Block-STM, in [`parallel`]), and the execution side of the bridge (deposits
+//! credited, withdrawals numbered and proven).
 //!
 //! [`spawn`] starts the layer as an actor on its own thread and returns the
 //! [`ExecutionHandle`] every other part of the node talks to.
 
 mod actor;
+mod bridge;
 pub mod config;
 pub mod executor;
 pub mod mempool;

@@ -629,6 +629,40 @@ mod tests {
     }
 
     #[test]
+    fn a_withdrawal_is_admitted_like_a_transfer_counting_its_amount() {
+        let mut pool = pool(limits());
+        let alice = key("alice");
+        let account = Account {
+            balance: 25,
+            nonce: 0,
+        };
+        let withdraw = |nonce, amount| {
+            Transaction::withdraw(CHAIN, &alice, nonce, key("l1").address(), amount)
+        };
+        // A transfer and a withdrawal of 10 each cost amount + fee = 11.
+        pool.insert(tx(&alice, 0, 10), account).unwrap();
+        pool.insert(withdraw(1, 10), account).unwrap();
+        assert_eq!(
+            pool.insert(withdraw(2, 10), account),
+            Err(MempoolRejection::InsufficientBalance {
+                needed: 33,
+                available: 25
+            })
+        );
+        assert_eq!(
+            pool.insert(withdraw(1, 2), account),
+            Err(MempoolRejection::NonceAlreadyPending { nonce: 1 })
+        );
+        let mut forged = withdraw(2, 1);
+        forged.signature.0[0] ^= 1;
+        assert_eq!(
+            pool.insert(forged, account),
+            Err(MempoolRejection::InvalidSignature)
+        );
+        assert!(pool.insert(withdraw(2, 2), account).is_ok());
+    }
+
+    #[test]
     fn rejects_when_full_by_count_or_bytes() {
         let (alice, bob) = (key("alice"), key("bob"));
         let mut by_count = pool(MempoolLimits {

@@ -1,5 +1,6 @@
 //! The authenticated state: a Jellyfish Merkle Tree stored in sled, together with the records
-//! committed with each executed block (receipts, transaction index, block summaries).
+//! committed with each executed block (receipts, transaction index, block summaries,
+//! withdrawals).
 //!
 //! Everything lives in one sled tree, [`TREE_NAME`], under one-byte key prefixes, so that a
 //! block's writes are one `apply_batch`: sled applies a batch on a single tree atomically, so a
@@ -10,8 +11,9 @@ use std::collections::BTreeMap;
 
 use jmt::storage::{LeafNode, Node, NodeBatch, NodeKey, TreeReader};
 use jmt::{KeyHash, OwnedValue, Sha256Jmt, Version};
+use lamina_primitives::bridge::Withdrawal;
 use lamina_primitives::codec;
-use lamina_primitives::interfaces::execution::ExecutedBlock;
+use lamina_primitives::interfaces::execution::{ExecutedBlock, WithdrawalAt};
 use lamina_primitives::state_proof::{StateKey, StateProof};
 use lamina_primitives::{Account, Address, Genesis, Hash, Receipt, Transaction};
 
@@ -33,6 +35,8 @@ mod prefix {
     pub const RECEIPT: u8 = b'r';
     /// `t ‖ tx hash` → borsh(`TxRecord`).
     pub const TX: u8 = b't';
+    /// `w ‖ withdrawal id (BE)` → borsh(`WithdrawalRecord`).
+    pub const WITHDRAWAL: u8 = b'w';
 }
 
 // Metadata keys, under the prefix `m`.
@@ -70,6 +74,46 @@ impl From<anyhow::Error> for StoreError {
 struct TxRecord {
     transaction: Transaction,
     receipt: Receipt,
+}
+
+/// How a withdrawal is stored: with the height that executed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, borsh::BorshSerialize, borsh::BorshDeserialize)]
+struct WithdrawalRecord {
+    height: u64,
+    withdrawal: Withdrawal,
+}
+
+/// Everything [`Store::commit_block`] records for one executed block.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockCommit<'a> {
+    /// The height executed; the caller guarantees it is the next one.
+    pub height: u64,
+    /// Hash of the block executed.
+    pub block_hash: Hash,
+    /// The block header's `data_root`.
+    pub data_root: Hash,
+    /// The block's transactions, in block order.
+    pub transactions: &'a [Transaction],
+    /// What executing them did (deposits included in its writes, withdrawal ids in its
+    /// receipts).
+    pub output: &'a BlockOutput,
+    /// Bridge deposits credited before the transactions.
+    pub deposits_credited: u32,
+    /// The block's withdrawals, numbered on from every earlier one.
+    pub withdrawals: &'a [Withdrawal],
+    /// Root of the withdrawals tree over every withdrawal up to and including this block's.
+    pub withdrawals_root: Hash,
+    /// Withdrawals up to and including this block's.
+    pub withdrawal_count: u64,
+    /// The testing fault of [`crate::ExecutionConfig::report_wrong_roots`]: record
+    /// [`wrong_root`] of the new state root in the block summary instead of the root itself.
+    pub report_wrong_root: bool,
+}
+
+/// The state root a node with [`crate::ExecutionConfig::report_wrong_roots`] reports in place
+/// of `root`: `SHA-256("lamina/faulty-executor" ‖ root)`, which no state tree has.
+pub fn wrong_root(root: &Hash) -> Hash {
+    Hash::digest_parts(&[b"lamina/faulty-executor", &root.0])
 }
 
 /// The state key of an account as the Merkle tree sees it.
@@ -112,6 +156,13 @@ fn tx_key(hash: &Hash) -> [u8; 33] {
     let mut key = [0u8; 33];
     key[0] = prefix::TX;
     key[1..].copy_from_slice(&hash.0);
+    key
+}
+
+fn withdrawal_key(id: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = prefix::WITHDRAWAL;
+    key[1..].copy_from_slice(&id.to_be_bytes());
     key
 }
 
@@ -180,15 +231,15 @@ impl Store {
     }
 
     /// Commits one executed block as version `height`: tree nodes, values, receipts,
-    /// transaction index, block summary and the new executed height, in one atomic batch,
-    /// flushed to disk before returning. The caller guarantees `height` is the next one.
-    pub fn commit_block(
-        &self,
-        height: u64,
-        block_hash: Hash,
-        transactions: &[Transaction],
-        output: &BlockOutput,
-    ) -> Result<ExecutedBlock, StoreError> {
+    /// transaction index, withdrawals, block summary and the new executed height, in one
+    /// atomic batch, flushed to disk before returning.
+    pub fn commit_block(&self, commit: &BlockCommit<'_>) -> Result<ExecutedBlock, StoreError> {
+        let BlockCommit {
+            height,
+            transactions,
+            output,
+            ..
+        } = *commit;
         let (state_root, node_batch) = self.update_tree(&output.writes, height)?;
         let mut batch = sled::Batch::default();
         self.add_node_batch(&mut batch, &node_batch)?;
@@ -211,13 +262,26 @@ impl Store {
             }
         }
 
+        for &withdrawal in commit.withdrawals {
+            let record = WithdrawalRecord { height, withdrawal };
+            batch.insert(&withdrawal_key(withdrawal.id)[..], codec::encode(&record));
+        }
+
         let executed = ExecutedBlock {
             height,
-            block_hash,
-            state_root,
+            block_hash: commit.block_hash,
+            state_root: if commit.report_wrong_root {
+                wrong_root(&state_root)
+            } else {
+                state_root
+            },
             transactions: u32::try_from(output.receipts.len()).unwrap_or(u32::MAX),
             failed: output.failed,
             fees: output.fees,
+            data_root: commit.data_root,
+            withdrawals_root: commit.withdrawals_root,
+            withdrawal_count: commit.withdrawal_count,
+            deposits_credited: commit.deposits_credited,
         };
         batch.insert(&block_key(height)[..], codec::encode(&executed));
         batch.insert(EXECUTED_HEIGHT_KEY, codec::encode(&height));
@@ -256,6 +320,52 @@ impl Store {
                 decode::<TxRecord>("transaction", &bytes).map(|r| (r.transaction, r.receipt))
             })
             .transpose()
+    }
+
+    /// Withdrawal `id` and the height that executed it, `None` when there is none yet.
+    pub fn withdrawal(&self, id: u64) -> Result<Option<WithdrawalAt>, StoreError> {
+        self.tree
+            .get(withdrawal_key(id))?
+            .map(|bytes| {
+                decode::<WithdrawalRecord>("withdrawal", &bytes).map(|record| WithdrawalAt {
+                    height: record.height,
+                    withdrawal: record.withdrawal,
+                })
+            })
+            .transpose()
+    }
+
+    /// The first `count` withdrawals, in id order; an error unless all of them are stored
+    /// under their own id.
+    pub fn withdrawals(&self, count: u64) -> Result<Vec<Withdrawal>, StoreError> {
+        let mut withdrawals = Vec::new();
+        if count == 0 {
+            return Ok(withdrawals);
+        }
+        for (expected, item) in (0..count).zip(
+            self.tree
+                .range(withdrawal_key(0)..=withdrawal_key(count - 1)),
+        ) {
+            let (_, bytes) = item?;
+            let record: WithdrawalRecord = decode("withdrawal", &bytes)?;
+            if record.withdrawal.id != expected {
+                return Err(StoreError::Corrupt {
+                    what: "withdrawal",
+                    detail: format!(
+                        "expected withdrawal {expected}, found {}",
+                        record.withdrawal.id
+                    ),
+                });
+            }
+            withdrawals.push(record.withdrawal);
+        }
+        if withdrawals.len() as u64 != count {
+            return Err(StoreError::Corrupt {
+                what: "withdrawal",
+                detail: format!("{count} withdrawals executed, {} stored", withdrawals.len()),
+            });
+        }
+        Ok(withdrawals)
     }
 
     /// The account at `version`, `None` when it does not exist there.
@@ -435,13 +545,37 @@ mod tests {
         }
     }
 
-    fn output(writes: &[(Address, Account)]) -> BlockOutput {
-        BlockOutput {
+    /// Commits `writes` as `height`, with `withdrawals` (no transactions).
+    fn commit_with(
+        store: &Store,
+        height: u64,
+        writes: &[(Address, Account)],
+        withdrawals: &[Withdrawal],
+    ) -> ExecutedBlock {
+        let output = BlockOutput {
             receipts: vec![],
             writes: writes.iter().copied().collect(),
             fees: 0,
             failed: 0,
-        }
+        };
+        store
+            .commit_block(&BlockCommit {
+                height,
+                block_hash: Hash::ZERO,
+                data_root: Hash::ZERO,
+                transactions: &[],
+                output: &output,
+                deposits_credited: 0,
+                withdrawals,
+                withdrawals_root: Hash::ZERO,
+                withdrawal_count: withdrawals.last().map_or(0, |w| w.id + 1),
+                report_wrong_root: false,
+            })
+            .unwrap()
+    }
+
+    fn commit(store: &Store, height: u64, writes: &[(Address, Account)]) -> ExecutedBlock {
+        commit_with(store, height, writes, &[])
     }
 
     fn check_proof(store: &Store, address: &Address, version: u64) {
@@ -473,9 +607,7 @@ mod tests {
         assert_eq!(root, lamina_primitives::state_proof::PLACEHOLDER_HASH);
         check_proof(&store, &Address([7; 32]), 0);
         // An empty block keeps the root and still yields a readable version.
-        let executed = store
-            .commit_block(1, Hash::ZERO, &[], &output(&[]))
-            .unwrap();
+        let executed = commit(&store, 1, &[]);
         assert_eq!(executed.state_root, root);
         assert_eq!(store.root(1).unwrap(), root);
     }
@@ -487,17 +619,8 @@ mod tests {
         let store = Store::open(&temp_db()).unwrap();
         let root0 = store.write_genesis(&genesis(&[(a, 100)])).unwrap();
         let account = |balance, nonce| Account { balance, nonce };
-        store
-            .commit_block(
-                1,
-                Hash::ZERO,
-                &[],
-                &output(&[(a, account(50, 1)), (b, account(50, 0))]),
-            )
-            .unwrap();
-        store
-            .commit_block(2, Hash::ZERO, &[], &output(&[(b, account(10, 1))]))
-            .unwrap();
+        commit(&store, 1, &[(a, account(50, 1)), (b, account(50, 0))]);
+        commit(&store, 2, &[(b, account(10, 1))]);
         assert_eq!(store.root(0).unwrap(), root0);
         assert_eq!(store.account(&a, 0).unwrap(), Some(account(100, 0)));
         assert_eq!(store.account(&b, 0).unwrap(), None);
@@ -518,6 +641,45 @@ mod tests {
         assert!(proof
             .verify(&store.root(2).unwrap(), &account_key_hash(&a), Some(&value))
             .is_err());
+    }
+
+    #[test]
+    fn withdrawals_are_stored_by_id_with_their_height() {
+        let store = Store::open(&temp_db()).unwrap();
+        store.write_genesis(&genesis(&[])).unwrap();
+        let withdrawals: Vec<Withdrawal> = (0..3)
+            .map(|id| Withdrawal {
+                id,
+                from: Address([1; 32]),
+                to: Address([2; 32]),
+                amount: 10 + id,
+            })
+            .collect();
+        commit_with(&store, 1, &[], &withdrawals[..2]);
+        commit(&store, 2, &[]);
+        let executed = commit_with(&store, 3, &[], &withdrawals[2..]);
+        assert_eq!(executed.withdrawal_count, 3);
+        assert_eq!(store.executed_block(3).unwrap(), Some(executed));
+        assert_eq!(
+            store.withdrawal(1).unwrap(),
+            Some(WithdrawalAt {
+                height: 1,
+                withdrawal: withdrawals[1]
+            })
+        );
+        assert_eq!(store.withdrawal(2).unwrap().map(|w| w.height), Some(3));
+        assert_eq!(store.withdrawal(3).unwrap(), None);
+        assert_eq!(store.withdrawals(0).unwrap(), vec![]);
+        assert_eq!(store.withdrawals(2).unwrap(), withdrawals[..2]);
+        assert_eq!(store.withdrawals(3).unwrap(), withdrawals);
+        // More than are stored is a corrupt store, not a shorter list.
+        assert!(matches!(
+            store.withdrawals(4),
+            Err(StoreError::Corrupt {
+                what: "withdrawal",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -556,7 +718,7 @@ mod tests {
                     .map(|(a, (balance, nonce))| (Address(*a), Account { balance: *balance, nonce: *nonce }))
                     .collect();
                 touched.extend(writes.iter().map(|(a, _)| *a));
-                store.commit_block(i as u64 + 1, Hash::ZERO, &[], &output(&writes)).unwrap();
+                commit(&store, i as u64 + 1, &writes);
             }
             let latest = updates.len() as u64;
             for version in 0..=latest {

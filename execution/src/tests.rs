@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
+use lamina_primitives::bridge::{withdrawals_root, DepositCredit, Withdrawal};
 use lamina_primitives::interfaces::execution::{
-    ExecutionError, ExecutionEvent, MempoolRejection, QueryError, TxLookup,
+    ExecutedBlock, ExecutionError, ExecutionEvent, MempoolRejection, QueryError, TxLookup,
+    WithdrawalAt,
 };
 use lamina_primitives::interfaces::Events;
 use lamina_primitives::{
@@ -137,7 +139,7 @@ fn executes_blocks_in_order_and_replays_executed_heights() {
         Transaction::transfer(CHAIN, &bob, 0, alice.address(), 600),
     ];
     let first = block(1, &txs);
-    let executed = actor.execute_block(&first).unwrap();
+    let executed = actor.execute_block(&first, &[]).unwrap();
     assert_eq!(executed.height, 1);
     assert_eq!(executed.block_hash, first.hash());
     assert_eq!((executed.transactions, executed.failed), (3, 2));
@@ -185,34 +187,34 @@ fn executes_blocks_in_order_and_replays_executed_heights() {
     assert_eq!(actor.transaction(&Hash([9; 32])).unwrap(), None);
 
     // Replaying height 1 answers with the stored result and changes nothing.
-    assert_eq!(actor.execute_block(&first), Ok(executed.clone()));
+    assert_eq!(actor.execute_block(&first, &[]), Ok(executed.clone()));
     assert_eq!(balance(&actor, "alice", None), 1_000 - 100 - FEE);
     assert!(subscription.try_recv().is_err());
 
     // Gaps and height 0 are refused.
     assert_eq!(
-        actor.execute_block(&block(3, &[])),
+        actor.execute_block(&block(3, &[]), &[]),
         Err(ExecutionError::OutOfOrder {
             expected: 2,
             got: 3
         })
     );
     assert!(matches!(
-        actor.execute_block(&block(0, &[])),
+        actor.execute_block(&block(0, &[]), &[]),
         Err(ExecutionError::OutOfOrder { got: 0, .. })
     ));
 
     // An empty block keeps the root.
-    let second = actor.execute_block(&block(2, &[])).unwrap();
+    let second = actor.execute_block(&block(2, &[]), &[]).unwrap();
     assert_eq!(second.state_root, executed.state_root);
     assert_eq!(second.transactions, 0);
-    assert_eq!(actor.execute_block(&first), Ok(executed.clone()));
+    assert_eq!(actor.execute_block(&first, &[]), Ok(executed.clone()));
 
     // A different block at an executed height is a fork, refused rather than papered over.
     let mut other = block(1, &txs[..1]);
     other.header.timestamp_ms += 1;
     assert_eq!(
-        actor.execute_block(&other),
+        actor.execute_block(&other, &[]),
         Err(ExecutionError::ConflictingBlock {
             height: 1,
             executed: executed.block_hash,
@@ -226,7 +228,7 @@ fn a_block_with_undecodable_execution_data_executes_as_empty() {
     let (mut actor, _) = actor_on(&temp_db());
     let mut garbage = block(1, &[]);
     garbage.body[0].data = vec![0xff; 7];
-    let executed = actor.execute_block(&garbage).unwrap();
+    let executed = actor.execute_block(&garbage, &[]).unwrap();
     assert_eq!(executed.transactions, 0);
 }
 
@@ -240,7 +242,7 @@ fn proofs_at_old_heights_verify_against_their_roots() {
             Transaction::transfer(CHAIN, &alice, height - 1, carol, 10 * height),
             Transaction::transfer(CHAIN, &bob, height - 1, alice.address(), 1),
         ];
-        actor.execute_block(&block(height, &txs)).unwrap();
+        actor.execute_block(&block(height, &txs), &[]).unwrap();
     }
     for height in 0..=3 {
         for address in [
@@ -281,7 +283,7 @@ fn mempool_flow_submit_reap_execute() {
     assert_eq!(reaped, vec![t0.clone()]);
     // Reserved for height 1: a pipelined proposal at height 2 gets the next nonce only.
     assert_eq!(actor.reap(2, 10, usize::MAX), vec![t1.clone()]);
-    actor.execute_block(&block(1, &reaped)).unwrap();
+    actor.execute_block(&block(1, &reaped), &[]).unwrap();
     assert!(matches!(
         actor.transaction(&t0.hash()).unwrap(),
         Some(TxLookup::Included { .. })
@@ -295,7 +297,7 @@ fn mempool_flow_submit_reap_execute() {
             got: 0
         })
     );
-    actor.execute_block(&block(2, &[t1])).unwrap();
+    actor.execute_block(&block(2, &[t1]), &[]).unwrap();
     let status = actor.status();
     assert_eq!((status.mempool_transactions, status.mempool_bytes), (0, 0));
 }
@@ -344,8 +346,8 @@ fn a_block_admitted_through_the_mempool_executes_as_without_pre_verification() {
         assert_eq!(unseen.pre_verified(&reaped), vec![false; reaped.len()]);
 
         let block = block(1, &reaped);
-        let expected = unseen.execute_block(&block).unwrap();
-        let got = admitted.execute_block(&block).unwrap();
+        let expected = unseen.execute_block(&block, &[]).unwrap();
+        let got = admitted.execute_block(&block, &[]).unwrap();
         assert_eq!(got, expected, "{:?}", config.kind);
         assert_eq!(expected.failed, 0);
         assert_eq!(
@@ -378,7 +380,7 @@ fn an_invalid_signature_is_verified_at_execution_even_beside_a_pending_twin() {
         assert_eq!(actor.submit(genuine.clone()), Ok(genuine.hash()));
         let bad = [forged.clone(), tampered.clone(), stranger.clone()];
         assert_eq!(actor.pre_verified(&bad), vec![false; 3]);
-        let executed = actor.execute_block(&block(1, &bad)).unwrap();
+        let executed = actor.execute_block(&block(1, &bad), &[]).unwrap();
         assert_eq!(
             (executed.failed, executed.fees),
             (3, 0),
@@ -401,7 +403,7 @@ fn an_invalid_signature_is_verified_at_execution_even_beside_a_pending_twin() {
             vec![true]
         );
         let executed = actor
-            .execute_block(&block(2, std::slice::from_ref(&genuine)))
+            .execute_block(&block(2, std::slice::from_ref(&genuine)), &[])
             .unwrap();
         assert_eq!(executed.failed, 0);
         assert_eq!(balance(&actor, "bob", None), 510);
@@ -417,7 +419,7 @@ fn restart_keeps_state_receipts_and_root() {
         let db = sled::open(dir.path()).unwrap();
         let (mut actor, _) = actor_on(&db);
         actor
-            .execute_block(&block(1, std::slice::from_ref(&tx)))
+            .execute_block(&block(1, std::slice::from_ref(&tx)), &[])
             .unwrap()
     };
     let db = sled::open(dir.path()).unwrap();
@@ -431,9 +433,312 @@ fn restart_keeps_state_receipts_and_root() {
         Some(TxLookup::Included { .. })
     ));
     assert_eq!(actor.store.receipts(1).unwrap().len(), 1);
-    assert_eq!(actor.execute_block(&block(1, &[tx])), Ok(executed.clone()));
-    let next = actor.execute_block(&block(2, &[])).unwrap();
+    assert_eq!(
+        actor.execute_block(&block(1, &[tx]), &[]),
+        Ok(executed.clone())
+    );
+    let next = actor.execute_block(&block(2, &[]), &[]).unwrap();
     assert_eq!(next.state_root, executed.state_root);
+}
+
+fn deposit(id: u64, label: &str, amount: u64) -> DepositCredit {
+    DepositCredit {
+        id,
+        to: key(label).address(),
+        amount,
+    }
+}
+
+#[test]
+fn deposits_are_credited_before_the_transactions_and_spendable_in_the_same_block() {
+    let carol = key("carol");
+    let dave = key("dave").address();
+    for config in executor_configs() {
+        let db = temp_db();
+        let mut actor = actor_with(&config, &db);
+        // Carol has no account before the block: the deposits create it, and she spends
+        // from it in the same block, as does Alice from her topped-up balance.
+        let txs = [
+            Transaction::transfer(CHAIN, &carol, 0, dave, 60),
+            Transaction::withdraw(CHAIN, &carol, 1, dave, 30),
+            Transaction::transfer(CHAIN, &key("alice"), 0, dave, 1_040),
+        ];
+        let deposits = [
+            deposit(0, "carol", 50),
+            deposit(1, "alice", 50),
+            deposit(2, "carol", 50),
+        ];
+        let executed = actor.execute_block(&block(1, &txs), &deposits).unwrap();
+        assert_eq!(executed.deposits_credited, 3, "{:?}", config.kind);
+        assert_eq!(executed.failed, 0, "{:?}", config.kind);
+        assert_eq!(balance(&actor, "carol", None), 100 - 60 - 30 - 2 * FEE);
+        assert_eq!(balance(&actor, "alice", None), 1_050 - 1_040 - FEE);
+        assert_eq!(balance(&actor, "dave", None), 1_100);
+        // The credited state is committed: proofs verify against the new root.
+        verify_proof(&actor, &carol.address(), 1);
+        // A deposit alone, to an account the block does not otherwise touch.
+        let executed = actor
+            .execute_block(&block(2, &[]), &[deposit(3, "bob", 7)])
+            .unwrap();
+        assert_eq!(executed.deposits_credited, 1);
+        assert_eq!(balance(&actor, "bob", None), 507);
+        assert_eq!(balance(&actor, "bob", Some(1)), 500);
+    }
+}
+
+/// The withdrawals tree a chain must have after `count` withdrawals, checked against what an
+/// executed height reports and proves.
+fn check_withdrawals_at(actor: &Actor, height: u64, all: &[Withdrawal]) {
+    let count = actor
+        .store
+        .executed_block(height)
+        .unwrap()
+        .map_or(0, |b| b.withdrawal_count);
+    let root = match height {
+        0 => withdrawals_root(&[]),
+        h => {
+            actor
+                .store
+                .executed_block(h)
+                .unwrap()
+                .unwrap()
+                .withdrawals_root
+        }
+    };
+    assert_eq!(
+        root,
+        withdrawals_root(&all[..count as usize]),
+        "height {height}"
+    );
+    for withdrawal in all {
+        let proof = actor.prove_withdrawal(withdrawal.id, height).unwrap();
+        if withdrawal.id < count {
+            let proof = proof.unwrap_or_else(|| panic!("no proof of {}", withdrawal.id));
+            assert_eq!((proof.index, proof.total), (withdrawal.id, count));
+            assert!(proof.verify(&root, &withdrawal.leaf()), "height {height}");
+        } else {
+            assert_eq!(proof, None, "id {} at height {height}", withdrawal.id);
+        }
+    }
+}
+
+#[test]
+fn withdrawals_are_numbered_in_block_order_and_proven_at_every_later_height() {
+    let (mut actor, _) = actor_on(&temp_db());
+    let (alice, bob) = (key("alice"), key("bob"));
+    let ledger = key("ledger-account").address();
+    let first = [
+        Transaction::withdraw(CHAIN, &alice, 0, ledger, 100),
+        // More than Bob has: fails, gets no id, but pays the fee.
+        Transaction::withdraw(CHAIN, &bob, 0, ledger, 10_000),
+        Transaction::transfer(CHAIN, &alice, 1, bob.address(), 3),
+        Transaction::withdraw(CHAIN, &bob, 1, alice.address(), 5),
+    ];
+    let mut first_block = block(1, &first);
+    first_block.header.data_root = Hash([7; 32]);
+    let executed = actor.execute_block(&first_block, &[]).unwrap();
+    assert_eq!(executed.data_root, Hash([7; 32]));
+    assert_eq!((executed.withdrawal_count, executed.failed), (2, 1));
+    let receipts = actor.store.receipts(1).unwrap();
+    let ids: Vec<Option<u64>> = receipts.iter().map(|r| r.withdrawal_id).collect();
+    assert_eq!(ids, [Some(0), None, None, Some(1)]);
+    // The transaction index keeps the receipt with its id.
+    match actor.transaction(&first[3].hash()).unwrap() {
+        Some(TxLookup::Included { receipt, .. }) => assert_eq!(receipt.withdrawal_id, Some(1)),
+        other => panic!("expected an included transaction, got {other:?}"),
+    }
+    assert_eq!(balance(&actor, "alice", None), 1_000 - 100 - 3 - 2 * FEE);
+    assert_eq!(balance(&actor, "bob", None), 500 + 3 - 5 - 2 * FEE);
+
+    let second = actor.execute_block(&block(2, &[]), &[]).unwrap();
+    assert_eq!(second.withdrawal_count, 2);
+    assert_eq!(second.withdrawals_root, executed.withdrawals_root);
+    assert_eq!(
+        second.output_preimage().withdrawals_root,
+        executed.withdrawals_root
+    );
+    let third = actor
+        .execute_block(
+            &block(3, &[Transaction::withdraw(CHAIN, &alice, 2, ledger, 1)]),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(third.withdrawal_count, 3);
+
+    let all = [
+        Withdrawal {
+            id: 0,
+            from: alice.address(),
+            to: ledger,
+            amount: 100,
+        },
+        Withdrawal {
+            id: 1,
+            from: bob.address(),
+            to: alice.address(),
+            amount: 5,
+        },
+        Withdrawal {
+            id: 2,
+            from: alice.address(),
+            to: ledger,
+            amount: 1,
+        },
+    ];
+    for (withdrawal, height) in all.iter().zip([1, 1, 3]) {
+        assert_eq!(
+            actor.withdrawal(withdrawal.id),
+            Ok(Some(WithdrawalAt {
+                height,
+                withdrawal: *withdrawal
+            }))
+        );
+    }
+    assert_eq!(actor.withdrawal(3), Ok(None));
+    for height in 0..=3 {
+        check_withdrawals_at(&actor, height, &all);
+    }
+    // A proof from an earlier height does not verify against a later root, whose tree is
+    // larger; the later height proves the same withdrawal on its own.
+    let early = actor.prove_withdrawal(0, 1).unwrap().unwrap();
+    assert!(!early.verify(&third.withdrawals_root, &all[0].leaf()));
+    assert_eq!(
+        actor.prove_withdrawal(0, 4),
+        Err(QueryError::HeightNotExecuted {
+            height: 4,
+            latest: 3
+        })
+    );
+    // Replaying an executed height returns its stored summary, ids and all.
+    assert_eq!(actor.execute_block(&first_block, &[]), Ok(executed));
+    assert_eq!(
+        actor.prove_withdrawal(2, 3).unwrap().map(|p| p.total),
+        Some(3)
+    );
+}
+
+#[test]
+fn withdrawals_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = key("alice");
+    let ledger = key("ledger-account").address();
+    let first = [
+        Transaction::withdraw(CHAIN, &alice, 0, ledger, 10),
+        Transaction::withdraw(CHAIN, &alice, 1, ledger, 20),
+    ];
+    let executed = {
+        let db = sled::open(dir.path()).unwrap();
+        let (mut actor, _) = actor_on(&db);
+        actor.execute_block(&block(1, &first), &[]).unwrap()
+    };
+    let db = sled::open(dir.path()).unwrap();
+    let (mut actor, _) = actor_on(&db);
+    assert_eq!(
+        actor.execute_block(&block(1, &first), &[]),
+        Ok(executed.clone())
+    );
+    let withdrawal = |id, amount| Withdrawal {
+        id,
+        from: alice.address(),
+        to: ledger,
+        amount,
+    };
+    assert_eq!(
+        actor.withdrawal(1),
+        Ok(Some(WithdrawalAt {
+            height: 1,
+            withdrawal: withdrawal(1, 20)
+        }))
+    );
+    // Numbering and the tree carry on from the stored withdrawals.
+    let next = actor
+        .execute_block(
+            &block(2, &[Transaction::withdraw(CHAIN, &alice, 2, ledger, 30)]),
+            &[],
+        )
+        .unwrap();
+    let all = [withdrawal(0, 10), withdrawal(1, 20), withdrawal(2, 30)];
+    assert_eq!(next.withdrawal_count, 3);
+    assert_eq!(next.withdrawals_root, withdrawals_root(&all));
+    assert_eq!(actor.store.receipts(2).unwrap()[0].withdrawal_id, Some(2));
+    for height in 0..=2 {
+        check_withdrawals_at(&actor, height, &all);
+    }
+}
+
+#[test]
+fn report_wrong_roots_changes_the_reported_root_but_not_the_state() {
+    let (alice, bob) = (key("alice"), key("bob"));
+    let blocks = [
+        block(
+            1,
+            &[
+                Transaction::transfer(CHAIN, &alice, 0, bob.address(), 10),
+                Transaction::withdraw(CHAIN, &bob, 0, alice.address(), 4),
+            ],
+        ),
+        block(2, &[]),
+    ];
+    let faulty_config = ExecutionConfig {
+        report_wrong_roots: true,
+        ..ExecutionConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut honest, _) = actor_on(&temp_db());
+    let honest_results: Vec<ExecutedBlock> = blocks
+        .iter()
+        .map(|b| honest.execute_block(b, &[deposit(0, "carol", 3)]).unwrap())
+        .collect();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let events = Events::new(16);
+        let mut subscription = events.subscribe();
+        let mut faulty = Actor::open(&faulty_config, &genesis(), &db, events).unwrap();
+        for (b, honest) in blocks.iter().zip(&honest_results) {
+            let reported = faulty.execute_block(b, &[deposit(0, "carol", 3)]).unwrap();
+            assert_eq!(reported.state_root, state::wrong_root(&honest.state_root));
+            // Everything else is what an honest node reports.
+            assert_eq!(
+                ExecutedBlock {
+                    state_root: honest.state_root,
+                    ..reported.clone()
+                },
+                *honest
+            );
+            assert_eq!(
+                subscription.try_recv(),
+                Ok(ExecutionEvent::Executed(reported.clone()))
+            );
+            assert_eq!(
+                faulty.store.executed_block(b.height()).unwrap(),
+                Some(reported.clone())
+            );
+            assert_eq!(faulty.status().state_root, reported.state_root);
+            // The tree is the honest one: proofs are against the true root and verify.
+            let proof = faulty.account_proof(&bob.address(), None).unwrap();
+            assert_eq!(proof.state_root, honest.state_root);
+            assert_eq!(faulty.store.root(b.height()).unwrap(), honest.state_root);
+            let value = proof.account.map(|a| codec::encode(&a));
+            proof
+                .proof
+                .verify(&proof.state_root, &proof.key_hash, value.as_deref())
+                .unwrap();
+        }
+    }
+    // After a restart the node keeps reporting what it stored, replays included.
+    let db = sled::open(dir.path()).unwrap();
+    let faulty = Actor::open(&faulty_config, &genesis(), &db, Events::new(1)).unwrap();
+    let last = honest_results.last().unwrap();
+    assert_eq!(
+        faulty.status().state_root,
+        state::wrong_root(&last.state_root)
+    );
+    let mut faulty = faulty;
+    let replayed = faulty.execute_block(&blocks[0], &[]).unwrap();
+    assert_eq!(
+        replayed.state_root,
+        state::wrong_root(&honest_results[0].state_root)
+    );
 }
 
 #[test]
@@ -480,15 +785,20 @@ async fn spawned_actor_answers_through_its_handle_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let (alice, bob) = (key("alice"), key("bob"));
     let tx = Transaction::transfer(CHAIN, &alice, 0, bob.address(), 25);
+    let withdraw = Transaction::withdraw(CHAIN, &alice, 1, bob.address(), 40);
     let executed = {
         let db = sled::open(dir.path()).unwrap();
         let (handle, thread) = spawn_thread(ExecutionConfig::default(), &genesis(), &db).unwrap();
         let mut events = handle.subscribe();
         assert_eq!(handle.submit_transaction(tx.clone()).await, Ok(tx.hash()));
+        assert_eq!(
+            handle.submit_transaction(withdraw.clone()).await,
+            Ok(withdraw.hash())
+        );
         let reaped = handle.reap_transactions(1, 100, 1 << 20).await.unwrap();
-        assert_eq!(reaped, vec![tx.clone()]);
+        assert_eq!(reaped, vec![tx.clone(), withdraw.clone()]);
         let executed = handle
-            .execute_block(Arc::new(block(1, &reaped)))
+            .execute_block(Arc::new(block(1, &reaped)), vec![])
             .await
             .unwrap();
         assert_eq!(
@@ -499,6 +809,18 @@ async fn spawned_actor_answers_through_its_handle_and_restarts() {
         assert_eq!(proof.state_root, executed.state_root);
         let account = handle.account(bob.address(), Some(1)).await.unwrap();
         assert_eq!(account.account.balance, 525);
+        let found = handle.withdrawal(0).await.unwrap().unwrap();
+        assert_eq!((found.height, found.withdrawal.amount), (1, 40));
+        assert_eq!(handle.withdrawal(1).await, Ok(None));
+        let proof = handle.prove_withdrawal(0, 1).await.unwrap().unwrap();
+        assert!(proof.verify(&executed.withdrawals_root, &found.withdrawal.leaf()));
+        assert_eq!(handle.prove_withdrawal(1, 1).await, Ok(None));
+        assert!(matches!(
+            handle.prove_withdrawal(0, 2).await,
+            Err(lamina_primitives::interfaces::RequestError::Layer(
+                QueryError::HeightNotExecuted { .. }
+            ))
+        ));
         drop(handle);
         // The actor stops once every handle is gone, releasing its trees.
         tokio::task::spawn_blocking(move || thread.join().unwrap())
@@ -516,7 +838,9 @@ async fn spawned_actor_answers_through_its_handle_and_restarts() {
         Some(TxLookup::Included { .. })
     ));
     assert_eq!(
-        handle.execute_block(Arc::new(block(1, &[tx]))).await,
+        handle
+            .execute_block(Arc::new(block(1, &[tx, withdraw])), vec![])
+            .await,
         Ok(executed)
     );
 }

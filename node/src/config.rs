@@ -9,7 +9,7 @@ use lamina_consensus::ConsensusConfig;
 use lamina_da::DaConfig;
 use lamina_execution::ExecutionConfig;
 use lamina_primitives::{codec, Blob};
-use lamina_settlement::SettlementConfig;
+use lamina_settlement::{SettlementConfig, SettlementKind};
 use serde::{Deserialize, Serialize};
 
 /// Largest config file accepted.
@@ -325,6 +325,17 @@ impl NodeConfig {
                 ),
             ));
         }
+        // Challenge windows and batches are counted in blocks: on a chain that only makes
+        // blocks for transactions, an idle chain would never finalize a claim.
+        if self.settlement.kind == SettlementKind::Optimistic && !self.consensus.create_empty_blocks
+        {
+            return Err(invalid(
+                "settlement",
+                "kind = \"optimistic\" counts challenge windows in blocks, so it needs \
+                 [consensus] create_empty_blocks = true"
+                    .to_string(),
+            ));
+        }
         Ok(())
     }
 
@@ -410,6 +421,13 @@ mod tests {
             .to_string();
         assert!(err.contains("use at most 1048560"), "{err}");
         parse(&format!("{small_blocks}max_blob_bytes = 1048560\n")).unwrap();
+        let optimistic = "[settlement]\nkind = \"optimistic\"\n";
+        let err = parse(optimistic).unwrap_err().to_string();
+        assert!(err.contains("create_empty_blocks = true"), "{err}");
+        parse(&format!(
+            "{optimistic}[consensus]\ncreate_empty_blocks = true\n"
+        ))
+        .unwrap();
     }
 
     #[test]

@@ -112,7 +112,7 @@ fn compatibility(config: &NodeConfig) -> String {
         "consensus={};data_availability={};settlement={}",
         kind_of(&config.consensus),
         config.data_availability.commitment_scheme(),
-        kind_of(&config.settlement),
+        config.settlement.fingerprint(),
     )
 }
 

@@ -165,9 +165,15 @@ async fn deliver(layers: &Layers, metrics: &Metrics, height: u64) -> anyhow::Res
         .await
         .context("settlement apply")?;
     metrics.settled_height.set(status.settled_height);
+    // The deposits this block queued on the settlement ledger are credited by executing it.
+    let deposits = layers
+        .settlement
+        .deposits(height)
+        .await
+        .context("settlement deposits")?;
     let executed = layers
         .execution
-        .execute_block(block)
+        .execute_block(block, deposits)
         .await
         .context("execution")?;
     layers

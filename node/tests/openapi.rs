@@ -7,7 +7,7 @@ use lamina_node::cli::{init_node_dir, InitOptions};
 use lamina_node::config::NodeConfig;
 use lamina_node::node::RunningNode;
 
-const REQUIRED: [(&str, &str); 16] = [
+const REQUIRED: [(&str, &str); 21] = [
     ("get", "/v1/status"),
     ("get", "/v1/blocks/latest"),
     ("get", "/v1/blocks/{height}"),
@@ -20,6 +20,11 @@ const REQUIRED: [(&str, &str); 16] = [
     ("get", "/v1/da/blobs/{height}/{namespace}"),
     ("post", "/v1/da/blobs"),
     ("get", "/v1/settlement/heights/{height}"),
+    ("get", "/v1/settlement/batches"),
+    ("get", "/v1/settlement/batches/{id}"),
+    ("get", "/v1/settlement/accounts/{address}"),
+    ("post", "/v1/settlement/messages"),
+    ("get", "/v1/bridge/withdrawals/{id}/proof"),
     ("get", "/v1/consensus/evidence"),
     ("get", "/v1/network/peers"),
     ("get", "/metrics"),

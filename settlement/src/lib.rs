@@ -60,8 +60,12 @@ pub struct SettlementConfig {
     pub bond: u64,
     /// `optimistic`: percent of a slashed bond paid to the winner of the dispute.
     pub challenger_reward_percent: u8,
-    /// `optimistic`: accounts allowed to claim; empty means every genesis validator.
+    /// `optimistic`: accounts allowed to claim, taking turns by batch; empty means every
+    /// genesis validator, in genesis order.
     pub proposers: Vec<Address>,
+    /// `optimistic`: blocks the designated proposer has to claim a batch before any proposer
+    /// may.
+    pub claim_timeout: u64,
     /// `optimistic`: settlement-ledger balance each genesis validator starts with (to bond
     /// claims and challenges); genesis accounts start with their genesis balance.
     pub validator_funds: u64,
@@ -76,6 +80,7 @@ impl Default for SettlementConfig {
             bond: 1_000,
             challenger_reward_percent: 50,
             proposers: Vec::new(),
+            claim_timeout: 10,
             validator_funds: 1_000_000,
         }
     }
@@ -109,6 +114,7 @@ impl SettlementConfig {
             batch_size: self.batch_size,
             bond: self.bond,
             proposers,
+            claim_timeout: self.claim_timeout,
             challenger_reward_percent: self.challenger_reward_percent,
         }
     }
@@ -121,10 +127,11 @@ impl SettlementConfig {
             SettlementKind::Optimistic => {
                 let proposers = Hash::digest(&codec::encode(&self.proposers));
                 format!(
-                    "optimistic(window={},batch={},bond={},reward={},funds={},proposers={})",
+                    "optimistic(window={},batch={},bond={},timeout={},reward={},funds={},proposers={})",
                     self.challenge_window,
                     self.batch_size,
                     self.bond,
+                    self.claim_timeout,
                     self.challenger_reward_percent,
                     self.validator_funds,
                     proposers,

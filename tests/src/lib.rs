@@ -289,6 +289,11 @@ pub struct Testnet {
 impl Testnet {
     /// Writes the configs of `validators` nodes with the given block time; starts none.
     pub fn init(validators: usize, block_time_ms: u64) -> Testnet {
+        Testnet::init_with(validators, block_time_ms, &[])
+    }
+
+    /// Like [`Testnet::init`], with more `lamina testnet init` flags (e.g. `--settlement`).
+    pub fn init_with(validators: usize, block_time_ms: u64, flags: &[&str]) -> Testnet {
         let dir = tempfile::Builder::new()
             .prefix("lamina-testnet-")
             .tempdir()
@@ -298,6 +303,7 @@ impl Testnet {
         let status = Command::new(lamina_bin())
             .args(["testnet", "init", "--validators", &validators.to_string()])
             .args(["--block-time", &block_time_ms.to_string()])
+            .args(flags)
             .args(["--base-port", &base_port.to_string(), "--dir"])
             .arg(dir.path())
             .stdout(Stdio::null())

@@ -11,7 +11,7 @@
 //!
 //! The engine ([`run`], [`TransactionLogic`]) is generic over state keys and values with
 //! read and write sets discovered while running, so new transaction kinds need no change to
-//! it. [`ParallelExecutor`] plugs the transfer rules ([`execute_transaction`]) into it:
+//! it. [`ParallelExecutor`] plugs the transaction rules ([`execute_transaction`]) into it:
 //!
 //! - signatures are verified once per transaction, before execution, on the same number of
 //!   threads, in contiguous chunks; re-executions reuse the result. Transactions the caller
@@ -274,7 +274,7 @@ fn verify_signatures(
 }
 
 /// The fallback rule (see the module documentation): fewer than 2 transactions, a single
-/// sender, or fewer distinct accounts (senders and recipients) than `2 × threads`.
+/// sender, or fewer distinct accounts (senders and transfer recipients) than `2 × threads`.
 fn contention_is_total(transactions: &[Transaction], threads: usize) -> bool {
     if transactions.len() < 2 {
         return true;
@@ -286,8 +286,11 @@ fn contention_is_total(transactions: &[Transaction], threads: usize) -> bool {
     for transaction in transactions {
         several_senders |= Some(transaction.sender) != first_sender;
         accounts.insert(transaction.sender);
-        let TxPayload::Transfer { to, .. } = transaction.payload;
-        accounts.insert(to);
+        // Only a transfer touches a second execution account; a withdrawal's `to` is on the
+        // settlement ledger.
+        if let TxPayload::Transfer { to, .. } = transaction.payload {
+            accounts.insert(to);
+        }
         if several_senders && accounts.len() >= enough {
             return false;
         }
@@ -295,7 +298,7 @@ fn contention_is_total(transactions: &[Transaction], threads: usize) -> bool {
     true
 }
 
-/// The transfer rules as Block-STM logic over accounts.
+/// The transaction rules as Block-STM logic over accounts.
 struct TransferLogic<'a> {
     env: &'a BlockEnv<'a>,
     transactions: &'a [Transaction],

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use lamina_primitives::bridge::DepositCredit;
 use lamina_primitives::interfaces::Events;
 use lamina_primitives::{
     codec, Blob, Block, BlockHeader, Genesis, GenesisAccount, Hash, Keypair, Namespace, TxOutcome,
@@ -91,6 +92,9 @@ struct TxSpec {
     /// Marked as pre-verified when its signature is valid (flaw 0 or 2), as if this node's
     /// mempool had verified it.
     pre_verified: bool,
+    /// A withdrawal (to the recipient's address, as a settlement-ledger account) instead of
+    /// a transfer.
+    withdraw: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -137,15 +141,17 @@ fn block_spec() -> impl Strategy<Value = BlockSpec> {
                     prop_oneof![12 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)],
                     prop_oneof![20 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)],
                     any::<bool>(),
+                    proptest::bool::weighted(0.25),
                 )
                     .prop_map(
-                        |(sender, recipient, amount, nonce, flaw, pre_verified)| TxSpec {
+                        |(sender, recipient, amount, nonce, flaw, pre_verified, withdraw)| TxSpec {
                             sender,
                             recipient,
                             amount,
                             nonce,
                             flaw,
                             pre_verified,
+                            withdraw,
                         },
                     )
             };
@@ -212,14 +218,21 @@ fn build(
                 1 => next + 1,
                 _ => next.wrapping_sub(1),
             };
+            let signed = |chain_id: &str| {
+                if tx.withdraw {
+                    Transaction::withdraw(chain_id, key, nonce, to, tx.amount)
+                } else {
+                    Transaction::transfer(chain_id, key, nonce, to, tx.amount)
+                }
+            };
             match tx.flaw {
-                0 => Transaction::transfer(CHAIN, key, nonce, to, tx.amount),
+                0 => signed(CHAIN),
                 1 => {
-                    let mut forged = Transaction::transfer(CHAIN, key, nonce, to, tx.amount);
+                    let mut forged = signed(CHAIN);
                     forged.signature.0[7] ^= 1;
                     forged
                 }
-                _ => Transaction::transfer("other-chain", key, nonce, to, tx.amount),
+                _ => signed("other-chain"),
             }
         })
         .collect();
@@ -239,8 +252,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     /// The parallel executor's output (receipts, writes, fees, failure count) equals the
-    /// sequential executor's on random blocks, at 1, 2, 4 and 8 threads, with random
-    /// transactions of valid signature marked as pre-verified.
+    /// sequential executor's on random blocks of transfers and withdrawals, at 1, 2, 4 and 8
+    /// threads, with random transactions of valid signature marked as pre-verified.
     #[test]
     fn parallel_matches_sequential_on_random_blocks(spec in block_spec()) {
         let (transactions, proposer, state, pre_verified) = build(&spec);
@@ -611,8 +624,17 @@ fn block(height: u64, proposer: Address, transactions: &[Transaction]) -> Block 
     }
 }
 
-/// One block's transactions as indices: (sender, recipient, amount, nonce offset).
-type BlockPlan = (usize, Vec<(usize, usize, u64, u64)>);
+/// One block as indices: its proposer; its transactions (sender, recipient, amount, nonce
+/// offset, whether a withdrawal rather than a transfer); its deposits (recipient, amount).
+type BlockPlan = (
+    usize,
+    Vec<(usize, usize, u64, u64, bool)>,
+    Vec<(usize, u64)>,
+);
+
+/// Accounts of the chain plans: the first 24 are funded at genesis, the rest only by
+/// deposits.
+const PLAN_ACCOUNTS: usize = 30;
 
 fn chain_plan() -> impl Strategy<Value = (Vec<u64>, Vec<BlockPlan>)> {
     (
@@ -622,13 +644,15 @@ fn chain_plan() -> impl Strategy<Value = (Vec<u64>, Vec<BlockPlan>)> {
                 0usize..24,
                 proptest::collection::vec(
                     (
-                        0usize..24,
-                        0usize..24,
+                        0usize..PLAN_ACCOUNTS,
+                        0usize..PLAN_ACCOUNTS,
                         0u64..200,
                         prop_oneof![9 => Just(0u64), 1 => 0u64..3],
+                        proptest::bool::weighted(0.25),
                     ),
                     0..60,
                 ),
+                proptest::collection::vec((0usize..PLAN_ACCOUNTS, 0u64..300), 0..4),
             ),
             1..6,
         ),
@@ -644,7 +668,9 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
     /// A node running `sequential` and one running `parallel`, each on its own database
-    /// from the same genesis, agree on every state root, receipt and block summary.
+    /// from the same genesis, agree on every state root, receipt (withdrawal ids included)
+    /// and block summary (withdrawals root included), over blocks of transfers, withdrawals
+    /// and deposits.
     #[test]
     fn sequential_and_parallel_actors_agree_at_every_height((balances, blocks) in chain_plan()) {
         let genesis = genesis(&balances);
@@ -660,26 +686,40 @@ proptest! {
         prop_assert_eq!(sequential.status().state_root, parallel.status().state_root);
 
         let keys = keys();
-        for (offset, (proposer, plan)) in blocks.iter().enumerate() {
+        let mut next_deposit = 0u64;
+        for (offset, (proposer, plan, deposits)) in blocks.iter().enumerate() {
             let height = offset as u64 + 1;
-            // Nonces as the chain has them, so most transfers are valid.
-            let mut nonces: Vec<u64> = keys[..24]
+            // Nonces as the chain has them, so most transactions are valid.
+            let mut nonces: Vec<u64> = keys[..PLAN_ACCOUNTS]
                 .iter()
                 .map(|key| sequential.account(&key.address(), None).unwrap().account.nonce)
                 .collect();
             let transactions: Vec<Transaction> = plan
                 .iter()
-                .map(|&(from, to, amount, skew)| {
+                .map(|&(from, to, amount, skew, withdraw)| {
                     let nonce = nonces[from] + skew;
                     if skew == 0 {
                         nonces[from] += 1;
                     }
-                    Transaction::transfer(CHAIN, &keys[from], nonce, keys[to].address(), amount)
+                    let to = keys[to].address();
+                    if withdraw {
+                        Transaction::withdraw(CHAIN, &keys[from], nonce, to, amount)
+                    } else {
+                        Transaction::transfer(CHAIN, &keys[from], nonce, to, amount)
+                    }
+                })
+                .collect();
+            let deposits: Vec<DepositCredit> = deposits
+                .iter()
+                .map(|&(to, amount)| {
+                    next_deposit += 1;
+                    DepositCredit { id: next_deposit - 1, to: keys[to].address(), amount }
                 })
                 .collect();
             let block = block(height, keys[*proposer].address(), &transactions);
-            let expected = sequential.execute_block(&block).unwrap();
-            let got = parallel.execute_block(&block).unwrap();
+            let expected = sequential.execute_block(&block, &deposits).unwrap();
+            let got = parallel.execute_block(&block, &deposits).unwrap();
+            prop_assert_eq!(expected.deposits_credited as usize, deposits.len());
             prop_assert_eq!(&got, &expected, "height {}", height);
             prop_assert_eq!(
                 parallel.store.receipts(height).unwrap(),
@@ -687,7 +727,7 @@ proptest! {
             );
             prop_assert_eq!(parallel.status().state_root, expected.state_root);
         }
-        for key in &keys[..24] {
+        for key in &keys[..PLAN_ACCOUNTS] {
             prop_assert_eq!(
                 parallel.account(&key.address(), None).unwrap(),
                 sequential.account(&key.address(), None).unwrap()

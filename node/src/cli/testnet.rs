@@ -18,6 +18,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
 use lamina_consensus::EngineKind;
 use lamina_primitives::{Address, Genesis, Keypair, Validator};
+use lamina_settlement::SettlementKind;
 use libp2p::PeerId;
 use serde_json::Value;
 use tokio::process::{Child, Command};
@@ -90,6 +91,30 @@ pub struct TestnetStartArgs {
     /// [default: 10].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub accounts: Option<u32>,
+    #[command(flatten)]
+    pub layers: TestnetLayerArgs,
+}
+
+/// Layer choices of a new testnet (a resumed one keeps what its configs say).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TestnetLayerArgs {
+    /// Settlement mode of a new testnet: `attested` or `optimistic` (which also turns on
+    /// empty blocks, since challenge windows count blocks) [default: attested].
+    #[arg(long, value_enum)]
+    pub settlement: Option<SettlementChoice>,
+    /// Make node NODE's execution layer report wrong state roots, to watch optimistic
+    /// settlement challenge, reject and slash its claims (with --settlement optimistic).
+    #[arg(long, value_name = "NODE")]
+    pub faulty_executor: Option<u32>,
+}
+
+/// `--settlement` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SettlementChoice {
+    /// Validators attest state roots.
+    Attested,
+    /// Bonded claims with a challenge window.
+    Optimistic,
 }
 
 /// `lamina testnet init`
@@ -117,6 +142,8 @@ pub struct TestnetInitArgs {
     #[arg(long, default_value_t = DEFAULT_ACCOUNTS,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub accounts: u32,
+    #[command(flatten)]
+    pub layers: TestnetLayerArgs,
 }
 
 /// Where a node of a multi-machine testnet runs, as its peers dial it.
@@ -188,6 +215,10 @@ pub struct Layout {
     pub hosts: Option<Vec<Host>>,
     /// Prefunded development accounts in genesis.
     pub accounts: u32,
+    /// Settlement mode.
+    pub settlement: SettlementKind,
+    /// The node whose execution layer reports wrong roots, if any.
+    pub faulty_executor: Option<u32>,
 }
 
 impl Layout {
@@ -242,7 +273,26 @@ impl Layout {
             block_time_ms,
             hosts,
             accounts: DEFAULT_ACCOUNTS,
+            settlement: SettlementKind::Attested,
+            faulty_executor: None,
         })
+    }
+
+    /// Applies the layer flags of a new testnet.
+    pub fn with_layers(mut self, layers: &TestnetLayerArgs) -> Result<Layout, UsageError> {
+        if let Some(node) = layers.faulty_executor {
+            if node >= self.validators {
+                return Err(UsageError(format!(
+                    "--faulty-executor {node} names no node: nodes are numbered 0 to {}",
+                    self.validators - 1
+                )));
+            }
+        }
+        self.faulty_executor = layers.faulty_executor;
+        if layers.settlement == Some(SettlementChoice::Optimistic) {
+            self.settlement = SettlementKind::Optimistic;
+        }
+        Ok(self)
     }
 
     /// Node `index`'s HTTP port.
@@ -316,6 +366,11 @@ impl Layout {
             .map(|(peer, j)| self.peer_addr(j, peer))
             .collect();
         config.consensus.kind = EngineKind::Bft;
+        config.settlement.kind = self.settlement;
+        if self.settlement == SettlementKind::Optimistic {
+            config.consensus.create_empty_blocks = true;
+        }
+        config.execution.report_wrong_roots = self.faulty_executor == Some(index);
         Ok(config.to_toml())
     }
 }
@@ -541,6 +596,7 @@ fn run_init(args: TestnetInitArgs) -> anyhow::Result<()> {
         &args.hosts,
     )?;
     layout.accounts = args.accounts;
+    let layout = layout.with_layers(&args.layers)?;
     write_testnet(&args.dir, &layout)?;
     let testnet = read_testnet(&args.dir)?;
     // The nodes' URLs as other machines reach them, so `lamina load` works from anywhere.
@@ -850,6 +906,14 @@ async fn start(args: TestnetStartArgs, log_filter: Option<&str>) -> anyhow::Resu
             ))
             .into());
         }
+        if args.layers.settlement.is_some() || args.layers.faulty_executor.is_some() {
+            return Err(UsageError(format!(
+                "{} holds a testnet already; --settlement and --faulty-executor only shape a \
+                 new one (edit the node configs in it to change them)",
+                dir.display()
+            ))
+            .into());
+        }
     } else {
         let mut layout = Layout::new(
             args.validators.unwrap_or(DEFAULT_VALIDATORS),
@@ -858,6 +922,7 @@ async fn start(args: TestnetStartArgs, log_filter: Option<&str>) -> anyhow::Resu
             &[],
         )?;
         layout.accounts = args.accounts.unwrap_or(DEFAULT_ACCOUNTS);
+        let layout = layout.with_layers(&args.layers)?;
         write_testnet(&dir, &layout)?;
     }
     let testnet = read_testnet(&dir)?;
@@ -1168,6 +1233,34 @@ mod tests {
     }
 
     #[test]
+    fn layer_flags_shape_every_config_and_the_faulty_node_only() {
+        let flags = TestnetLayerArgs {
+            settlement: Some(SettlementChoice::Optimistic),
+            faulty_executor: Some(2),
+        };
+        let layout = Layout::new(4, 26600, 200, &[])
+            .unwrap()
+            .with_layers(&flags)
+            .unwrap();
+        let ids = peers(4);
+        for i in 0..4u32 {
+            let config = parse(&layout.node_config(i, &ids).unwrap());
+            assert_eq!(config.settlement.kind, SettlementKind::Optimistic);
+            assert!(config.consensus.create_empty_blocks);
+            assert_eq!(config.execution.report_wrong_roots, i == 2);
+        }
+        let beyond = TestnetLayerArgs {
+            faulty_executor: Some(4),
+            ..flags
+        };
+        let error = Layout::new(4, 26600, 200, &[])
+            .unwrap()
+            .with_layers(&beyond)
+            .unwrap_err();
+        assert!(error.0.contains("nodes are numbered 0 to 3"), "{}", error.0);
+    }
+
+    #[test]
     fn local_configs_listen_on_their_ports_and_name_every_other_node() {
         let layout = Layout::new(4, 26600, 200, &[]).unwrap();
         let ids = peers(4);
@@ -1343,6 +1436,7 @@ mod tests {
             base_port,
             block_time,
             accounts: None,
+            layers: TestnetLayerArgs::default(),
         };
         let dir = Path::new("/tmp/t");
         let held = (4, 26600, 200);

@@ -40,6 +40,11 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     /// 400 Bad Request.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
@@ -104,7 +109,26 @@ impl From<ConsensusError> for ApiError {
 
 impl From<SettlementError> for ApiError {
     fn from(err: SettlementError) -> Self {
-        ApiError::storage(err)
+        match err {
+            SettlementError::InvalidMessage(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_settlement_message",
+                err.to_string(),
+            ),
+            SettlementError::Unsupported { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "unsupported_in_settlement_mode",
+                err.to_string(),
+            ),
+            SettlementError::PoolFull(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "settlement_pool_full",
+                err.to_string(),
+            ),
+            SettlementError::OutOfOrder { .. } | SettlementError::Storage(_) => {
+                ApiError::storage(err)
+            }
+        }
     }
 }
 

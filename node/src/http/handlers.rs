@@ -6,6 +6,7 @@ use axum::response::IntoResponse;
 use lamina_primitives::codec;
 use lamina_primitives::da::NamespaceProof;
 use lamina_primitives::interfaces::da::{DataProof, SharePosition, ShareWithProof};
+use lamina_primitives::interfaces::settlement::OptimisticSummary;
 use lamina_primitives::state_proof::StateProof;
 use lamina_primitives::{
     Account, Address, Blob, BlockHeader, Certificate, CommittedBlock, Equivocation, Hash,
@@ -62,6 +63,8 @@ pub struct StatusResponse {
     pub settled_height: u64,
     /// Its state root.
     pub settled_state_root: Option<Hash>,
+    /// The settlement layer's progress.
+    pub settlement: SettlementInfo,
     /// This node's validator address, if it validates.
     pub validator: Option<Address>,
     /// Transactions waiting in the mempool.
@@ -98,6 +101,19 @@ pub struct DaInfo {
     pub pending_blobs: usize,
     /// Their total size in bytes.
     pub pending_blob_bytes: u64,
+}
+
+/// The settlement layer's progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SettlementInfo {
+    /// Mode name (`attested`, `optimistic`).
+    pub mode: String,
+    /// Highest settled height.
+    pub settled_height: u64,
+    /// Last block applied to the settlement ledger.
+    pub applied_height: u64,
+    /// Claims and the bridge, in `optimistic` mode.
+    pub optimistic: Option<OptimisticSummary>,
 }
 
 /// This node on the peer-to-peer network.
@@ -144,6 +160,12 @@ pub async fn status(State(ctx): State<NodeContext>) -> Result<Json<StatusRespons
         state_root: execution.state_root,
         settled_height: settlement.settled_height,
         settled_state_root: settlement.settled_state_root,
+        settlement: SettlementInfo {
+            mode: settlement.mode,
+            settled_height: settlement.settled_height,
+            applied_height: settlement.applied_height,
+            optimistic: settlement.optimistic,
+        },
         validator: consensus.validator,
         mempool_transactions: execution.mempool_transactions,
         layers: LayersInfo {
@@ -393,7 +415,7 @@ fn parse_hash(text: &str) -> Result<Hash, ApiError> {
         .map_err(|e| ApiError::bad_request("invalid_hash", format!("bad transaction hash: {e}")))
 }
 
-fn parse_address(text: &str) -> Result<Address, ApiError> {
+pub(super) fn parse_address(text: &str) -> Result<Address, ApiError> {
     text.parse().map_err(|e| {
         ApiError::bad_request(
             "invalid_address",

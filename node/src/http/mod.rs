@@ -3,6 +3,7 @@
 
 mod error;
 mod handlers;
+mod settlement;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -47,6 +48,11 @@ fn small_body_routes() -> OpenApiRouter<NodeContext> {
         .routes(routes!(handlers::da_share_cell))
         .routes(routes!(handlers::da_blobs))
         .routes(routes!(handlers::settlement_height))
+        .routes(routes!(settlement::batches))
+        .routes(routes!(settlement::batch))
+        .routes(routes!(settlement::ledger_account))
+        .routes(routes!(settlement::submit_message))
+        .routes(routes!(settlement::withdrawal_proof))
         .routes(routes!(handlers::evidence))
         .routes(routes!(handlers::peers))
         .routes(routes!(handlers::metrics))

@@ -341,6 +341,14 @@ pub enum ExecutionRequest {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<AccountProof, QueryError>>,
     },
+    /// The stored result of executing `height`.
+    /// Reply: the result, `None` for a height not executed yet (or 0), or `Storage`.
+    GetExecutedBlock {
+        /// The height.
+        height: u64,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Option<ExecutedBlock>, QueryError>>,
+    },
     /// Find a withdrawal by id.
     /// Reply: the withdrawal and the height that executed it, `None` when no withdrawal has
     /// that id yet, or `Storage` when the withdrawal index cannot be read.
@@ -484,6 +492,18 @@ impl ExecutionHandle {
         flatten(
             self.mailbox
                 .try_ask(|reply| ExecutionRequest::GetTransaction { hash, reply })
+                .await,
+        )
+    }
+
+    /// See [`ExecutionRequest::GetExecutedBlock`]; sheds load like [`Self::account`].
+    pub async fn executed_block(
+        &self,
+        height: u64,
+    ) -> Result<Option<ExecutedBlock>, RequestError<QueryError>> {
+        flatten(
+            self.mailbox
+                .try_ask(|reply| ExecutionRequest::GetExecutedBlock { height, reply })
                 .await,
         )
     }

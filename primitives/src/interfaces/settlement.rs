@@ -26,7 +26,16 @@ pub struct AttestationData {
 
 /// A validator's signed statement that executing `height` gives `state_root`.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 pub struct Attestation {
     /// The height attested.
@@ -68,7 +77,17 @@ impl Attestation {
 
 /// A message of the `settlement` namespace (a blob holds a borsh `Vec<SettlementMessage>`).
 /// New kinds are added as new variants, at the end.
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SettlementMessage {
     /// A validator attests a state root (`attested` mode).

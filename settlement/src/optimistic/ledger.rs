@@ -141,21 +141,36 @@ impl OptimisticLedger {
         }
     }
 
-    /// What the next claim must say. The proposer may post it in any block above
-    /// `last_height`.
+    /// What the next claim must say, and who may post it when. It is valid in any block
+    /// above `last_height`: from its designated proposer at once, from any proposer once
+    /// `open_to_all_at` has come.
     pub fn next_claim(&self) -> ClaimTarget {
         let batch = self.next_batch;
         // The entry at `next_batch`, if any, is the rejected previous claim of this index.
-        let attempt = self
-            .batches
-            .get(&batch)
-            .map_or(0, |rejected| rejected.attempt.saturating_add(1));
+        let rejected = self.batches.get(&batch);
+        let attempt = rejected.map_or(0, |rejected| rejected.attempt.saturating_add(1));
         let (first_height, last_height) = self.params.batch_range(batch);
+        // The turn starts when the batch can first be claimed: once its heights are
+        // executable, its predecessor claimed and its previous attempt rejected.
+        let previous_claimed = batch
+            .checked_sub(1)
+            .and_then(|previous| self.batches.get(&previous))
+            .map_or(0, |previous| previous.included_at);
+        let rejected_at = rejected.map_or(0, |rejected| match rejected.status {
+            BatchStatus::Rejected { at, .. } => at,
+            _ => 0,
+        });
+        let turn_starts = last_height
+            .saturating_add(1)
+            .max(previous_claimed)
+            .max(rejected_at);
         ClaimTarget {
             batch,
             attempt,
             first_height,
             last_height,
+            designated: self.params.designated(batch, attempt),
+            open_to_all_at: turn_starts.saturating_add(self.params.claim_timeout),
         }
     }
 
@@ -164,12 +179,18 @@ impl OptimisticLedger {
         if !self.params.proposers.contains(&claim.proposer) {
             return Err(SkipReason::NotProposer);
         }
+        let target = self.next_claim();
+        if claim.proposer != target.designated && height < target.open_to_all_at {
+            return Err(SkipReason::NotYourTurn {
+                designated: target.designated,
+                open_to_all_at: target.open_to_all_at,
+            });
+        }
         if claim.bond != self.params.bond {
             return Err(SkipReason::WrongBond {
                 expected: self.params.bond,
             });
         }
-        let target = self.next_claim();
         if claim.batch != target.batch {
             return Err(SkipReason::OutOfOrder {
                 expected: target.batch,

@@ -10,9 +10,12 @@
 //! is applied once, in height order, by [`OptimisticLedger::apply_block`]: its settlement
 //! messages in order, then a time step.
 //!
-//! * **Claim**: a designated proposer locks exactly `bond` to assert a batch's output root
-//!   (the first valid claim of the next batch wins; the others are skipped). Batches are
-//!   claimed in index order; a rejected batch is claimed again with the next `attempt`
+//! * **Claim**: a designated proposer locks exactly `bond` to assert a batch's output root.
+//!   Proposers take turns: attempt `a` of batch `b` is `proposers[(b + a) % len]`'s, and
+//!   any listed proposer may claim once `claim_timeout` blocks have passed since the batch
+//!   became claimable (its heights executable, its predecessor claimed, its previous attempt
+//!   rejected), so a silent proposer cannot stall settlement. Batches are claimed in index
+//!   order; a rejected batch is claimed again with the next `attempt`
 //!   (which the signature covers, so an old claim cannot be replayed). Only heights below
 //!   the including block can be claimed. The claim's deadline is its inclusion height
 //!   plus `challenge_window`.

@@ -19,6 +19,12 @@ pub struct OptimisticParams {
     /// execution is wrong cannot stall settlement: once its claim is rejected, an honest one
     /// claims the batch again.
     pub proposers: Vec<Address>,
+    /// Proposers take turns: attempt `a` of batch `b` belongs to `proposers[(b + a) %
+    /// len]`, so a proposer whose claim was rejected does not claim the batch again, and
+    /// nobody races. If the designated proposer has not claimed `claim_timeout` blocks after
+    /// the batch became claimable, any proposer may (so an offline one cannot stall
+    /// settlement).
+    pub claim_timeout: u64,
     /// Share of a slashed bond paid to the winner of the dispute (rounded down); the rest is
     /// burned, so a proposer cannot recover its whole bond by challenging itself through
     /// another account.
@@ -73,6 +79,19 @@ impl OptimisticParams {
         (first, last)
     }
 
+    /// The proposer whose turn it is to claim attempt `attempt` of batch `batch`
+    /// (`proposers[(batch + attempt) % len]`; the default address if the list is empty,
+    /// which [`validate`](Self::validate) refuses).
+    pub fn designated(&self, batch: u64, attempt: u32) -> Address {
+        let len = self.proposers.len().max(1) as u64;
+        let turn = batch.wrapping_add(u64::from(attempt)) % len;
+        usize::try_from(turn)
+            .ok()
+            .and_then(|turn| self.proposers.get(turn))
+            .copied()
+            .unwrap_or_default()
+    }
+
     /// The part of a slashed `amount` paid to the winner: `amount * percent / 100`, rounded
     /// down.
     pub fn reward_of(&self, amount: u64) -> u64 {
@@ -92,6 +111,7 @@ mod tests {
             batch_size: 4,
             bond: 10,
             proposers: vec![Address::default()],
+            claim_timeout: 5,
             challenger_reward_percent: 50,
         }
     }
@@ -151,7 +171,7 @@ mod tests {
     #[test]
     fn parses_from_toml_and_rejects_unknown_fields() {
         let text = format!(
-            "challenge_window = 3\nbatch_size = 4\nbond = 10\nproposers = [\"{}\"]\n\
+            "challenge_window = 3\nbatch_size = 4\nbond = 10\nproposers = [\"{}\"]\nclaim_timeout = 5\n\
              challenger_reward_percent = 50\n",
             Address::default()
         );

@@ -168,6 +168,7 @@ fn params_strategy() -> impl Strategy<Value = OptimisticParams> {
             batch_size,
             bond,
             proposers: vec![testkit::proposer().address()],
+            claim_timeout: 3,
             challenger_reward_percent,
         },
     )

@@ -35,6 +35,7 @@ pub(super) fn params() -> OptimisticParams {
         batch_size: 2,
         bond: 100,
         proposers: vec![proposer().address()],
+        claim_timeout: 3,
         challenger_reward_percent: 40,
     }
 }

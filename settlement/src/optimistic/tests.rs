@@ -915,3 +915,97 @@ fn the_ledger_round_trips_through_borsh() {
     let back: OptimisticLedger = codec::decode_trusted(&bytes).unwrap();
     assert_eq!(back, ledger);
 }
+
+#[test]
+fn proposers_take_turns_and_anyone_listed_may_claim_after_the_timeout() {
+    let world = World::new(2);
+    let oracle = world.oracle(u64::MAX);
+    let p = OptimisticParams {
+        proposers: vec![addr(&proposer()), addr(&alice())],
+        ..params()
+    };
+    let mut ledger = ledger_with(p.clone());
+    let as_key = |key: &lamina_primitives::Keypair, batch: u64, attempt: u32, root: Hash| {
+        claim_as(key, batch, attempt, p.batch_range(batch), root, p.bond)
+    };
+    // Batch 0 (heights 1..=2) is the proposer's turn from height 3 on, for 3 blocks.
+    advance(&mut ledger, 2, &oracle);
+    let target = ledger.next_claim();
+    assert_eq!(
+        (target.designated, target.open_to_all_at),
+        (addr(&proposer()), 6)
+    );
+    let early = apply(
+        &mut ledger,
+        3,
+        &[as_key(&alice(), 0, 0, world.good(0))],
+        &oracle,
+    );
+    assert_eq!(
+        skipped(&early),
+        vec![(
+            0,
+            SkipReason::NotYourTurn {
+                designated: addr(&proposer()),
+                open_to_all_at: 6
+            }
+        )]
+    );
+    // Batch 1 is alice's turn, counted from the block that claimed batch 0 at the earliest.
+    apply(
+        &mut ledger,
+        4,
+        &[as_key(&proposer(), 0, 0, world.bad(0))],
+        &oracle,
+    );
+    let target = ledger.next_claim();
+    assert_eq!(
+        (target.batch, target.designated, target.open_to_all_at),
+        (1, addr(&alice()), 8)
+    );
+    // The proposer's claim of batch 0 is wrong: bob's challenge rejects it at height 5, and
+    // attempt 1 is alice's turn, from the rejection on.
+    apply(
+        &mut ledger,
+        5,
+        &[challenge(&bob(), 0, 0, world.bad(0))],
+        &oracle,
+    );
+    let target = ledger.next_claim();
+    assert_eq!(
+        (target.batch, target.attempt, target.designated),
+        (0, 1, addr(&alice()))
+    );
+    assert_eq!(target.open_to_all_at, 8);
+    // Alice stays silent: from height 8 the proposer may claim in her place.
+    advance(&mut ledger, 6, &oracle);
+    let still_early = apply(
+        &mut ledger,
+        7,
+        &[as_key(&proposer(), 0, 1, world.good(0))],
+        &oracle,
+    );
+    assert!(matches!(
+        skipped(&still_early)[..],
+        [(0, SkipReason::NotYourTurn { .. })]
+    ));
+    let late = apply(
+        &mut ledger,
+        8,
+        &[as_key(&proposer(), 0, 1, world.good(0))],
+        &oracle,
+    );
+    assert!(skipped(&late).is_empty(), "{late:?}");
+    assert_eq!(ledger.batch(0).unwrap().attempt, 1);
+    // Someone not listed never may.
+    let target = ledger.next_claim();
+    advance(&mut ledger, target.open_to_all_at, &oracle);
+    let outsider = apply(
+        &mut ledger,
+        target.open_to_all_at + 1,
+        &[as_key(&bob(), 1, 0, world.good(1))],
+        &oracle,
+    );
+    assert_eq!(skipped(&outsider), vec![(0, SkipReason::NotProposer)]);
+    assert_conserved(&ledger);
+}

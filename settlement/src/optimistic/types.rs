@@ -42,6 +42,10 @@ pub struct ClaimTarget {
     pub first_height: u64,
     /// Last height of the batch: the claim is valid only in a block above it.
     pub last_height: u64,
+    /// The proposer whose turn it is (see [`OptimisticParams::designated`](super::OptimisticParams::designated)).
+    pub designated: Address,
+    /// From this block height on, any proposer may claim (the designated one did not).
+    pub open_to_all_at: u64,
 }
 
 /// What applying a block did, in the order it happened.
@@ -158,6 +162,16 @@ pub enum SkipReason {
     /// The claim is not from a designated proposer.
     #[error("only a designated proposer may claim")]
     NotProposer,
+    /// Another proposer's turn to claim this batch, and its time is not up.
+    #[error(
+        "it is {designated}'s turn to claim; any proposer may claim from height {open_to_all_at}"
+    )]
+    NotYourTurn {
+        /// The proposer whose turn it is.
+        designated: Address,
+        /// When any proposer may claim.
+        open_to_all_at: u64,
+    },
     /// The claim's bond is not the required one.
     #[error("the bond must be exactly {expected}")]
     WrongBond {
