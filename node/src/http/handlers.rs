@@ -773,10 +773,16 @@ pub async fn settlement_height(
     Path(height): Path<u64>,
 ) -> Result<Json<SettlementHeightResponse>, ApiError> {
     let found = ctx.settlement.height(height).await?.ok_or_else(|| {
-        ApiError::not_found(
-            "height_not_found",
-            format!("no attestation for height {height} yet"),
-        )
+        let message = match ctx.config.settlement.kind {
+            lamina_settlement::SettlementKind::Attested => format!(
+                "no attestation for height {height}: it is not executed yet, or its block held \
+                 no transactions (such heights need no attestation)"
+            ),
+            lamina_settlement::SettlementKind::Optimistic => {
+                format!("height {height} is not covered by a finalized batch yet")
+            }
+        };
+        ApiError::not_found("height_not_found", message)
     })?;
     Ok(Json(SettlementHeightResponse {
         height: found.height,
