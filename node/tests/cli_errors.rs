@@ -56,6 +56,24 @@ fn missing_config_and_bad_arguments_exit_2() {
         "tx", "transfer", "--key", "zz", "--to", "00", "--amount", "1",
     ]);
     assert_usage_error(&output, &["--key"]);
+    let key = "91afc69e99f2ad8c344f809296fedb55c42705114b91bb0e88024a57b04712c7";
+    let output = lamina(&["bridge", "deposit", "--key", key, "--amount", "0"]);
+    assert_usage_error(&output, &["--amount must be at least 1"]);
+    let output = lamina(&[
+        "bridge", "withdraw", "--key", key, "--amount", "5", "--to", "abc",
+    ]);
+    assert_usage_error(&output, &["--to must be a 64-hex-character address"]);
+    let output = lamina(&[
+        "testnet",
+        "init",
+        "--validators",
+        "4",
+        "--dir",
+        dir.path().join("net").to_str().unwrap(),
+        "--faulty-executor",
+        "4",
+    ]);
+    assert_usage_error(&output, &["--faulty-executor 4 names no node"]);
     let config = dir.path().join("no-genesis.toml");
     std::fs::write(&config, "[node]\ngenesis = \"missing.json\"\n").unwrap();
     let output = lamina(&["run", "--config", config.to_str().unwrap()]);

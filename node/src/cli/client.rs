@@ -55,6 +55,23 @@ impl NodeClient {
         Self::decode(response).await
     }
 
+    /// POST a JSON body to a path, decoding the JSON answer.
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .post(&url)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        Self::decode(response).await
+    }
+
     /// The node's chain id.
     pub async fn chain_id(&self) -> anyhow::Result<String> {
         let status: Value = self.get("/v1/status").await?;

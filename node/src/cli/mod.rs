@@ -9,6 +9,7 @@ macro_rules! out {
     }};
 }
 
+mod bridge;
 mod client;
 mod da;
 mod dev;
@@ -75,6 +76,9 @@ enum Command {
     /// Data availability: light-client sampling.
     #[command(subcommand)]
     Da(DaCommand),
+    /// The bridge of optimistic settlement: deposit, withdraw, finalize a withdrawal.
+    #[command(subcommand)]
+    Bridge(bridge::BridgeCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -193,6 +197,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(QueryCommand::Account(args)) => query::account(args).await,
         Command::Load(args) => load::run(args).await,
         Command::Da(DaCommand::Sample(args)) => da::sample_command(args).await,
+        Command::Bridge(command) => bridge::run(command).await,
         Command::Bench(BenchCommand::Da {
             sizes,
             threads,
