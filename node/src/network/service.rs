@@ -937,13 +937,54 @@ fn incompatibility(ours: &Chain, theirs: &PeerStatus) -> Option<String> {
         ));
     }
     if theirs.compat != ours.compat {
-        return Some(format!(
-            "it runs incompatible layers: theirs {}, ours {}",
-            shown(&theirs.compat),
-            shown(&ours.compat)
-        ));
+        return Some(layer_mismatch(&ours.compat, &theirs.compat));
     }
     None
+}
+
+/// Which layer setting of two different compatibility strings (`layer=setting;...`) differs,
+/// and why that layer must agree across a network.
+fn layer_mismatch(ours: &str, theirs: &str) -> String {
+    let settings = |text: &str| -> Vec<(String, String)> {
+        text.split(';')
+            .map(|part| match part.split_once('=') {
+                Some((layer, setting)) => (layer.to_string(), setting.to_string()),
+                None => (part.to_string(), String::new()),
+            })
+            .collect()
+    };
+    let (ours, theirs) = (settings(ours), settings(theirs));
+    let differing = ours.iter().find(|(layer, setting)| {
+        theirs
+            .iter()
+            .find(|(other, _)| other == layer)
+            .is_none_or(|(_, other)| other != setting)
+    });
+    let Some((layer, setting)) = differing else {
+        let theirs: Vec<String> = theirs.iter().map(|(l, s)| format!("{l}={s}")).collect();
+        return format!("it runs incompatible layers: {}", shown(&theirs.join(";")));
+    };
+    let their_setting = theirs
+        .iter()
+        .find(|(other, _)| other == layer)
+        .map_or("nothing", |(_, setting)| setting.as_str());
+    let why = match layer.as_str() {
+        "consensus" => "validators of different consensus engines cannot vote on one chain",
+        "data_availability" => {
+            "different DA schemes give a block different data_roots, so the two could never \
+             agree on a header"
+        }
+        "settlement" => {
+            "different settlement modes or settings judge the same settlement messages \
+             differently, so their ledgers would part"
+        }
+        _ => "this setting must be the same on every node",
+    };
+    format!(
+        "it runs {layer} {}, we run {} ({why}; executors may differ, these may not)",
+        shown(their_setting),
+        shown(setting)
+    )
 }
 
 /// A peer-supplied string made safe for a log line: quoted, escaped and truncated.
@@ -1068,4 +1109,38 @@ fn is_concrete(addr: &Multiaddr) -> bool {
         .iter()
         .any(|protocol| matches!(protocol, Protocol::Tcp(0)));
     !unspecified_ip && !port_zero
+}
+
+#[cfg(test)]
+mod tests {
+    use super::layer_mismatch;
+
+    #[test]
+    fn a_layer_mismatch_names_the_layer_both_settings_and_why() {
+        let ours = "consensus=bft;data_availability=replicated;settlement=attested";
+        let theirs = "consensus=bft;data_availability=reed-solomon/reed-solomon-simd;\
+                      settlement=attested";
+        let message = layer_mismatch(ours, theirs);
+        assert!(
+            message.starts_with(
+                "it runs data_availability \"reed-solomon/reed-solomon-simd\", we run \
+                 \"replicated\" (different DA schemes"
+            ),
+            "{message}"
+        );
+        let message = layer_mismatch(
+            "consensus=bft;settlement=attested",
+            "consensus=bft;settlement=optimistic(window=10)",
+        );
+        assert!(
+            message.contains("settlement \"optimistic(window=10)\""),
+            "{message}"
+        );
+        assert!(message.contains("ledgers would part"), "{message}");
+        let message = layer_mismatch("consensus=bft", "consensus=solo");
+        assert!(message.contains("cannot vote"), "{message}");
+        // A peer that sends something else entirely still gets a (bounded) message.
+        let message = layer_mismatch("consensus=bft", &"x".repeat(500));
+        assert!(message.len() < 300, "{message}");
+    }
 }
