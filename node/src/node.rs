@@ -107,7 +107,7 @@ fn max_consensus_message_bytes(config: &NodeConfig) -> usize {
 /// The layer settings every node of one network must share, as peers compare them at
 /// handshake: the consensus engine, the DA scheme (it defines `data_root`) and the
 /// settlement mode (it reads the same ledger). Executors may differ: they agree bit for bit.
-fn compatibility(config: &NodeConfig) -> String {
+pub(crate) fn compatibility(config: &NodeConfig) -> String {
     format!(
         "consensus={};data_availability={};settlement={}",
         kind_of(&config.consensus),

@@ -112,3 +112,41 @@ fn keys_generate_prints_a_usable_key() {
         key["address"].as_str().unwrap()
     );
 }
+
+#[test]
+fn config_check_prints_every_layer_or_says_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir.path().join("node");
+    let output = lamina(&["init", "--dir", node.to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    let config = node.join("config.toml");
+    let output = lamina(&["config", "check", config.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    for needle in [
+        "is valid",
+        "consensus         solo",
+        "execution         sequential",
+        "data_availability replicated",
+        "settlement        attested",
+        "peers must share: consensus=solo;data_availability=replicated;settlement=attested",
+    ] {
+        assert!(stdout.contains(needle), "stdout lacks {needle:?}: {stdout}");
+    }
+    let output = lamina(&["config", "check", config.to_str().unwrap(), "--json"]);
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["layers"]["execution"]["kind"], "sequential");
+    assert_eq!(answer["layers"]["settlement"]["settings"]["bond"], 1000);
+
+    // Optimistic settlement without empty blocks, and a missing genesis, are refused.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let optimistic = text.replace("kind = \"attested\"", "kind = \"optimistic\"");
+    assert_ne!(optimistic, text);
+    std::fs::write(&config, &optimistic).unwrap();
+    let output = lamina(&["config", "check", config.to_str().unwrap()]);
+    assert_usage_error(&output, &["create_empty_blocks = true"]);
+    std::fs::remove_file(node.join("genesis.json")).unwrap();
+    std::fs::write(&config, &text).unwrap();
+    let output = lamina(&["config", "check", config.to_str().unwrap()]);
+    assert_usage_error(&output, &["cannot read genesis file"]);
+}

@@ -11,6 +11,7 @@ macro_rules! out {
 
 mod bridge;
 mod client;
+mod config_check;
 mod da;
 mod dev;
 mod init;
@@ -76,12 +77,22 @@ enum Command {
     /// Data availability: light-client sampling.
     #[command(subcommand)]
     Da(DaCommand),
+    /// Node configs.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// The bridge of optimistic settlement: deposit, withdraw, finalize a withdrawal.
     #[command(subcommand)]
     Bridge(bridge::BridgeCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file and the files it names (genesis, validator key), and print
+    /// the resolved settings of every layer; exit code 2 with what to fix otherwise.
+    Check(config_check::CheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +209,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load(args) => load::run(args).await,
         Command::Da(DaCommand::Sample(args)) => da::sample_command(args).await,
         Command::Bridge(command) => bridge::run(command).await,
+        Command::Config(ConfigCommand::Check(args)) => config_check::check(args),
         Command::Bench(BenchCommand::Da {
             sizes,
             threads,
