@@ -21,6 +21,7 @@ use crate::network::{self, NetworkConfig, NetworkHandle, TopicLimits};
 use crate::p2p_key;
 use crate::pipeline::{self, Layers};
 use crate::relay::{self, Relay};
+use lamina_settlement::SettlementKind;
 
 /// Largest genesis file accepted.
 const MAX_GENESIS_BYTES: u64 = 64 << 20;
@@ -151,13 +152,19 @@ impl RunningNode {
 
         let da = lamina_da::spawn(config.data_availability.clone(), &db)
             .context("starting the data-availability layer")?;
-        let settlement = lamina_settlement::spawn(
-            config.settlement.clone(),
-            &genesis,
-            validator_key.clone(),
-            &db,
-        )
-        .context("starting the settlement layer")?;
+        let settlement = match config.settlement.kind {
+            SettlementKind::Depth => {
+                lamina_example_depth_settlement::spawn(config.settlement.depth, &db)
+                    .context("starting the settlement layer")?
+            }
+            _ => lamina_settlement::spawn(
+                config.settlement.clone(),
+                &genesis,
+                validator_key.clone(),
+                &db,
+            )
+            .context("starting the settlement layer")?,
+        };
         let execution = lamina_execution::spawn(config.execution.clone(), &genesis, &db)
             .context("starting the execution layer")?;
         let (consensus_outbound, consensus_outbound_rx) = mpsc::channel(OUTBOUND_CAPACITY);

@@ -32,6 +32,10 @@ pub enum SettlementKind {
     /// Bonded claims of output roots finalize after a challenge window unless a challenge
     /// shows them wrong; the ledger also holds the bridge.
     Optimistic,
+    /// A height settles once executed and `depth` blocks deep. Implemented outside this
+    /// crate, by the example crate `lamina-example-depth-settlement` (see docs/layers.md),
+    /// which the node spawns for this value.
+    Depth,
 }
 
 impl SettlementKind {
@@ -40,6 +44,7 @@ impl SettlementKind {
         match self {
             SettlementKind::Attested => "attested",
             SettlementKind::Optimistic => "optimistic",
+            SettlementKind::Depth => "depth",
         }
     }
 }
@@ -69,6 +74,8 @@ pub struct SettlementConfig {
     /// `optimistic`: settlement-ledger balance each genesis validator starts with (to bond
     /// claims and challenges); genesis accounts start with their genesis balance.
     pub validator_funds: u64,
+    /// `depth`: blocks committed on top of an executed height before it is settled.
+    pub depth: u64,
 }
 
 impl Default for SettlementConfig {
@@ -82,6 +89,7 @@ impl Default for SettlementConfig {
             proposers: Vec::new(),
             claim_timeout: 10,
             validator_funds: 1_000_000,
+            depth: 2,
         }
     }
 }
@@ -90,7 +98,7 @@ impl SettlementConfig {
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), String> {
         match self.kind {
-            SettlementKind::Attested => Ok(()),
+            SettlementKind::Attested | SettlementKind::Depth => Ok(()),
             SettlementKind::Optimistic => {
                 let mut params = self.params(&[]);
                 // An empty list means "every validator", which `spawn` fills in.
@@ -124,6 +132,7 @@ impl SettlementConfig {
     pub fn fingerprint(&self) -> String {
         match self.kind {
             SettlementKind::Attested => "attested".to_string(),
+            SettlementKind::Depth => format!("depth({})", self.depth),
             SettlementKind::Optimistic => {
                 let proposers = Hash::digest(&codec::encode(&self.proposers));
                 format!(
@@ -182,6 +191,13 @@ pub fn spawn(
                 config.validator_funds,
                 validator_key,
             )?)
+        }
+        SettlementKind::Depth => {
+            return Err(SetupError::InvalidConfig(
+                "kind = \"depth\" is implemented by lamina-example-depth-settlement; spawn it \
+                 from there (the node does)"
+                    .to_string(),
+            ))
         }
     };
     let (mailbox, requests) = Mailbox::new("settlement", DEFAULT_MAILBOX_CAPACITY);
@@ -250,7 +266,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            error.contains("unknown variant `optimistc`, expected `attested`"),
+            error.contains(
+                "unknown variant `optimistc`, expected one of `attested`, `optimistic`, `depth`"
+            ),
             "{error}"
         );
         assert!(toml::from_str::<SettlementConfig>("mode = 1").is_err());

@@ -3,7 +3,8 @@
 //! run through one shared suite: blocks commit, a transfer is included and seen by every
 //! node, its state proof verifies against the same root everywhere, DA data is served (and
 //! sampled, with `reed-solomon`), and settlement reaches the transfer's height. `bft`
-//! combinations run four nodes. A node whose DA scheme differs is refused at handshake.
+//! combinations run four nodes. The example `depth` settlement layer (examples/) runs the
+//! same suite. A node whose DA scheme differs is refused at handshake.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -44,8 +45,11 @@ fn configure(config: &str, layers: Layers) -> String {
     set("data_availability", "kind", layers.da.into());
     set("settlement", "kind", layers.settlement.into());
     set("consensus", "block_time_ms", BLOCK_TIME_MS.into());
-    if layers.settlement == "optimistic" {
+    if layers.settlement != "attested" {
+        // Windows and depths are counted in blocks.
         set("consensus", "create_empty_blocks", true.into());
+    }
+    if layers.settlement == "optimistic" {
         set("settlement", "batch_size", 2.into());
         set("settlement", "challenge_window", 3.into());
     }
@@ -342,6 +346,23 @@ combination!(
     "parallel",
     "reed-solomon",
     "optimistic"
+);
+
+// The example settlement layer of examples/depth-settlement, plugged in by config like the
+// others.
+combination!(
+    solo_sequential_replicated_depth,
+    "solo",
+    "sequential",
+    "replicated",
+    "depth"
+);
+combination!(
+    bft_parallel_reed_solomon_depth,
+    "bft",
+    "parallel",
+    "reed-solomon",
+    "depth"
 );
 
 /// A node whose DA scheme differs from the others' is refused by every peer (the scheme

@@ -6,11 +6,13 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const LAYERS: [&str; 4] = [
+const LAYERS: [&str; 5] = [
     "lamina-consensus",
     "lamina-execution",
     "lamina-da",
     "lamina-settlement",
+    // A layer written outside Lamina's own crates follows the same rule.
+    "lamina-example-depth-settlement",
 ];
 const FORBIDDEN: [&str; 2] = ["libp2p", "axum"];
 

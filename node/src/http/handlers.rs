@@ -781,6 +781,10 @@ pub async fn settlement_height(
             lamina_settlement::SettlementKind::Optimistic => {
                 format!("height {height} is not covered by a finalized batch yet")
             }
+            lamina_settlement::SettlementKind::Depth => format!(
+                "height {height} is not settled yet: it must be executed and {} blocks deep",
+                ctx.config.settlement.depth
+            ),
         };
         ApiError::not_found("height_not_found", message)
     })?;
