@@ -440,6 +440,37 @@ pub struct Batch {
     /// than slashed again. Emptied once the claim is final (no challenge applies then), so
     /// the list never outlives the window.
     pub failed_challengers: Vec<Address>,
+    /// The earlier claims of this batch that were rejected, oldest first: the history a
+    /// watcher wants once the batch is claimed again.
+    pub rejected_claims: Vec<RejectedClaim>,
+}
+
+/// A rejected claim of a batch, kept in the batch's history.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+pub struct RejectedClaim {
+    /// Its attempt.
+    pub attempt: u32,
+    /// Who claimed.
+    pub proposer: Address,
+    /// The output root it claimed.
+    pub output_root: Hash,
+    /// Height of the block that included it.
+    pub included_at: u64,
+    /// Height of the block that rejected it.
+    pub rejected_at: u64,
+    /// Why.
+    pub reason: RejectReason,
 }
 
 impl Batch {

@@ -117,6 +117,14 @@ fn faulty_claims_are_rejected_and_the_bridge_conserves_value() {
     );
     let burned = optimistic(&testnet, 1)["burned"].as_u64().unwrap();
     assert!(burned > 0);
+    // The batch's history shows the faulty node's rejected claim and why.
+    let reclaimed = finalized_batches(&testnet, 1)
+        .into_iter()
+        .find(|b| b["attempt"].as_u64().unwrap() >= 1)
+        .unwrap();
+    let rejected = &reclaimed["rejected_claims"][0];
+    assert_eq!(rejected["proposer"], faulty.to_string(), "{reclaimed}");
+    assert_eq!(rejected["reason"]["reason"], "wrong_output", "{reclaimed}");
 
     // A deposit from a genesis account's settlement balance to its execution account.
     let depositor = account(0);

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use lamina_primitives::bridge::{Challenge, Claim, Deposit, FinalizeWithdrawal};
+use lamina_primitives::bridge::{Challenge, Claim, Deposit, FinalizeWithdrawal, RejectedClaim};
 use lamina_primitives::interfaces::settlement::{SettlementError, SettlementMessage};
 use lamina_primitives::{Address, Hash};
 
@@ -225,6 +225,24 @@ impl OptimisticLedger {
         self.check_claim(height, claim, chain_id)?;
         self.debit(&claim.proposer, claim.bond);
         let deadline = height.saturating_add(self.params.challenge_window);
+        // The entry this claim replaces, if any, is the batch's rejected previous claim.
+        let rejected_claims = match self.batches.remove(&claim.batch) {
+            Some(previous) => {
+                let mut history = previous.rejected_claims;
+                if let BatchStatus::Rejected { at, reason } = previous.status {
+                    history.push(RejectedClaim {
+                        attempt: previous.attempt,
+                        proposer: previous.proposer,
+                        output_root: previous.output_root,
+                        included_at: previous.included_at,
+                        rejected_at: at,
+                        reason,
+                    });
+                }
+                history
+            }
+            None => Vec::new(),
+        };
         self.batches.insert(
             claim.batch,
             Batch {
@@ -239,6 +257,7 @@ impl OptimisticLedger {
                 deadline,
                 status: BatchStatus::Pending,
                 failed_challengers: Vec::new(),
+                rejected_claims,
             },
         );
         self.next_batch = self.next_batch.saturating_add(1);

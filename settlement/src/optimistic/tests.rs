@@ -996,7 +996,20 @@ fn proposers_take_turns_and_anyone_listed_may_claim_after_the_timeout() {
         &oracle,
     );
     assert!(skipped(&late).is_empty(), "{late:?}");
-    assert_eq!(ledger.batch(0).unwrap().attempt, 1);
+    let batch = ledger.batch(0).unwrap();
+    assert_eq!(batch.attempt, 1);
+    // The rejected attempt stays in the batch's history.
+    assert_eq!(batch.rejected_claims.len(), 1);
+    let rejected = batch.rejected_claims[0];
+    assert_eq!(
+        (rejected.attempt, rejected.proposer, rejected.output_root),
+        (0, addr(&proposer()), world.bad(0))
+    );
+    assert_eq!((rejected.included_at, rejected.rejected_at), (4, 5));
+    assert!(matches!(
+        rejected.reason,
+        RejectReason::WrongOutput { correct_root, .. } if correct_root == world.good(0)
+    ));
     // Someone not listed never may.
     let target = ledger.next_claim();
     advance(&mut ledger, target.open_to_all_at, &oracle);
