@@ -168,6 +168,7 @@ impl OptimisticMode {
                 batch_size: params.batch_size,
                 bond: params.bond,
                 proposers: params.proposers.clone(),
+                jailed_proposers: self.ledger.jailed().iter().copied().collect(),
                 finalized_batches: self.ledger.finalized_batches(),
                 next_batch: self.ledger.next_batch(),
                 locked: self.ledger.locked(),
@@ -601,8 +602,9 @@ mod tests {
             Some(executed(status.settled_height, false).state_root)
         );
         let summary = status.optimistic.unwrap();
-        // The faulty proposer lost at least one bond; value is conserved.
+        // The faulty proposer lost at least one bond and its turns; value is conserved.
         assert!(summary.burned > 0);
+        assert_eq!(summary.jailed_proposers, vec![keys()[0].address()]);
         assert_eq!(
             summary.total_balances + summary.locked + summary.burned + summary.total_deposited
                 - summary.total_withdrawn,

@@ -143,6 +143,8 @@ pub struct OptimisticSummary {
     pub bond: u64,
     /// Accounts allowed to claim.
     pub proposers: Vec<Address>,
+    /// Proposers out of the rotation because a claim of theirs was shown wrong.
+    pub jailed_proposers: Vec<Address>,
     /// Batches `0..finalized_batches` are final.
     pub finalized_batches: u64,
     /// The next batch to claim.

@@ -40,6 +40,8 @@ pub struct OptimisticLedger {
     finalized_withdrawals: BTreeSet<u64>,
     total_withdrawn: u64,
     burned: u64,
+    /// Proposers whose claim was shown wrong: out of the rotation.
+    jailed: BTreeSet<Address>,
 }
 
 impl OptimisticLedger {
@@ -77,6 +79,7 @@ impl OptimisticLedger {
             finalized_withdrawals: BTreeSet::new(),
             total_withdrawn: 0,
             burned: 0,
+            jailed: BTreeSet::new(),
         })
     }
 
@@ -169,9 +172,36 @@ impl OptimisticLedger {
             attempt,
             first_height,
             last_height,
-            designated: self.params.designated(batch, attempt),
+            designated: self.designated(batch, attempt),
             open_to_all_at: turn_starts.saturating_add(self.params.claim_timeout),
         }
+    }
+
+    /// The proposer whose turn it is to claim attempt `attempt` of batch `batch`: the
+    /// `(batch + attempt) % len`-th of the proposers not jailed, in listed order (of all of
+    /// them if every one is jailed).
+    fn designated(&self, batch: u64, attempt: u32) -> Address {
+        let mut rotation: Vec<&Address> = self
+            .params
+            .proposers
+            .iter()
+            .filter(|p| !self.jailed.contains(*p))
+            .collect();
+        if rotation.is_empty() {
+            rotation = self.params.proposers.iter().collect();
+        }
+        let len = rotation.len().max(1) as u64;
+        let turn = batch.wrapping_add(u64::from(attempt)) % len;
+        usize::try_from(turn)
+            .ok()
+            .and_then(|turn| rotation.get(turn))
+            .map(|p| **p)
+            .unwrap_or_default()
+    }
+
+    /// Proposers out of the rotation because a claim of theirs was shown wrong.
+    pub fn jailed(&self) -> &BTreeSet<Address> {
+        &self.jailed
     }
 
     fn check_claim(&self, height: u64, claim: &Claim, chain_id: &str) -> Result<(), SkipReason> {
@@ -368,6 +398,7 @@ impl OptimisticLedger {
         });
         self.credit(&challenger, bond);
         events.push(self.slash(proposer, proposer_bond, challenger));
+        self.jailed.insert(proposer);
         events.push(LedgerEvent::BatchRejected {
             batch: index,
             attempt,

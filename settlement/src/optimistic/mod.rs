@@ -11,7 +11,8 @@
 //! messages in order, then a time step.
 //!
 //! * **Claim**: a designated proposer locks exactly `bond` to assert a batch's output root.
-//!   Proposers take turns: attempt `a` of batch `b` is `proposers[(b + a) % len]`'s, and
+//!   Proposers take turns: attempt `a` of batch `b` is the `(b + a) % len`-th proposer's
+//!   among those still in rotation (a proposer whose claim is shown wrong leaves it), and
 //!   any listed proposer may claim once `claim_timeout` blocks have passed since the batch
 //!   became claimable (its heights executable, its predecessor claimed, its previous attempt
 //!   rejected), so a silent proposer cannot stall settlement. Batches are claimed in index

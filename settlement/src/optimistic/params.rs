@@ -19,11 +19,11 @@ pub struct OptimisticParams {
     /// execution is wrong cannot stall settlement: once its claim is rejected, an honest one
     /// claims the batch again.
     pub proposers: Vec<Address>,
-    /// Proposers take turns: attempt `a` of batch `b` belongs to `proposers[(b + a) %
-    /// len]`, so a proposer whose claim was rejected does not claim the batch again, and
-    /// nobody races. If the designated proposer has not claimed `claim_timeout` blocks after
-    /// the batch became claimable, any proposer may (so an offline one cannot stall
-    /// settlement).
+    /// Proposers take turns: attempt `a` of batch `b` belongs to the `(b + a) % len`-th of
+    /// the proposers in rotation, so nobody races. A proposer whose claim is shown wrong
+    /// leaves the rotation for good. If the designated proposer has not claimed
+    /// `claim_timeout` blocks after the batch became claimable, any listed proposer may (so
+    /// an offline one cannot stall settlement).
     pub claim_timeout: u64,
     /// Share of a slashed bond paid to the winner of the dispute (rounded down); the rest is
     /// burned, so a proposer cannot recover its whole bond by challenging itself through
@@ -77,19 +77,6 @@ impl OptimisticParams {
             .saturating_mul(self.batch_size)
             .max(first);
         (first, last)
-    }
-
-    /// The proposer whose turn it is to claim attempt `attempt` of batch `batch`
-    /// (`proposers[(batch + attempt) % len]`; the default address if the list is empty,
-    /// which [`validate`](Self::validate) refuses).
-    pub fn designated(&self, batch: u64, attempt: u32) -> Address {
-        let len = self.proposers.len().max(1) as u64;
-        let turn = batch.wrapping_add(u64::from(attempt)) % len;
-        usize::try_from(turn)
-            .ok()
-            .and_then(|turn| self.proposers.get(turn))
-            .copied()
-            .unwrap_or_default()
     }
 
     /// The part of a slashed `amount` paid to the winner: `amount * percent / 100`, rounded

@@ -1020,5 +1020,18 @@ fn proposers_take_turns_and_anyone_listed_may_claim_after_the_timeout() {
         &oracle,
     );
     assert_eq!(skipped(&outsider), vec![(0, SkipReason::NotProposer)]);
+    // The proposer's wrong claim took it out of the rotation: batch 2, its turn by index,
+    // falls to alice.
+    assert!(ledger.jailed().contains(&addr(&proposer())));
+    let height = ledger.applied_height() + 1;
+    let events = apply(
+        &mut ledger,
+        height,
+        &[as_key(&alice(), 1, 0, world.good(1))],
+        &oracle,
+    );
+    assert!(skipped(&events).is_empty(), "{events:?}");
+    let target = ledger.next_claim();
+    assert_eq!((target.batch, target.designated), (2, addr(&alice())));
     assert_conserved(&ledger);
 }

@@ -44,7 +44,8 @@ pub struct ClaimTarget {
     pub last_height: u64,
     /// The proposer whose turn it is (see [`OptimisticParams::designated`](super::OptimisticParams::designated)).
     pub designated: Address,
-    /// From this block height on, any proposer may claim (the designated one did not).
+    /// From this block height on, any listed proposer may claim (the designated one did
+    /// not).
     pub open_to_all_at: u64,
 }
 
