@@ -4,7 +4,8 @@
 //! node, its state proof verifies against the same root everywhere, DA data is served (and
 //! sampled, with `reed-solomon`), and settlement reaches the transfer's height. `bft`
 //! combinations run four nodes. The example `depth` settlement layer (examples/) runs the
-//! same suite. A node whose DA scheme differs is refused at handshake.
+//! same suite. Validators with different executors agree in one network; a node whose DA
+//! scheme differs is refused at handshake.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -111,10 +112,18 @@ impl Network {
 }
 
 fn genesis(network: &Network) -> Value {
-    let path = match network {
-        Network::Solo(..) => network.dir().join("genesis.json"),
-        Network::Bft(_) => network.dir().join("node0").join("genesis.json"),
-    };
+    match network {
+        Network::Solo(..) => serde_json::from_str(
+            &std::fs::read_to_string(network.dir().join("genesis.json")).unwrap(),
+        )
+        .unwrap(),
+        Network::Bft(_) => genesis_of(network.dir()),
+    }
+}
+
+/// The genesis of the testnet in `dir`.
+fn genesis_of(dir: &Path) -> Value {
+    let path = dir.join("node0").join("genesis.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -401,5 +410,81 @@ fn a_node_with_another_da_scheme_is_refused_at_handshake() {
         testnet.height(3),
         Some(0),
         "the odd node cannot follow the chain"
+    );
+}
+
+/// Two `sequential` and two `parallel` validators in one network commit the same blocks and
+/// compute the same state root at every height.
+#[test]
+fn mixed_executors_in_one_network_agree_on_every_state_root() {
+    let mut testnet = Testnet::init(4, BLOCK_TIME_MS as u64);
+    for i in 0..4 {
+        let path = testnet.dir().join(format!("node{i}")).join("config.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let layers = Layers {
+            consensus: "bft",
+            execution: if i < 2 { "sequential" } else { "parallel" },
+            da: "replicated",
+            settlement: "attested",
+        };
+        std::fs::write(&path, configure(&text, layers)).unwrap();
+    }
+    for i in 0..4 {
+        testnet.start_node(i);
+    }
+    let chain = genesis_of(testnet.dir())["chain_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Transfers among a few accounts, so blocks carry conflicting transactions.
+    let mut hashes = Vec::new();
+    for round in 0..5u64 {
+        for sender in 0..4usize {
+            let key = Keypair::deterministic(&format!("account-{sender}"));
+            let to = Keypair::deterministic(&format!("account-{}", (sender + 1) % 4)).address();
+            let tx = Transaction::transfer(&chain, &key, round, to, 10 + round);
+            let (code, body) = post_json(
+                &format!("{}/v1/transactions", testnet.node(sender).url),
+                &json!({ "transaction": hex::encode(tx.encode()) }),
+            );
+            assert_eq!(code, 202, "{body}");
+            hashes.push(body["hash"].as_str().unwrap().to_string());
+        }
+    }
+    let last = wait_for("every transfer to be executed everywhere", WAIT, || {
+        let heights: Option<Vec<u64>> = hashes
+            .iter()
+            .map(|hash| {
+                let (_, found) = testnet.node(0).get(&format!("/v1/transactions/{hash}"));
+                found["receipt"]["height"].as_u64()
+            })
+            .collect();
+        let last = heights?.into_iter().max()?;
+        (0..4)
+            .all(|i| status(testnet.node(i))["executed_height"].as_u64() >= Some(last))
+            .then_some(last)
+    });
+    let address = Keypair::deterministic("account-0").address();
+    for height in 1..=last {
+        let roots: Vec<Value> = (0..4)
+            .map(|i| {
+                let (code, proof) = testnet
+                    .node(i)
+                    .get(&format!("/v1/accounts/{address}/proof?height={height}"));
+                assert_eq!(code, 200, "{proof}");
+                proof["state_root"].clone()
+            })
+            .collect();
+        assert!(
+            roots.windows(2).all(|w| w[0] == w[1]),
+            "state roots differ at height {height}: {roots:?}"
+        );
+    }
+    let executors: Vec<Value> = (0..4)
+        .map(|i| status(testnet.node(i))["layers"]["execution"]["kind"].clone())
+        .collect();
+    assert_eq!(
+        executors,
+        vec!["sequential", "sequential", "parallel", "parallel"]
     );
 }
