@@ -405,6 +405,32 @@ fn bad_http_input_gets_json_errors_and_the_server_keeps_serving() {
         405,
         "method_not_allowed",
     );
+    // The optimistic routes on an `attested` chain.
+    check(
+        client.get(url("/v1/settlement/batches")).send().unwrap(),
+        409,
+        "unsupported_in_settlement_mode",
+    );
+    check(
+        client
+            .post(url("/v1/settlement/messages"))
+            .json(&serde_json::json!({
+                "type": "attestation", "height": 1, "state_root": Hash::ZERO,
+                "validator": Hash::ZERO, "signature": "00".repeat(64)
+            }))
+            .send()
+            .unwrap(),
+        409,
+        "unsupported_in_settlement_mode",
+    );
+    check(
+        client
+            .get(url("/v1/bridge/withdrawals/0/proof"))
+            .send()
+            .unwrap(),
+        404,
+        "withdrawal_not_found",
+    );
 
     // Still serving, and nothing was admitted.
     let status = node.status();
