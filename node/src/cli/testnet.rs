@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
 use lamina_consensus::EngineKind;
+use lamina_da::DaKind;
+use lamina_execution::ExecutorKind;
 use lamina_primitives::{Address, Genesis, Keypair, Validator};
 use lamina_settlement::SettlementKind;
 use libp2p::PeerId;
@@ -98,6 +100,13 @@ pub struct TestnetStartArgs {
 /// Layer choices of a new testnet (a resumed one keeps what its configs say).
 #[derive(Debug, Clone, Default, Args)]
 pub struct TestnetLayerArgs {
+    /// Executor of every node of a new testnet: `sequential` or `parallel` (Block-STM)
+    /// [default: sequential].
+    #[arg(long, value_enum)]
+    pub execution: Option<ExecutionChoice>,
+    /// DA scheme of a new testnet: `replicated` or `reed-solomon` [default: replicated].
+    #[arg(long, value_enum)]
+    pub data_availability: Option<DaChoice>,
     /// Settlement mode of a new testnet: `attested` or `optimistic` (which also turns on
     /// empty blocks, since challenge windows count blocks) [default: attested].
     #[arg(long, value_enum)]
@@ -106,6 +115,24 @@ pub struct TestnetLayerArgs {
     /// settlement challenge, reject and slash its claims (with --settlement optimistic).
     #[arg(long, value_name = "NODE")]
     pub faulty_executor: Option<u32>,
+}
+
+/// `--execution` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutionChoice {
+    /// One transaction after another.
+    Sequential,
+    /// Block-STM on every core.
+    Parallel,
+}
+
+/// `--data-availability` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DaChoice {
+    /// The body as plain shares.
+    Replicated,
+    /// 2D Reed-Solomon extension, sampled by light clients.
+    ReedSolomon,
 }
 
 /// `--settlement` values.
@@ -215,6 +242,10 @@ pub struct Layout {
     pub hosts: Option<Vec<Host>>,
     /// Prefunded development accounts in genesis.
     pub accounts: u32,
+    /// Executor.
+    pub execution: ExecutorKind,
+    /// DA scheme.
+    pub data_availability: DaKind,
     /// Settlement mode.
     pub settlement: SettlementKind,
     /// The node whose execution layer reports wrong roots, if any.
@@ -273,6 +304,8 @@ impl Layout {
             block_time_ms,
             hosts,
             accounts: DEFAULT_ACCOUNTS,
+            execution: ExecutorKind::Sequential,
+            data_availability: DaKind::Replicated,
             settlement: SettlementKind::Attested,
             faulty_executor: None,
         })
@@ -291,6 +324,12 @@ impl Layout {
         self.faulty_executor = layers.faulty_executor;
         if layers.settlement == Some(SettlementChoice::Optimistic) {
             self.settlement = SettlementKind::Optimistic;
+        }
+        if layers.execution == Some(ExecutionChoice::Parallel) {
+            self.execution = ExecutorKind::Parallel;
+        }
+        if layers.data_availability == Some(DaChoice::ReedSolomon) {
+            self.data_availability = DaKind::ReedSolomon;
         }
         Ok(self)
     }
@@ -366,6 +405,8 @@ impl Layout {
             .map(|(peer, j)| self.peer_addr(j, peer))
             .collect();
         config.consensus.kind = EngineKind::Bft;
+        config.execution.kind = self.execution;
+        config.data_availability.kind = self.data_availability;
         config.settlement.kind = self.settlement;
         if self.settlement == SettlementKind::Optimistic {
             config.consensus.create_empty_blocks = true;
@@ -906,10 +947,16 @@ async fn start(args: TestnetStartArgs, log_filter: Option<&str>) -> anyhow::Resu
             ))
             .into());
         }
-        if args.layers.settlement.is_some() || args.layers.faulty_executor.is_some() {
+        let layers = &args.layers;
+        if layers.execution.is_some()
+            || layers.data_availability.is_some()
+            || layers.settlement.is_some()
+            || layers.faulty_executor.is_some()
+        {
             return Err(UsageError(format!(
-                "{} holds a testnet already; --settlement and --faulty-executor only shape a \
-                 new one (edit the node configs in it to change them)",
+                "{} holds a testnet already; --execution, --data-availability, --settlement and \
+                 --faulty-executor only shape a new one (edit the node configs in it to change \
+                 them)",
                 dir.display()
             ))
             .into());
@@ -1235,6 +1282,8 @@ mod tests {
     #[test]
     fn layer_flags_shape_every_config_and_the_faulty_node_only() {
         let flags = TestnetLayerArgs {
+            execution: Some(ExecutionChoice::Parallel),
+            data_availability: Some(DaChoice::ReedSolomon),
             settlement: Some(SettlementChoice::Optimistic),
             faulty_executor: Some(2),
         };
@@ -1246,6 +1295,8 @@ mod tests {
         for i in 0..4u32 {
             let config = parse(&layout.node_config(i, &ids).unwrap());
             assert_eq!(config.settlement.kind, SettlementKind::Optimistic);
+            assert_eq!(config.execution.kind, ExecutorKind::Parallel);
+            assert_eq!(config.data_availability.kind, DaKind::ReedSolomon);
             assert!(config.consensus.create_empty_blocks);
             assert_eq!(config.execution.report_wrong_roots, i == 2);
         }
