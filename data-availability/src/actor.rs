@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use lamina_primitives::interfaces::da::{DaError, DaEvent, DaRequest, DaStatus};
+use lamina_primitives::interfaces::da::{DaError, DaEvent, DaRequest, DaStatus, SquareRoots};
 use lamina_primitives::interfaces::Events;
 use lamina_primitives::{Block, Hash};
 use tokio::sync::mpsc;
@@ -146,6 +146,22 @@ pub(crate) async fn run(
                         Ok(square) => scheme.share(&square, height, position),
                         Err(error) => Err(error),
                     },
+                };
+                let _ = reply.send(result);
+            }
+            DaRequest::GetRoots { height, reply } => {
+                let result = match &mut scheme {
+                    Scheme::Replicated(_) => Err(DaError::NoSquare {
+                        scheme: "replicated".to_string(),
+                    }),
+                    Scheme::ReedSolomon(scheme) => {
+                        square_at(scheme, height).await.map(|square| SquareRoots {
+                            height,
+                            data_root: square.data_root(),
+                            row_roots: square.row_roots().to_vec(),
+                            col_roots: square.col_roots().to_vec(),
+                        })
+                    }
                 };
                 let _ = reply.send(result);
             }

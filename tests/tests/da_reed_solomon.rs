@@ -1,6 +1,7 @@
 //! The `reed-solomon` DA scheme on a four-validator testnet: blocks commit, an outside blob
-//! is carried and proven by namespace on every node, and a light client's samples of the
-//! extended square verify against the header.
+//! is carried and proven by namespace on every node, a light client's samples of the
+//! extended square verify against the header, and the block is rebuilt from parity shares
+//! gathered from peers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -122,6 +123,49 @@ fn reed_solomon_testnet_carries_proves_and_samples_blobs() {
             .contains("share_withheld"),
         "{report}"
     );
+
+    // The block is rebuilt from parity shares alone (its original quadrant decoded from
+    // them), gathered from node 1, or from the withholding node 3 and node 2 together; node 3
+    // alone does not serve enough.
+    let rebuild = |nodes: &[usize]| {
+        let urls: Vec<&str> = nodes
+            .iter()
+            .map(|&i| testnet.node(i).url.as_str())
+            .collect();
+        Command::new(lamina_bin())
+            .args(["da", "rebuild", "--parity-only", "--json", "--nodes"])
+            .arg(urls.join(","))
+            .args(["--height", &height.to_string()])
+            .output()
+            .unwrap()
+    };
+    for nodes in [&[1][..], &[3, 2][..]] {
+        let output = rebuild(nodes);
+        assert!(
+            output.status.success(),
+            "rebuild from {nodes:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(
+            report["parity_shares"], report["shares_gathered"],
+            "{report}"
+        );
+        let blobs = report["blobs"].as_array().unwrap();
+        assert!(
+            blobs
+                .iter()
+                .any(|b| b["commitment"] == commitment.to_string() && b["size"] == data.len()),
+            "{report}"
+        );
+    }
+    let output = rebuild(&[3]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot be rebuilt"), "{stderr}");
+    let (code, roots) = testnet.node(1).get(&format!("/v1/da/roots/{height}"));
+    assert_eq!(code, 200, "{roots}");
+    assert_eq!(roots["row_roots"].as_array().unwrap().len() as u64, width);
 
     // A cell outside the square is refused, and sampling a height the node lacks fails.
     let (code, outside) = testnet

@@ -424,6 +424,11 @@ fn bad_http_input_gets_json_errors_and_the_server_keeps_serving() {
         "unsupported_in_settlement_mode",
     );
     check(
+        client.get(url("/v1/da/roots/1")).send().unwrap(),
+        409,
+        "no_square",
+    );
+    check(
         client
             .get(url("/v1/bridge/withdrawals/0/proof"))
             .send()

@@ -1,6 +1,8 @@
-//! `lamina da sample`: a light client of the data-availability layer. It samples random
-//! cells of a block's extended square from a node, checks each against the header's
-//! `data_root`, and reports how sure it can be that the whole block is available.
+//! `lamina da sample` and `lamina da rebuild`: light clients of the data-availability layer.
+//! `sample` checks random cells of a block's extended square against the header's
+//! `data_root` and reports how sure it can be that the whole block is available; `rebuild`
+//! gathers verified shares from several nodes until the square is recoverable and decodes
+//! the block's body from them.
 //!
 //! Why sampling works: to make a `reed-solomon` block unrecoverable a producer must withhold
 //! at least a quarter of the extended square (any `(k+1) × (k+1)` cells), so each uniformly
@@ -11,8 +13,10 @@ use std::collections::BTreeSet;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use lamina_primitives::interfaces::da::DataProof;
-use lamina_primitives::Hash;
+use lamina_da::square::{layout, AxisRoots, ExtendedSquare, PartialSquare};
+use lamina_da::CodecKind;
+use lamina_primitives::interfaces::da::{DataProof, SquareRoots};
+use lamina_primitives::{Hash, Namespace};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -64,14 +68,7 @@ struct SampleReport {
 fn random_cells(width: u64, count: u64) -> Vec<(u64, u64)> {
     let cells = width.saturating_mul(width);
     let count = count.min(cells);
-    // std seeds each `RandomState` from the operating system's randomness.
-    let mut state = {
-        use std::hash::{BuildHasher, Hasher};
-        std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish()
-            | 1
-    };
+    let mut state = random_seed();
     let mut chosen = BTreeSet::new();
     while (chosen.len() as u64) < count {
         // xorshift64*: plenty for choosing cells; the node cannot predict the seed.
@@ -189,9 +186,212 @@ pub async fn sample_command(args: SampleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `lamina da rebuild`
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// Base URLs of the nodes to gather shares from, comma-separated; each cell is asked of
+    /// them in turn until one serves it with a valid proof.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub nodes: Vec<String>,
+    /// Block height to rebuild.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub height: u64,
+    /// Gather only parity shares (outside the original quadrant), so the original data has
+    /// to be decoded from them.
+    #[arg(long)]
+    pub parity_only: bool,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What rebuilding found.
+#[derive(Debug, Serialize)]
+struct RebuildReport {
+    height: u64,
+    data_root: Hash,
+    width: u64,
+    /// Shares gathered (each verified against `data_root`) before the square was recoverable.
+    shares_gathered: u64,
+    /// Of which outside the original quadrant.
+    parity_shares: u64,
+    /// Shares each node served, in `--nodes` order.
+    served: Vec<(String, u64)>,
+    /// The rebuilt body.
+    blobs: Vec<RebuiltBlob>,
+}
+
+#[derive(Debug, Serialize)]
+struct RebuiltBlob {
+    namespace: Namespace,
+    size: usize,
+    commitment: Hash,
+}
+
+/// Every cell of a `width × width` square (or only those outside the `k × k` original
+/// quadrant), in an order the nodes cannot predict.
+fn shuffled_cells(width: u64, parity_only: bool) -> Vec<(u64, u64)> {
+    let k = width / 2;
+    let mut cells: Vec<(u64, u64)> = (0..width)
+        .flat_map(|row| (0..width).map(move |col| (row, col)))
+        .filter(|&(row, col)| !parity_only || row >= k || col >= k)
+        .collect();
+    let mut state = random_seed();
+    // Fisher–Yates with xorshift64*.
+    for i in (1..cells.len()).rev() {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let j = (state.wrapping_mul(0x2545_f491_4f6c_dd1d) % (i as u64 + 1)) as usize;
+        cells.swap(i, j);
+    }
+    cells
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // std seeds each `RandomState` from the operating system's randomness.
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+        | 1
+}
+
+/// Runs `lamina da rebuild`: gathers verified shares of block `height` from the nodes until
+/// the extended square is recoverable, decodes it row by row and column by column, checks
+/// every row and column against the committed roots, and prints the body it holds.
+pub async fn rebuild_command(args: RebuildArgs) -> anyhow::Result<()> {
+    let clients: Vec<NodeClient> = args
+        .nodes
+        .iter()
+        .map(|url| NodeClient::new(url))
+        .collect::<anyhow::Result<_>>()?;
+    let height = args.height;
+    let first = &clients[0];
+    let block: Value = first
+        .get(&format!("/v1/blocks/{height}"))
+        .await
+        .with_context(|| format!("cannot fetch the header of block {height}"))?;
+    let data_root: Hash = serde_json::from_value(block["header"]["data_root"].clone())
+        .context("the block's header has no data_root")?;
+    let status: Value = first.get("/v1/status").await?;
+    let codec: CodecKind =
+        serde_json::from_value(status["layers"]["data_availability"]["settings"]["codec"].clone())
+            .context("the node does not say which codec its chain uses")?;
+    let roots: SquareRoots = first
+        .get(&format!("/v1/da/roots/{height}"))
+        .await
+        .with_context(|| format!("cannot fetch the row and column roots of block {height}"))?;
+    let roots = AxisRoots::new(roots.row_roots, roots.col_roots, &data_root)
+        .context("the node's row and column roots do not hash to the header's data_root")?;
+    let width = roots.width() as u64;
+    let mut partial = PartialSquare::new(roots.original_width())?;
+    let mut served = vec![0u64; clients.len()];
+    let (mut gathered, mut parity) = (0u64, 0u64);
+    let k = width / 2;
+    let cells = shuffled_cells(width, args.parity_only);
+    for (turn, &(row, col)) in cells.iter().enumerate() {
+        if partial.is_recoverable() {
+            break;
+        }
+        // Start with a different node for each cell, to spread the load.
+        for offset in 0..clients.len() {
+            let node = (turn + offset) % clients.len();
+            let Ok(answer) = clients[node]
+                .get::<ShareAnswer>(&format!("/v1/da/shares/{height}/{row}/{col}"))
+                .await
+            else {
+                continue;
+            };
+            let Ok(share) = hex::decode(&answer.share) else {
+                continue;
+            };
+            let DataProof::Square(proof) = answer.proof else {
+                continue;
+            };
+            if (answer.row, answer.col) != (row, col)
+                || !DataProof::Square(proof.clone()).verify(&data_root, row, col, &share)
+            {
+                continue;
+            }
+            partial.insert_proven(row as usize, col as usize, &share, proof)?;
+            served[node] += 1;
+            gathered += 1;
+            if row >= k || col >= k {
+                parity += 1;
+            }
+            break;
+        }
+    }
+    if !partial.is_recoverable() {
+        bail!(
+            "block {height} cannot be rebuilt from these nodes: {} more of its {} shares are \
+             needed than they serve with valid proofs (gathered {gathered})",
+            partial.unrecoverable_count(),
+            width * width
+        );
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let square = tokio::task::spawn_blocking(move || {
+        ExtendedSquare::repair(codec, partial, &roots, threads)
+    })
+    .await
+    .context("the rebuilding thread failed")?
+    .map_err(|error| anyhow::anyhow!("rebuilding block {height} failed: {error}"))?;
+    let body = layout::parse(&square.original_data())
+        .map_err(|error| anyhow::anyhow!("the rebuilt data is not a block body: {error}"))?;
+    let report = RebuildReport {
+        height,
+        data_root,
+        width,
+        shares_gathered: gathered,
+        parity_shares: parity,
+        served: args.nodes.iter().cloned().zip(served).collect(),
+        blobs: body
+            .iter()
+            .map(|blob| RebuiltBlob {
+                namespace: blob.namespace,
+                size: blob.data.len(),
+                commitment: blob.commitment(),
+            })
+            .collect(),
+    };
+    if args.json {
+        out!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    out!(
+        "rebuilt block {height} from {gathered} of its {} shares ({parity} parity), every row \
+         and column matching data_root {data_root}",
+        width * width
+    );
+    for (node, count) in &report.served {
+        out!("  {count:>6} shares from {node}");
+    }
+    out!("body: {} blobs", report.blobs.len());
+    for blob in &report.blobs {
+        out!(
+            "  {} {} bytes (commitment {})",
+            blob.namespace,
+            blob.size,
+            blob.commitment
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shuffled_cells_cover_the_square_or_its_parity_once() {
+        let all = shuffled_cells(4, false);
+        assert_eq!(all.iter().collect::<BTreeSet<_>>().len(), 16);
+        let parity = shuffled_cells(4, true);
+        assert_eq!(parity.len(), 12);
+        assert!(parity.iter().all(|&(r, c)| r >= 2 || c >= 2));
+    }
 
     #[test]
     fn cells_are_distinct_and_in_range() {

@@ -100,6 +100,9 @@ enum DaCommand {
     /// Sample random cells of a block's extended square from a node, verify each against
     /// the header's data_root, and print the confidence that the block is available.
     Sample(da::SampleArgs),
+    /// Gather verified shares of a block from several nodes until its extended square is
+    /// recoverable, decode it, check every row and column root, and print the body.
+    Rebuild(da::RebuildArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,6 +211,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(QueryCommand::Account(args)) => query::account(args).await,
         Command::Load(args) => load::run(args).await,
         Command::Da(DaCommand::Sample(args)) => da::sample_command(args).await,
+        Command::Da(DaCommand::Rebuild(args)) => da::rebuild_command(args).await,
         Command::Bridge(command) => bridge::run(command).await,
         Command::Config(ConfigCommand::Check(args)) => config_check::check(args),
         Command::Bench(BenchCommand::Da {

@@ -140,6 +140,9 @@ impl From<DaError> for ApiError {
                 ApiError::not_found("share_not_found", err.to_string())
             }
             DaError::Withheld { .. } => ApiError::not_found("share_withheld", err.to_string()),
+            DaError::NoSquare { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "no_square", err.to_string())
+            }
             DaError::ReservedNamespace(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "reserved_namespace",

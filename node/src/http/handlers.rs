@@ -5,7 +5,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use lamina_primitives::codec;
 use lamina_primitives::da::NamespaceProof;
-use lamina_primitives::interfaces::da::{DataProof, SharePosition, ShareWithProof};
+use lamina_primitives::interfaces::da::{DataProof, SharePosition, ShareWithProof, SquareRoots};
 use lamina_primitives::interfaces::settlement::OptimisticSummary;
 use lamina_primitives::state_proof::StateProof;
 use lamina_primitives::{
@@ -737,6 +737,20 @@ pub async fn da_blobs(
             .collect(),
         proof: found.proof,
     }))
+}
+
+/// Every row and column root of a `reed-solomon` block's extended square (`2k` of each), from
+/// which a client checks `data_root` and rebuilds the square from any sufficient set of
+/// shares (`lamina da rebuild`).
+#[utoipa::path(get, path = "/v1/da/roots/{height}", tag = "data availability",
+    params(("height" = u64, Path, description = "Block height")),
+    responses((status = 200, body = SquareRoots), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn da_roots(
+    State(ctx): State<NodeContext>,
+    Path(height): Path<u64>,
+) -> Result<Json<SquareRoots>, ApiError> {
+    Ok(Json(ctx.da.roots(height).await?))
 }
 
 /// Attested power for one state root.

@@ -84,6 +84,20 @@ pub struct ShareWithProof {
     pub proof: DataProof,
 }
 
+/// Every row and column root of a height's extended square: with them a client checks
+/// `data_root` and rebuilds the square from any sufficient set of shares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SquareRoots {
+    /// The height.
+    pub height: u64,
+    /// The root over the `2k` row roots then the `2k` column roots.
+    pub data_root: Hash,
+    /// Row roots, top to bottom.
+    pub row_roots: Vec<Hash>,
+    /// Column roots, left to right.
+    pub col_roots: Vec<Hash>,
+}
+
 /// The blobs of one namespace at one height.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamespaceData {
@@ -132,6 +146,12 @@ pub enum DaError {
         rows: u64,
         /// Columns of the height's data.
         cols: u64,
+    },
+    /// The scheme commits to the body as a whole (`replicated`): no square, no line roots.
+    #[error("the {scheme} scheme has no extended square, so no row and column roots")]
+    NoSquare {
+        /// The running scheme.
+        scheme: String,
     },
     /// This node withholds the share (fault injection: `withhold_parity`).
     #[error("share ({row}, {col}) of height {height} is withheld by this node")]
@@ -240,6 +260,14 @@ pub enum DaRequest {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<ShareWithProof, DaError>>,
     },
+    /// The row and column roots of `height`'s extended square.
+    /// Reply: the roots, or `HeightNotFound`, or `NoSquare` (`replicated`).
+    GetRoots {
+        /// The height.
+        height: u64,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<SquareRoots, DaError>>,
+    },
     /// The blobs of `namespace` at `height`, with their proof where the scheme has one.
     /// Reply: the blobs (possibly none), or `HeightNotFound`.
     GetNamespace {
@@ -337,6 +365,15 @@ impl DaHandle {
                     position,
                     reply,
                 })
+                .await,
+        )
+    }
+
+    /// See [`DaRequest::GetRoots`].
+    pub async fn roots(&self, height: u64) -> Result<SquareRoots, RequestError<DaError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| DaRequest::GetRoots { height, reply })
                 .await,
         )
     }
