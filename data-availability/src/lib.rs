@@ -84,6 +84,14 @@ pub struct DaConfig {
     /// outside the square's original quadrant, as a producer hiding data would, so three
     /// quarters of the samples of its blocks fail. `reed-solomon` only.
     pub withhold_parity: bool,
+    /// Fault injection, for testing bad-encoding proofs: this node commits to badly encoded
+    /// squares (the first parity share of every square is altered before committing), as a
+    /// malicious producer would. Honest validators recompute `data_root` and refuse such
+    /// blocks, so a chain only commits them when every validator runs this way; then
+    /// `lamina da rebuild` detects the bad line and proves it. `reed-solomon` only; part of
+    /// the commitment, so peers compare it at handshake. Left out of the file when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bad_encoding: bool,
 }
 
 impl Default for DaConfig {
@@ -96,6 +104,7 @@ impl Default for DaConfig {
             codec: CodecKind::default(),
             threads: 0,
             withhold_parity: false,
+            bad_encoding: false,
         }
     }
 }
@@ -130,6 +139,13 @@ impl DaConfig {
                 ));
             }
         }
+        if self.bad_encoding && self.kind != DaKind::ReedSolomon {
+            return Err(
+                "bad_encoding only applies to kind = \"reed-solomon\" (a replicated body has no \
+                 encoding to get wrong)"
+                    .to_string(),
+            );
+        }
         if self.withhold_parity && self.kind != DaKind::ReedSolomon {
             return Err(
                 "withhold_parity only applies to kind = \"reed-solomon\" (a replicated body has \
@@ -160,6 +176,9 @@ impl DaConfig {
     pub fn commitment_scheme(&self) -> String {
         match self.kind {
             DaKind::Replicated => "replicated".to_string(),
+            DaKind::ReedSolomon if self.bad_encoding => {
+                format!("reed-solomon/{}/bad-encoding", self.codec.name())
+            }
             DaKind::ReedSolomon => format!("reed-solomon/{}", self.codec.name()),
         }
     }
@@ -200,7 +219,11 @@ pub fn spawn(config: DaConfig, db: &sled::Db) -> Result<DaHandle, SetupError> {
                 codec: config.codec,
                 threads,
                 max_body_bytes: config.max_body_bytes,
+                bad_encoding: config.bad_encoding,
             };
+            if config.bad_encoding {
+                tracing::warn!("fault injection: this node commits to badly encoded squares");
+            }
             if config.withhold_parity {
                 tracing::warn!("fault injection: this node withholds every parity share");
             }

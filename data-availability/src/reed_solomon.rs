@@ -37,6 +37,9 @@ pub(crate) struct SquareBuilder {
     pub(crate) codec: CodecKind,
     pub(crate) threads: usize,
     pub(crate) max_body_bytes: u64,
+    /// Fault injection (`DaConfig::bad_encoding`): alter the first parity share before
+    /// committing.
+    pub(crate) bad_encoding: bool,
 }
 
 /// `borsh(body)`'s length without encoding it: the count, then each blob's namespace,
@@ -89,7 +92,19 @@ impl SquareBuilder {
     }
 
     fn extend(&self, k: usize, original: &[u8]) -> Result<ExtendedSquare, DaError> {
-        ExtendedSquare::extend(self.codec, k, original, self.threads).map_err(storage)
+        let square =
+            ExtendedSquare::extend(self.codec, k, original, self.threads).map_err(storage)?;
+        if !self.bad_encoding {
+            return Ok(square);
+        }
+        // Share (k, 0), the first of the parity rows: flipping a bit breaks row k and
+        // column 0, and the square is committed as it stands.
+        let mut data = square.into_data();
+        let at = k * 2 * k * SHARE_SIZE;
+        if let Some(byte) = data.get_mut(at) {
+            *byte ^= 1;
+        }
+        Ok(ExtendedSquare::commit(self.codec, k, data, self.threads))
     }
 }
 
@@ -279,12 +294,49 @@ pub(crate) fn namespace_of(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::square::{PartialSquare, RepairError};
 
     fn builder() -> SquareBuilder {
         SquareBuilder {
             codec: CodecKind::default(),
             threads: 1,
             max_body_bytes: 1 << 20,
+            bad_encoding: false,
+        }
+    }
+
+    #[test]
+    fn a_bad_encoding_builder_commits_squares_whose_repair_proves_it() {
+        let bad = SquareBuilder {
+            bad_encoding: true,
+            ..builder()
+        };
+        let (honest, _) = builder().build(&body(), true).unwrap();
+        let (commitment, square) = bad.build(&body(), true).unwrap();
+        assert_ne!(commitment.data_root, honest.data_root);
+        // Deterministic, so every faulty validator agrees on the bad root.
+        assert_eq!(bad.build(&body(), true).unwrap().0, commitment);
+        // Rebuilding from parity shares alone finds the bad line and proves it.
+        let k = square.original_width();
+        let mut partial = PartialSquare::new(k).unwrap();
+        for row in 0..2 * k {
+            for col in 0..2 * k {
+                if row >= k || col >= k {
+                    let proof = square.prove(row, col, Axis::Row).unwrap();
+                    partial
+                        .insert_proven(row, col, square.share(row, col).unwrap(), proof)
+                        .unwrap();
+                }
+            }
+        }
+        let roots = square.axis_roots().clone();
+        match ExtendedSquare::repair(CodecKind::default(), partial, &roots, 1) {
+            Err(RepairError::BadEncoding(proof)) => {
+                proof
+                    .verify(&commitment.data_root, CodecKind::default())
+                    .unwrap();
+            }
+            other => panic!("expected a bad-encoding proof, got {other:?}"),
         }
     }
 

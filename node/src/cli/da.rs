@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use lamina_da::square::{layout, AxisRoots, ExtendedSquare, PartialSquare};
+use lamina_da::square::{layout, AxisRoots, ExtendedSquare, PartialSquare, RepairError};
 use lamina_da::CodecKind;
 use lamina_primitives::interfaces::da::{DataProof, SquareRoots};
 use lamina_primitives::{Hash, Namespace};
@@ -332,12 +332,40 @@ pub async fn rebuild_command(args: RebuildArgs) -> anyhow::Result<()> {
         );
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let square = tokio::task::spawn_blocking(move || {
+    let repaired = tokio::task::spawn_blocking(move || {
         ExtendedSquare::repair(codec, partial, &roots, threads)
     })
     .await
-    .context("the rebuilding thread failed")?
-    .map_err(|error| anyhow::anyhow!("rebuilding block {height} failed: {error}"))?;
+    .context("the rebuilding thread failed")?;
+    let square = match repaired {
+        Ok(square) => square,
+        Err(RepairError::BadEncoding(proof)) => {
+            // The shares are committed in data_root but no codeword holds them: the
+            // producer encoded the block wrongly. The proof lets anyone check it.
+            proof
+                .verify(&data_root, codec)
+                .context("the bad-encoding proof does not verify")?;
+            let report = serde_json::json!({
+                "height": height,
+                "data_root": data_root,
+                "bad_encoding": proof,
+            });
+            if args.json {
+                out!("{}", serde_json::to_string(&report)?);
+            } else {
+                out!(
+                    "block {height} is badly encoded: {:?} {} is not a codeword of {}; its \
+                     proof (any node checks it with POST /v1/da/bad-encoding):",
+                    proof.axis,
+                    proof.index,
+                    codec.name()
+                );
+                out!("{}", serde_json::to_string(&report)?);
+            }
+            bail!("block {height} is badly encoded; its data cannot be trusted");
+        }
+        Err(error) => bail!("rebuilding block {height} failed: {error}"),
+    };
     let body = layout::parse(&square.original_data())
         .map_err(|error| anyhow::anyhow!("the rebuilt data is not a block body: {error}"))?;
     let report = RebuildReport {

@@ -753,6 +753,76 @@ pub async fn da_roots(
     Ok(Json(ctx.da.roots(height).await?))
 }
 
+/// A bad-encoding proof to check.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BadEncodingRequest {
+    /// The block whose square the proof is about.
+    pub height: u64,
+    /// The proof (as `lamina da rebuild` prints it).
+    pub proof: lamina_da::square::BadEncodingProof,
+}
+
+/// A checked bad-encoding proof.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BadEncodingResponse {
+    /// Always true: an invalid proof is an error.
+    pub valid: bool,
+    /// The block.
+    pub height: u64,
+    /// Its committed `data_root`.
+    pub data_root: Hash,
+    /// `row` or `col`.
+    pub axis: lamina_primitives::da::Axis,
+    /// The line shown not to be a codeword.
+    pub index: u64,
+}
+
+/// Check a proof that a committed block's square is badly encoded: its shares, each proven
+/// against the block's `data_root`, show one row or column is not a codeword of the
+/// chain's codec. Any node can check it with nothing but the header.
+#[utoipa::path(post, path = "/v1/da/bad-encoding", tag = "data availability",
+    request_body = BadEncodingRequest,
+    responses((status = 200, body = BadEncodingResponse), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub async fn check_bad_encoding(
+    State(ctx): State<NodeContext>,
+    Json(request): Json<BadEncodingRequest>,
+) -> Result<Json<BadEncodingResponse>, ApiError> {
+    let da = &ctx.config.data_availability;
+    if da.kind != lamina_da::DaKind::ReedSolomon {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_square",
+            "this node runs the replicated scheme, which has no extended square to be badly \
+             encoded",
+        ));
+    }
+    let block = block_response(&ctx, request.height).await?;
+    let data_root = block.0.header.data_root;
+    request
+        .proof
+        .verify(&data_root, da.codec)
+        .map_err(|error| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_bad_encoding_proof",
+                format!(
+                    "the proof does not show bad encoding of block {}: {error}",
+                    request.height
+                ),
+            )
+        })?;
+    Ok(Json(BadEncodingResponse {
+        valid: true,
+        height: request.height,
+        data_root,
+        axis: request.proof.axis,
+        index: request.proof.index,
+    }))
+}
+
 /// Attested power for one state root.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RootPower {

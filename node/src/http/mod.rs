@@ -60,10 +60,13 @@ fn small_body_routes() -> OpenApiRouter<NodeContext> {
         .routes(routes!(handlers::openapi_json))
 }
 
-/// `POST /v1/da/blobs`, whose body is bounded by `[data_availability] max_blob_bytes`
-/// instead (hex doubles the data, plus room for the JSON around it).
+/// `POST /v1/da/blobs` and `POST /v1/da/bad-encoding`, whose bodies are bounded by
+/// `[data_availability] max_blob_bytes` instead (hex doubles the data, plus room for the
+/// JSON around it; a bad-encoding proof holds at most one line of shares and its proofs).
 fn blob_routes() -> OpenApiRouter<NodeContext> {
-    OpenApiRouter::new().routes(routes!(handlers::submit_blob))
+    OpenApiRouter::new()
+        .routes(routes!(handlers::submit_blob))
+        .routes(routes!(handlers::check_bad_encoding))
 }
 
 /// Body limit of `POST /v1/da/blobs` for blobs of at most `max_blob_bytes`.
