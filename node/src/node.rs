@@ -108,12 +108,12 @@ fn max_consensus_message_bytes(config: &NodeConfig) -> usize {
 /// The layer settings every node of one network must share, as peers compare them at
 /// handshake: the consensus engine, the DA scheme (it defines `data_root`) and the
 /// settlement mode (it reads the same ledger). Executors may differ: they agree bit for bit.
-pub(crate) fn compatibility(config: &NodeConfig) -> String {
+pub(crate) fn compatibility(config: &NodeConfig, genesis: &Genesis) -> String {
     format!(
         "consensus={};data_availability={};settlement={}",
         kind_of(&config.consensus),
         config.data_availability.commitment_scheme(),
-        config.settlement.fingerprint(),
+        config.settlement.fingerprint(&genesis.validators),
     )
 }
 
@@ -190,7 +190,7 @@ impl RunningNode {
                     peers: config.network.peer_addrs().map_err(ConfigError::File)?,
                     chain_id: genesis.chain_id.clone(),
                     genesis_hash: genesis.hash(),
-                    compat: compatibility(&config),
+                    compat: compatibility(&config, &genesis),
                     topic_limits: TopicLimits {
                         consensus: max_consensus_message_bytes(&config),
                         transactions: relay::transaction_batch_limit(

@@ -100,6 +100,13 @@ impl SettlementConfig {
         match self.kind {
             SettlementKind::Attested | SettlementKind::Depth => Ok(()),
             SettlementKind::Optimistic => {
+                if self.bond == 0 {
+                    return Err(
+                        "bond must be at least 1: free claims and challenges could be posted \
+                         without limit"
+                            .to_string(),
+                    );
+                }
                 let mut params = self.params(&[]);
                 // An empty list means "every validator", which `spawn` fills in.
                 if params.proposers.is_empty() {
@@ -127,14 +134,57 @@ impl SettlementConfig {
         }
     }
 
+    /// The settlement ledger's starting balances in `optimistic` mode: every genesis
+    /// account's genesis balance, and `validator_funds` for each validator.
+    pub fn initial_balances(&self, genesis: &Genesis) -> Vec<(Address, u64)> {
+        genesis
+            .accounts
+            .iter()
+            .map(|account| (account.address, account.balance))
+            .chain(
+                genesis
+                    .validators
+                    .iter()
+                    .map(|v| (v.address, self.validator_funds)),
+            )
+            .collect()
+    }
+
+    /// Checks the settings against the chain they are for: in `optimistic` mode the
+    /// parameters with the resolved proposers, that the starting balances fit in 64 bits, and
+    /// that some proposer can afford the bond (else nothing would ever settle).
+    pub fn check_for(&self, genesis: &Genesis) -> Result<(), String> {
+        if self.kind != SettlementKind::Optimistic {
+            return Ok(());
+        }
+        let params = self.params(&genesis.validators);
+        let ledger =
+            optimistic::OptimisticLedger::new(params.clone(), self.initial_balances(genesis))
+                .map_err(|e| e.to_string())?;
+        if params
+            .proposers
+            .iter()
+            .all(|p| ledger.balance(p) < params.bond)
+        {
+            return Err(format!(
+                "no proposer can afford a bond of {}: raise validator_funds (now {}) or lower \
+                 bond",
+                params.bond, self.validator_funds
+            ));
+        }
+        Ok(())
+    }
+
     /// What peers must agree on: the mode, and in `optimistic` mode every setting that
-    /// decides which messages are valid.
-    pub fn fingerprint(&self) -> String {
+    /// decides which messages are valid, with the proposers resolved against the chain's
+    /// `validators` (an empty list and the same list written out agree).
+    pub fn fingerprint(&self, validators: &[Validator]) -> String {
         match self.kind {
             SettlementKind::Attested => "attested".to_string(),
             SettlementKind::Depth => format!("depth({})", self.depth),
             SettlementKind::Optimistic => {
-                let proposers = Hash::digest(&codec::encode(&self.proposers));
+                let resolved = self.params(validators).proposers;
+                let proposers = Hash::digest(&codec::encode(&resolved));
                 format!(
                     "optimistic(window={},batch={},bond={},timeout={},reward={},funds={},proposers={})",
                     self.challenge_window,
@@ -178,6 +228,9 @@ pub fn spawn(
     db: &sled::Db,
 ) -> Result<SettlementHandle, SetupError> {
     config.validate().map_err(SetupError::InvalidConfig)?;
+    config
+        .check_for(genesis)
+        .map_err(SetupError::InvalidConfig)?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| SetupError::NoRuntime)?;
     let mode = match config.kind {
         SettlementKind::Attested => {
@@ -188,7 +241,7 @@ pub fn spawn(
                 db,
                 genesis,
                 config.params(&genesis.validators),
-                config.validator_funds,
+                config.initial_balances(genesis),
                 validator_key,
             )?)
         }
@@ -290,11 +343,45 @@ mod tests {
             bond: 1,
             ..config.clone()
         };
-        assert_ne!(config.fingerprint(), other_bond.fingerprint());
-        assert_eq!(SettlementConfig::default().fingerprint(), "attested");
         let key = Keypair::deterministic("solo");
-        let params = config.params(&genesis(&key).validators);
+        let genesis = genesis(&key);
+        let validators = &genesis.validators;
+        assert_ne!(
+            config.fingerprint(validators),
+            other_bond.fingerprint(validators)
+        );
+        assert_eq!(
+            SettlementConfig::default().fingerprint(validators),
+            "attested"
+        );
+        let params = config.params(validators);
         assert_eq!(params.proposers, vec![key.address()]);
+        // The proposers written out are the same chain as the default list.
+        let explicit = SettlementConfig {
+            proposers: vec![key.address()],
+            ..config.clone()
+        };
+        assert_eq!(
+            explicit.fingerprint(validators),
+            config.fingerprint(validators)
+        );
+        assert!(config.check_for(&genesis).is_ok());
+        let free = SettlementConfig {
+            bond: 0,
+            ..config.clone()
+        };
+        assert!(free
+            .validate()
+            .unwrap_err()
+            .contains("bond must be at least 1"));
+        let unaffordable = SettlementConfig {
+            bond: config.validator_funds + 1,
+            ..config.clone()
+        };
+        assert!(unaffordable
+            .check_for(&genesis)
+            .unwrap_err()
+            .contains("no proposer can afford"));
     }
 
     #[tokio::test]

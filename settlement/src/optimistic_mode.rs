@@ -7,6 +7,7 @@
 //! stored output roots each time a block is proposed, and ed25519 signatures are
 //! deterministic, so a restart offers byte-identical messages.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use lamina_primitives::bridge::{
@@ -36,9 +37,6 @@ const EXECUTED_KEY: &[u8] = b"executed";
 
 /// Messages submitted from outside that may wait for inclusion at once.
 pub const MAX_SUBMITTED: usize = 1024;
-/// Heights of deposits kept after execution credited them, so a node that restarts with its
-/// layers a little apart can still ask for them.
-const DEPOSIT_RETENTION: u64 = 1024;
 
 fn storage(error: impl std::fmt::Display) -> SettlementError {
     SettlementError::Storage(error.to_string())
@@ -63,13 +61,13 @@ pub(crate) struct OptimisticMode {
 }
 
 impl OptimisticMode {
-    /// Opens (or creates) the ledger of `genesis`'s chain in `db` with `params`; the initial
-    /// balances are the genesis accounts' plus `validator_funds` for each validator.
+    /// Opens (or creates) the ledger of `genesis`'s chain in `db` with `params`, starting a
+    /// new one with `balances`.
     pub(crate) fn open(
         db: &sled::Db,
         genesis: &Genesis,
         params: OptimisticParams,
-        validator_funds: u64,
+        balances: Vec<(Address, u64)>,
         key: Option<Keypair>,
     ) -> Result<Self, SetupError> {
         let state_tree = db.open_tree(STATE_TREE)?;
@@ -90,20 +88,8 @@ impl OptimisticMode {
                 }
                 ledger
             }
-            None => {
-                let balances = genesis
-                    .accounts
-                    .iter()
-                    .map(|account| (account.address, account.balance))
-                    .chain(
-                        genesis
-                            .validators
-                            .iter()
-                            .map(|v| (v.address, validator_funds)),
-                    );
-                OptimisticLedger::new(params, balances)
-                    .map_err(|e| SetupError::InvalidConfig(e.to_string()))?
-            }
+            None => OptimisticLedger::new(params, balances)
+                .map_err(|e| SetupError::InvalidConfig(e.to_string()))?,
         };
         let executed_height = match state_tree.get(EXECUTED_KEY)? {
             Some(bytes) => {
@@ -135,13 +121,16 @@ impl OptimisticMode {
             .transpose()
     }
 
-    /// The oracle: this node's output root after `last`. A read error answers `None` (the
-    /// dispute stays open and is retried at the next block) rather than a wrong verdict.
-    fn output_root(&self, last: u64) -> Option<Hash> {
+    /// This node's output root after `last`, `None` if it has not executed `last`; a read
+    /// error is noted in `failure` and answers `None`. A caller that decides anything
+    /// replicated from the answer must discard the decision if `failure` is set: a verdict
+    /// reached later than other nodes' would make this ledger part from theirs.
+    fn output_root(&self, last: u64, failure: &Cell<Option<SettlementError>>) -> Option<Hash> {
         match self.preimage(last) {
             Ok(preimage) => preimage.map(|p| p.output_root()),
             Err(error) => {
                 tracing::error!(height = last, %error, "cannot read this node's output root");
+                failure.set(Some(error));
                 None
             }
         }
@@ -185,14 +174,26 @@ impl OptimisticMode {
         }
     }
 
-    /// `height` is settled once a finalized batch covers it; its root is this node's own.
+    /// `height` is settled once a finalized batch covers it. Its root is this node's own,
+    /// shown only when this node's output root for the batch is the finalized one.
     pub(crate) fn height(&self, height: u64) -> Result<Option<HeightSettlement>, SettlementError> {
         if height == 0 || height > self.ledger.settled_height() {
             return Ok(None);
         }
+        let batch_size = self.ledger.params().batch_size.max(1);
+        let batch = self.ledger.batch((height - 1) / batch_size);
+        let agrees = match batch {
+            Some(batch) => self.settled_state_root(batch).is_some(),
+            None => false,
+        };
+        let settled_root = if agrees {
+            self.preimage(height)?.map(|p| p.state_root)
+        } else {
+            None
+        };
         Ok(Some(HeightSettlement {
             height,
-            settled_root: self.preimage(height)?.map(|p| p.state_root),
+            settled_root,
             attested_power: Vec::new(),
             total_power: 0,
         }))
@@ -224,8 +225,14 @@ impl OptimisticMode {
             .flatten()
             .collect();
         let mut ledger = self.ledger.clone();
-        let oracle = |_first: u64, last: u64| self.output_root(last);
+        let failure = Cell::new(None);
+        let oracle = |_first: u64, last: u64| self.output_root(last, &failure);
         let events = ledger.apply_block(height, &messages, &self.chain_id, &oracle)?;
+        if let Some(error) = failure.take() {
+            // Nothing is kept: the block is applied again, with the same answer as every
+            // other node, once the store reads.
+            return Err(error);
+        }
         self.state_tree
             .insert(LEDGER_KEY, codec::encode(&ledger))
             .map_err(storage)?;
@@ -274,13 +281,14 @@ impl OptimisticMode {
             })
             .map_err(storage)?;
         self.executed_height = executed.height;
-        // In memory only; the next applied block persists the pruned ledger.
-        self.ledger
-            .prune_deposits_queued_through(executed.height.saturating_sub(DEPOSIT_RETENTION));
+        // Credited by that execution, durably. In memory only; the next applied block
+        // persists the pruned ledger.
+        self.ledger.prune_deposits_queued_through(executed.height);
         Ok(true)
     }
 
-    /// The deposits block `height` queued.
+    /// The deposits block `height` queued; none for a height already executed (execution
+    /// answers it from its stored result, whatever deposits come with it).
     pub(crate) fn deposits(&self, height: u64) -> Result<Vec<DepositCredit>, SettlementError> {
         let applied = self.ledger.applied_height();
         if height > applied {
@@ -289,10 +297,8 @@ impl OptimisticMode {
                 got: height,
             });
         }
-        if height.saturating_add(DEPOSIT_RETENTION) <= self.executed_height {
-            return Err(storage(format!(
-                "the deposits of height {height} were pruned after it was executed"
-            )));
+        if height <= self.executed_height {
+            return Ok(Vec::new());
         }
         Ok(self
             .ledger
@@ -354,7 +360,7 @@ impl OptimisticMode {
         if target.last_height >= proposal_height || target.last_height > self.executed_height {
             return None;
         }
-        let output_root = self.output_root(target.last_height)?;
+        let output_root = self.output_root(target.last_height, &Cell::new(None))?;
         let data = ClaimData {
             batch: target.batch,
             attempt: target.attempt,
@@ -375,7 +381,9 @@ impl OptimisticMode {
         let Some(key) = self.key.as_ref() else {
             return Vec::new();
         };
-        let oracle = |_first: u64, last: u64| self.output_root(last);
+        // A read error only means no challenge is offered this time.
+        let failure = Cell::new(None);
+        let oracle = |_first: u64, last: u64| self.output_root(last, &failure);
         self.ledger
             .disputable(&oracle)
             .into_iter()
@@ -530,7 +538,7 @@ mod tests {
             &db,
             &genesis,
             config.params(&genesis.validators),
-            config.validator_funds,
+            config.initial_balances(&genesis),
             Some(key),
         )
         .unwrap();
@@ -682,12 +690,13 @@ mod tests {
             &db,
             &genesis,
             config().params(&genesis.validators),
-            config().validator_funds,
+            config().initial_balances(&genesis),
             None,
         )
         .unwrap();
         assert_eq!(reopened.status(), before);
-        assert_eq!(reopened.deposits(1).unwrap().len(), 1);
+        // Height 1 is executed: its deposits were credited, so none are handed out again.
+        assert!(reopened.deposits(1).unwrap().is_empty());
         // Other parameters than the chain started with are refused.
         let other = SettlementConfig {
             bond: 7,
@@ -697,7 +706,7 @@ mod tests {
             &db,
             &genesis,
             other.params(&genesis.validators),
-            other.validator_funds,
+            other.initial_balances(&genesis),
             None,
         )
         .unwrap_err();

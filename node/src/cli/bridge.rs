@@ -43,7 +43,7 @@ pub struct MoveArgs {
     #[arg(long)]
     pub to: Option<String>,
     /// Seconds to wait for the move to take effect.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: u64,
 }
 

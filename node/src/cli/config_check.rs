@@ -45,12 +45,9 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
         None => "observer (no validator_key)".to_string(),
     };
     let settlement = &config.settlement;
-    if settlement.kind == lamina_settlement::SettlementKind::Optimistic {
-        settlement
-            .params(&genesis.validators)
-            .validate()
-            .map_err(|e| ConfigError::File(format!("[settlement]: {e}")))?;
-    }
+    settlement
+        .check_for(&genesis)
+        .map_err(|e| ConfigError::File(format!("[settlement] does not fit this chain: {e}")))?;
     let layers = json!({
         "consensus": { "kind": kind_of(&config.consensus), "settings": settings(&config.consensus) },
         "execution": { "kind": kind_of(&config.execution), "settings": settings(&config.execution) },
@@ -60,7 +57,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
         },
         "settlement": { "kind": kind_of(settlement), "settings": settings(settlement) },
     });
-    let shared = compatibility(&config);
+    let shared = compatibility(&config, &genesis);
     if args.json {
         let answer = json!({
             "config": args.file,

@@ -27,7 +27,7 @@ pub struct TransferArgs {
     #[arg(long)]
     pub nonce: Option<u64>,
     /// Seconds to wait for inclusion.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: u64,
 }
 

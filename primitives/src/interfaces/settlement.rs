@@ -253,9 +253,9 @@ pub enum SettlementRequest {
     },
     /// The bridge deposits that block `height` queued, which executing `height` credits
     /// (before its transactions, in id order). Asked after `ApplyBlock` of `height`.
-    /// Reply: the deposits (none in `attested` mode), `OutOfOrder` if `height` is not
-    /// applied yet, or `Storage` if they were already pruned (the execution layer has
-    /// reported `height` executed).
+    /// Reply: the deposits; none in a mode without a bridge, and none for a height already
+    /// reported `Executed` (execution answers such a height from its stored result);
+    /// `OutOfOrder` if `height` is not applied yet.
     Deposits {
         /// The height.
         height: u64,
@@ -265,7 +265,8 @@ pub enum SettlementRequest {
     /// Queue a message (a deposit, a withdrawal finalization, ...) from outside for the next
     /// block this node proposes. It is checked against the ledger as it stands now.
     /// Reply: `Ok` once queued; `InvalidMessage` when the ledger would skip it now;
-    /// `PoolFull`; `Unsupported` for a message kind this mode ignores.
+    /// `PoolFull`; `Unsupported` when this mode takes no messages from outside (`attested`,
+    /// whose attestations only validators make) or not this kind.
     Submit {
         /// The message.
         message: SettlementMessage,
