@@ -267,13 +267,31 @@ impl Drop for RunNode {
     }
 }
 
-/// A port on 127.0.0.1 that was free a moment ago (the OS picks it; another process could
-/// take it before it is used again, which the OS makes unlikely by not reusing it at once).
+/// A port on 127.0.0.1 that was free a moment ago, for a node to listen on later.
+///
+/// Taken below the OS's ephemeral range (which starts at 32768 on Linux): a port the OS
+/// hands out for port 0 can be handed out again, to an outgoing connection of another node
+/// or test, before the node binds it. Ports come from a block of this test process's own
+/// (chosen by its process id, so test binaries running at once rarely share one), each
+/// handed out once, and are checked free before use.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const BLOCKS: u16 = 64;
+    const BLOCK: u16 = 200;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let block = (std::process::id() % u32::from(BLOCKS)) as u16;
+    for _ in 0..u32::from(BLOCKS) * u32::from(BLOCK) {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % (BLOCKS * BLOCK);
+        let port = FIRST + (block * BLOCK + offset) % (BLOCKS * BLOCK);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!(
+        "no free loopback port between {FIRST} and {}",
+        FIRST + BLOCKS * BLOCK
+    )
 }
 
 /// A multi-validator network of `lamina run` processes, written by `lamina testnet init`
