@@ -214,6 +214,8 @@ impl RunningNode {
                     max_consensus_message_bytes: max_consensus_message_bytes(&config),
                     da: da.clone(),
                     max_blob_bytes: config.data_availability.max_blob_bytes,
+                    settlement: settlement.clone(),
+                    max_settlement_message_bytes: MAX_SETTLEMENT_GOSSIP_BYTES,
                 };
                 tokio::spawn(relay.run(shutdown_rx.clone()));
                 tracing::info!(address = %handle.listen_addr(), "peer-to-peer network listening");

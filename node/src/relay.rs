@@ -16,6 +16,7 @@ use lamina_primitives::interfaces::consensus::{
 };
 use lamina_primitives::interfaces::da::{DaError, DaHandle};
 use lamina_primitives::interfaces::execution::{ExecutionHandle, MempoolRejection};
+use lamina_primitives::interfaces::settlement::{SettlementHandle, SettlementMessage};
 use lamina_primitives::interfaces::RequestError;
 use lamina_primitives::{codec, Blob, Transaction};
 use libp2p::PeerId;
@@ -70,6 +71,10 @@ pub struct Relay {
     pub da: DaHandle,
     /// Largest outside blob accepted, in data bytes (as in the pool).
     pub max_blob_bytes: u64,
+    /// The settlement layer (it queues gossiped settlement messages for proposals).
+    pub settlement: SettlementHandle,
+    /// Largest settlement message accepted on the settlement topic.
+    pub max_settlement_message_bytes: usize,
 }
 
 /// The `blobs` topic's size limit: one encoded blob of at most `max_blob_bytes` of data.
@@ -93,6 +98,8 @@ impl Relay {
             max_consensus_message_bytes,
             da,
             max_blob_bytes,
+            settlement,
+            max_settlement_message_bytes,
         } = self;
         let (sync_tx, sync_rx) = mpsc::channel(1024);
         let judge = Judge {
@@ -103,6 +110,8 @@ impl Relay {
             max_consensus_message_bytes,
             da,
             max_blob_bytes,
+            settlement,
+            max_settlement_message_bytes,
         };
         let mut tasks = JoinSet::new();
         tasks.spawn(inbound(judge, events, sync_tx.clone()));
@@ -137,6 +146,8 @@ struct Judge {
     max_consensus_message_bytes: usize,
     da: DaHandle,
     max_blob_bytes: u64,
+    settlement: SettlementHandle,
+    max_settlement_message_bytes: usize,
 }
 
 impl Judge {
@@ -178,9 +189,9 @@ impl Judge {
                 }
                 verdict
             }
-            // Settlement messages reach the ledger inside blocks; nothing is gossiped there
-            // yet, so whatever arrives is not ours to relay.
-            Topic::Settlement => Verdict::Ignore,
+            Topic::Settlement => {
+                settlement_verdict(&self.settlement, data, self.max_settlement_message_bytes).await
+            }
             Topic::Blobs => blob_verdict(&self.da, data, self.max_blob_bytes).await,
         }
     }
@@ -200,6 +211,20 @@ async fn blob_verdict(da: &DaHandle, data: &[u8], max_blob_bytes: u64) -> Verdic
         }
         // A reserved namespace or an oversized blob: no honest node sends those.
         Err(RequestError::Layer(_)) => Verdict::Reject,
+    }
+}
+
+/// A gossiped settlement message (a deposit, a withdrawal finalization, ... submitted to
+/// some node), queued here too so whichever validator proposes next includes it.
+async fn settlement_verdict(settlement: &SettlementHandle, data: &[u8], limit: usize) -> Verdict {
+    let Ok(message) = codec::decode::<SettlementMessage>(data, limit) else {
+        return Verdict::Reject;
+    };
+    match settlement.submit(message).await {
+        Ok(()) => Verdict::Accept,
+        // Whether a message is valid depends on this node's ledger (it may have applied the
+        // block that carried it already), its mode and its pool: drop it without blame.
+        Err(_) => Verdict::Ignore,
     }
 }
 
@@ -440,6 +465,70 @@ mod tests {
         assert_eq!(
             blob_verdict(&da, &blob(*b"rollup-2", 100), 100).await,
             Verdict::Ignore
+        );
+    }
+
+    #[tokio::test]
+    async fn gossiped_settlement_messages_are_queued_and_only_garbage_penalises() {
+        use lamina_primitives::bridge::{Deposit, DepositData};
+        use lamina_primitives::{Genesis, GenesisAccount, Keypair, Validator};
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let user = Keypair::deterministic("gossip-user");
+        let validator = Keypair::deterministic("gossip-validator");
+        let genesis = Genesis {
+            chain_id: "gossip".into(),
+            genesis_time_ms: 0,
+            fee_per_transaction: 1,
+            validators: vec![Validator {
+                address: validator.address(),
+                power: 1,
+            }],
+            accounts: vec![GenesisAccount {
+                address: user.address(),
+                balance: 100,
+            }],
+        };
+        let config = lamina_settlement::SettlementConfig {
+            kind: lamina_settlement::SettlementKind::Optimistic,
+            ..Default::default()
+        };
+        let settlement = lamina_settlement::spawn(config, &genesis, None, &db).unwrap();
+        let deposit = |amount| {
+            codec::encode(&SettlementMessage::Deposit(Deposit::sign(
+                "gossip",
+                &user,
+                DepositData {
+                    to: user.address(),
+                    amount,
+                    nonce: 0,
+                },
+            )))
+        };
+        let limit = 1 << 20;
+        assert_eq!(
+            settlement_verdict(&settlement, &deposit(40), limit).await,
+            Verdict::Accept
+        );
+        // Heard again from another peer: still fine to relay, queued once.
+        assert_eq!(
+            settlement_verdict(&settlement, &deposit(40), limit).await,
+            Verdict::Accept
+        );
+        // Invalid against this ledger: dropped without blame.
+        assert_eq!(
+            settlement_verdict(&settlement, &deposit(500), limit).await,
+            Verdict::Ignore
+        );
+        assert_eq!(
+            settlement_verdict(&settlement, b"not a message", limit).await,
+            Verdict::Reject
+        );
+        let blobs = settlement.pending_blobs(1, 1 << 20).await.unwrap();
+        assert_eq!(
+            blobs.len(),
+            1,
+            "the queued deposit rides in the next proposal"
         );
     }
 

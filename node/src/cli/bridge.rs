@@ -30,7 +30,7 @@ pub enum BridgeCommand {
 /// `lamina bridge deposit|withdraw`
 #[derive(Debug, Args)]
 pub struct MoveArgs {
-    /// Base URL of a validator's HTTP API (messages ride in the blocks it proposes).
+    /// Base URL of a node's HTTP API (messages are gossiped to every validator).
     #[arg(long, default_value = "http://127.0.0.1:8545")]
     pub node: String,
     /// Your secret key (64 hex characters); prefer the LAMINA_KEY environment variable.
@@ -50,7 +50,7 @@ pub struct MoveArgs {
 /// `lamina bridge finalize`
 #[derive(Debug, Args)]
 pub struct FinalizeArgs {
-    /// Base URL of a validator's HTTP API.
+    /// Base URL of a node's HTTP API.
     #[arg(long, default_value = "http://127.0.0.1:8545")]
     pub node: String,
     /// The withdrawal id (printed by `lamina bridge withdraw`, and in its receipt).

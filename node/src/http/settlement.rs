@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use lamina_primitives::bridge::{
     Batch, BatchStatus, FinalizeWithdrawal, OutputPreimage, Withdrawal,
 };
+use lamina_primitives::codec;
 use lamina_primitives::interfaces::settlement::{LedgerAccount, SettlementMessage};
 use lamina_primitives::merkle::MerkleProof;
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::handlers::parse_address;
+use crate::network::Topic;
 use crate::node::NodeContext;
 
 /// Most batches one request returns.
@@ -95,8 +97,8 @@ pub async fn ledger_account(
 /// A message queued for inclusion.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SubmitMessageResponse {
-    /// `queued`: it goes into the next block this node proposes, and takes effect when that
-    /// block is applied (a validator's proposals come round in turn).
+    /// `queued`: it is gossiped to every node and goes into the next block any validator
+    /// proposes; it takes effect when that block is applied.
     pub status: String,
 }
 
@@ -104,7 +106,8 @@ pub struct SubmitMessageResponse {
 /// `/v1/bridge/withdrawals/{id}/proof` returns it), or a `claim` or `challenge`. It is
 /// checked against the ledger as it stands and refused with the reason the ledger would
 /// skip it for (e.g. a withdrawal finalized twice, before its batch is final, or with a
-/// forged proof).
+/// forged proof); accepted, it is gossiped, so whichever validator proposes next includes
+/// it.
 #[utoipa::path(post, path = "/v1/settlement/messages", tag = "settlement",
     request_body = SettlementMessage,
     responses((status = 202, body = SubmitMessageResponse), (status = 400, body = ErrorBody),
@@ -114,7 +117,17 @@ pub async fn submit_message(
     State(ctx): State<NodeContext>,
     Json(message): Json<SettlementMessage>,
 ) -> Result<(StatusCode, Json<SubmitMessageResponse>), ApiError> {
+    let gossip = ctx.network.as_ref().map(|_| codec::encode(&message));
     ctx.settlement.submit(message).await?;
+    if let (Some(network), Some(encoded)) = (ctx.network.clone(), gossip) {
+        // Every node queues it too, so whichever validator proposes next includes it; this
+        // node still does when it proposes, so a failed publish loses nothing.
+        tokio::spawn(async move {
+            if let Err(error) = network.publish(Topic::Settlement, encoded).await {
+                tracing::debug!(%error, "cannot gossip the settlement message");
+            }
+        });
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(SubmitMessageResponse {
