@@ -71,12 +71,7 @@ fn random_cells(width: u64, count: u64) -> Vec<(u64, u64)> {
     let mut state = random_seed();
     let mut chosen = BTreeSet::new();
     while (chosen.len() as u64) < count {
-        // xorshift64*: plenty for choosing cells; the node cannot predict the seed.
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        let cell = state.wrapping_mul(0x2545_f491_4f6c_dd1d) % cells;
-        chosen.insert(cell);
+        chosen.insert(next_random(&mut state) % cells);
     }
     chosen
         .into_iter()
@@ -237,15 +232,20 @@ fn shuffled_cells(width: u64, parity_only: bool) -> Vec<(u64, u64)> {
         .filter(|&(row, col)| !parity_only || row >= k || col >= k)
         .collect();
     let mut state = random_seed();
-    // Fisher–Yates with xorshift64*.
+    // Fisher–Yates.
     for i in (1..cells.len()).rev() {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        let j = (state.wrapping_mul(0x2545_f491_4f6c_dd1d) % (i as u64 + 1)) as usize;
+        let j = (next_random(&mut state) % (i as u64 + 1)) as usize;
         cells.swap(i, j);
     }
     cells
+}
+
+/// xorshift64*: plenty for choosing cells, and the node cannot predict the seed.
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
 fn random_seed() -> u64 {
