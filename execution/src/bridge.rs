@@ -49,13 +49,13 @@ impl<'a> Credited<'a> {
     /// account as it was (an amount of 0) is not written, as an executor skips unchanged
     /// accounts too.
     pub(crate) fn merge(self, executed: BTreeMap<Address, Account>) -> BTreeMap<Address, Account> {
-        let mut writes: BTreeMap<Address, Account> = self
-            .credited
-            .into_iter()
-            .filter(|(_, (before, after))| before != after)
-            .map(|(address, (_, after))| (address, after))
-            .collect();
-        writes.extend(executed);
+        // Into the executor's map, so a block without deposits copies nothing.
+        let mut writes = executed;
+        for (address, (before, after)) in self.credited {
+            if before != after {
+                writes.entry(address).or_insert(after);
+            }
+        }
         writes
     }
 }
@@ -101,14 +101,17 @@ pub(crate) fn assign_withdrawal_ids(
 /// The leaf hashes of every withdrawal so far, in id order: the withdrawals tree, kept in
 /// memory so a block's root needs no store reads.
 ///
-/// Each root is recomputed from all the leaves, O(total withdrawals) hashing per block. That
-/// is cheap while withdrawals number in the thousands; if they become numerous, keep an
+/// A block with withdrawals recomputes the root from all the leaves, O(total withdrawals)
+/// hashing (twice: for the commit, then on append). That is cheap while withdrawals number
+/// in the thousands; if they become numerous, keep an
 /// incremental frontier instead (the roots of the perfect subtrees on the tree's right edge,
 /// as Certificate Transparency logs do) to append and take the root in O(log n), and serve
 /// proofs from stored inner nodes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct WithdrawalTree {
     leaves: Vec<Hash>,
+    /// The root over `leaves`: most blocks make no withdrawal and reuse it.
+    root: Hash,
 }
 
 fn leaf(withdrawal: &Withdrawal) -> Hash {
@@ -118,8 +121,10 @@ fn leaf(withdrawal: &Withdrawal) -> Hash {
 impl WithdrawalTree {
     /// The tree over `withdrawals`, which must be every withdrawal so far in id order.
     pub(crate) fn new(withdrawals: &[Withdrawal]) -> Self {
+        let leaves: Vec<Hash> = withdrawals.iter().map(leaf).collect();
         WithdrawalTree {
-            leaves: withdrawals.iter().map(leaf).collect(),
+            root: merkle::root(&leaves),
+            leaves,
         }
     }
 
@@ -131,7 +136,7 @@ impl WithdrawalTree {
     /// The root once `added` (the next ids) are appended, without appending them.
     pub(crate) fn root_with(&self, added: &[Withdrawal]) -> Hash {
         if added.is_empty() {
-            return merkle::root(&self.leaves);
+            return self.root;
         }
         let mut leaves = Vec::with_capacity(self.leaves.len() + added.len());
         leaves.extend_from_slice(&self.leaves);
@@ -141,7 +146,11 @@ impl WithdrawalTree {
 
     /// Appends `added` (the next ids), once they are committed.
     pub(crate) fn append(&mut self, added: &[Withdrawal]) {
+        if added.is_empty() {
+            return;
+        }
         self.leaves.extend(added.iter().map(leaf));
+        self.root = merkle::root(&self.leaves);
     }
 
     /// The proof of withdrawal `id` in the tree of the first `count` withdrawals; `None` when
