@@ -76,7 +76,7 @@ impl Mode {
         match self {
             // No bridge: nothing to credit, but the height must be applied all the same.
             Mode::Attested(ledger) => {
-                let applied = ledger.status().applied_height;
+                let applied = ledger.applied_height();
                 if height > applied {
                     return Err(SettlementError::OutOfOrder {
                         expected: applied.saturating_add(1),

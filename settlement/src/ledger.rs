@@ -157,6 +157,11 @@ impl Ledger {
         })
     }
 
+    /// The last block applied.
+    pub(crate) fn applied_height(&self) -> u64 {
+        self.meta.applied_height
+    }
+
     /// The current status.
     pub(crate) fn status(&self) -> SettlementStatus {
         SettlementStatus {

@@ -38,17 +38,6 @@ pub enum SettlementKind {
     Depth,
 }
 
-impl SettlementKind {
-    /// The name used in config files and the status.
-    pub fn name(self) -> &'static str {
-        match self {
-            SettlementKind::Attested => "attested",
-            SettlementKind::Optimistic => "optimistic",
-            SettlementKind::Depth => "depth",
-        }
-    }
-}
-
 /// Configuration of the settlement layer (the `[settlement]` part of a node's config). The
 /// `optimistic` settings decide which messages are valid, so every node of a chain must use
 /// the same ones (peers compare [`SettlementConfig::fingerprint`] at handshake).

@@ -180,8 +180,7 @@ impl OptimisticMode {
         if height == 0 || height > self.ledger.settled_height() {
             return Ok(None);
         }
-        let batch_size = self.ledger.params().batch_size.max(1);
-        let batch = self.ledger.batch((height - 1) / batch_size);
+        let batch = self.ledger.batch(self.ledger.params().batch_of(height));
         let agrees = match batch {
             Some(batch) => self.settled_state_root(batch).is_some(),
             None => false,

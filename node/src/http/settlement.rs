@@ -172,8 +172,11 @@ pub async fn withdrawal_proof(
             format!("no withdrawal {id} has been executed"),
         )
     })?;
-    let batch_size = ctx.config.settlement.batch_size.max(1);
-    let index = found.height.saturating_sub(1) / batch_size;
+    let index = ctx
+        .config
+        .settlement
+        .params(&ctx.genesis.validators)
+        .batch_of(found.height);
     let not_final = |detail: String| {
         ApiError::new(
             StatusCode::CONFLICT,

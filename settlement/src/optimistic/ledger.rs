@@ -33,7 +33,7 @@ pub struct OptimisticLedger {
     batches: BTreeMap<u64, Batch>,
     finalized_batches: u64,
     next_batch: u64,
-    /// Deposits with contiguous ids up to `next_deposit_id`, minus those pruned.
+    /// Deposits in id (and so height) order up to `next_deposit_id`, minus those pruned.
     deposits: Vec<QueuedDeposit>,
     next_deposit_id: u64,
     total_deposited: u64,
@@ -506,28 +506,6 @@ impl OptimisticLedger {
         }])
     }
 
-    /// The deposits from id `first_id` on, in id order, for the execution layer, which
-    /// keeps the id of the next deposit to credit in its own replicated state and must
-    /// credit them in this order. Empty when `first_id` is not queued yet; `None` when
-    /// `first_id` was pruned. When a block must have credited a deposit (e.g. within N blocks
-    /// of its `queued_at`) is the node's rule to enforce.
-    pub fn deposits_from(&self, first_id: u64) -> Option<&[QueuedDeposit]> {
-        let oldest = self.deposits.first().map_or(self.next_deposit_id, |d| d.id);
-        if first_id < oldest {
-            return None;
-        }
-        let skip = usize::try_from(first_id - oldest).unwrap_or(usize::MAX);
-        Some(self.deposits.get(skip..).unwrap_or(&[]))
-    }
-
-    /// Forgets deposits below id `below_id`, once the execution layer has durably credited
-    /// them. Memory housekeeping only: no rule reads the queue, so pruning never changes
-    /// what a message does (but two ledgers pruned differently no longer compare equal).
-    pub fn prune_deposits_below(&mut self, below_id: u64) {
-        let keep_from = self.deposits.partition_point(|d| d.id < below_id);
-        self.deposits.drain(..keep_from);
-    }
-
     /// The deposits block `height` queued, in id order: what executing `height` credits.
     /// Empty for a height whose deposits were pruned.
     pub fn deposits_queued_at(&self, height: u64) -> impl Iterator<Item = &QueuedDeposit> {
@@ -539,7 +517,9 @@ impl OptimisticLedger {
     }
 
     /// Forgets the deposits queued at heights up to `height`, once execution has durably
-    /// credited them (see [`prune_deposits_below`](Self::prune_deposits_below)).
+    /// credited them. Memory housekeeping only: no rule reads the queue, so pruning never
+    /// changes what a message does (but two ledgers pruned differently no longer compare
+    /// equal).
     pub fn prune_deposits_queued_through(&mut self, height: u64) {
         let keep_from = self.deposits.partition_point(|d| d.queued_at <= height);
         self.deposits.drain(..keep_from);

@@ -79,6 +79,11 @@ impl OptimisticParams {
         (first, last)
     }
 
+    /// The batch covering `height` (≥ 1), the inverse of [`batch_range`](Self::batch_range).
+    pub fn batch_of(&self, height: u64) -> u64 {
+        height.saturating_sub(1) / self.batch_size.max(1)
+    }
+
     /// The part of a slashed `amount` paid to the winner: `amount * percent / 100`, rounded
     /// down.
     pub fn reward_of(&self, amount: u64) -> u64 {
@@ -145,6 +150,10 @@ mod tests {
         assert_eq!(p.batch_range(0), (1, 4));
         assert_eq!(p.batch_range(2), (9, 12));
         assert_eq!(p.batch_range(u64::MAX), (u64::MAX, u64::MAX));
+        for batch in 0..4 {
+            let (first, last) = p.batch_range(batch);
+            assert_eq!((p.batch_of(first), p.batch_of(last)), (batch, batch));
+        }
         assert_eq!(p.reward_of(10), 5);
         assert_eq!(p.reward_of(7), 3);
         assert_eq!(p.reward_of(u64::MAX), u64::MAX / 2);

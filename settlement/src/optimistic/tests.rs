@@ -666,31 +666,33 @@ fn deposits_check_nonce_balance_and_signature_and_queue_in_order() {
     assert_eq!(ledger.escrowed(), 1200);
     assert_conserved(&ledger);
 
-    let all = ledger.deposits_from(0).unwrap();
+    let at = |ledger: &OptimisticLedger, height: u64| -> Vec<QueuedDeposit> {
+        ledger.deposits_queued_at(height).copied().collect()
+    };
+    let ids: Vec<u64> = (1..=2).flat_map(|h| at(&ledger, h)).map(|d| d.id).collect();
+    assert_eq!(ids, vec![0, 1, 2]);
     assert_eq!(
-        all[2],
-        QueuedDeposit {
+        at(&ledger, 2),
+        vec![QueuedDeposit {
             id: 2,
             from: a,
             to: a,
             amount: 700,
             queued_at: 2
-        }
+        }]
     );
-    assert_eq!(all.iter().map(|d| d.id).collect::<Vec<_>>(), vec![0, 1, 2]);
-    assert_eq!(ledger.deposits_from(2).unwrap().len(), 1);
-    assert!(ledger.deposits_from(3).unwrap().is_empty());
-    assert!(ledger.deposits_from(9).unwrap().is_empty());
+    assert_eq!(at(&ledger, 1).len(), 2);
+    assert!(at(&ledger, 3).is_empty());
+    assert!(at(&ledger, 9).is_empty());
     let mut pruned = ledger.clone();
-    pruned.prune_deposits_below(2);
-    assert_eq!(pruned.deposits_from(1), None);
-    assert_eq!(pruned.deposits_from(2).unwrap()[0].id, 2);
-    pruned.prune_deposits_below(10);
-    assert_eq!(pruned.deposits_from(2), None);
-    assert!(pruned.deposits_from(3).unwrap().is_empty());
+    pruned.prune_deposits_queued_through(1);
+    assert!(at(&pruned, 1).is_empty());
+    assert_eq!(at(&pruned, 2)[0].id, 2);
+    pruned.prune_deposits_queued_through(10);
+    assert!(at(&pruned, 2).is_empty());
     // Pruning is housekeeping: the next deposit still gets the next id.
     apply(&mut pruned, 3, &[deposit(&bob(), a, 1, 1)], &oracle);
-    assert_eq!(pruned.deposits_from(3).unwrap()[0].id, 3);
+    assert_eq!(at(&pruned, 3)[0].id, 3);
 }
 
 /// A ledger where alice deposited 500 and batches 0 and 1 are claimed at 3 and 5 (so they
