@@ -23,6 +23,7 @@
 
 mod bft;
 mod proposal;
+mod serve;
 mod solo;
 mod store;
 

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lamina_primitives::interfaces::consensus::{
-    ConsensusDeps, ConsensusError, ConsensusEvent, ConsensusRequest, ConsensusStatus, ImportError,
-    Verdict,
+    ConsensusDeps, ConsensusEvent, ConsensusRequest, ConsensusStatus, ImportError, Verdict,
 };
 use lamina_primitives::interfaces::{Events, RequestError};
 use lamina_primitives::{
@@ -20,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
 use crate::proposal::{self, Decision};
+use crate::serve;
 use crate::store::{ChainStore, Tip};
 use crate::{ConsensusConfig, SetupError};
 
@@ -77,9 +77,10 @@ impl Solo {
 
     /// What answers requests: it reads the store and the published tip, so requests are
     /// answered even while a block is being built.
-    fn reader(&self) -> Reader {
+    fn reader(&self, db: &sled::Db) -> Reader {
         Reader {
             store: self.store.clone(),
+            db: db.clone(),
             tip: self.published.subscribe(),
             validator: self.key.address(),
         }
@@ -90,6 +91,8 @@ impl Solo {
 #[derive(Debug)]
 struct Reader {
     store: ChainStore,
+    /// Flushed after pruning, before the prune is answered.
+    db: sled::Db,
     tip: watch::Receiver<Tip>,
     validator: Address,
 }
@@ -104,6 +107,7 @@ impl Reader {
             validator: Some(self.validator),
             round: 0,
             validators: 1,
+            pruned_through: self.store.pruned_through(),
         }
     }
 
@@ -114,17 +118,18 @@ impl Reader {
                 let _ = reply.send(self.status());
             }
             ConsensusRequest::GetBlock { height, reply } => {
-                // Above the tip nothing is committed, even if a write whose flush failed
-                // left a block readable there.
-                let answer = if height > self.tip.borrow().height {
-                    Ok(None)
-                } else {
-                    self.store.get(height).map(|block| block.map(Arc::new))
-                };
-                if let Err(error) = &answer {
-                    tracing::error!(height, %error, "cannot read committed block");
-                }
-                let _ = reply.send(answer.map_err(|e| ConsensusError::Storage(e.to_string())));
+                let tip = self.tip.borrow().height;
+                let _ = reply.send(serve::block(&self.store, height, tip));
+            }
+            ConsensusRequest::GetHeader { height, reply } => {
+                let tip = self.tip.borrow().height;
+                let _ = reply.send(serve::header(&self.store, height, tip));
+            }
+            ConsensusRequest::PruneBodies { through, reply } => {
+                // The published tip is durable, so its block keeps its body; a block being
+                // built is above it and untouched.
+                let tip = self.tip.borrow().height;
+                serve::prune_bodies(&self.store, &self.db, through, tip, reply);
             }
             // The only validator has no peers to hear from and never falls behind.
             ConsensusRequest::Deliver { reply, .. } => {
@@ -285,7 +290,7 @@ pub(crate) async fn run(
     let mut ticker = tokio::time::interval(Duration::from_millis(solo.config.block_time_ms));
     // After a slow block, wait a full block time rather than catching up with a burst.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let reader = solo.reader();
+    let reader = solo.reader(&db);
     loop {
         tokio::select! {
             request = requests.recv() => match request {

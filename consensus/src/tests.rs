@@ -488,3 +488,91 @@ async fn answers_requests_while_a_block_is_being_built() {
         .unwrap();
     assert!(block.is_none());
 }
+
+#[tokio::test]
+async fn pruned_bodies_keep_their_headers_and_the_chain_goes_on() {
+    use lamina_primitives::interfaces::consensus::ConsensusError;
+    use lamina_primitives::interfaces::RequestError;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let key = Keypair::deterministic("validator");
+    let genesis = genesis(&[&key]);
+    let fakes = Arc::new(Fakes::default());
+    let consensus = spawn(
+        config(false),
+        &genesis,
+        Some(key.clone()),
+        &db,
+        fake_deps(&fakes),
+    )
+    .unwrap();
+    // At most two transactions per block: blocks 1, 2 and 3.
+    fakes.add_transactions((0..6).map(tx));
+    wait_for_height(&consensus, 3).await;
+    let mut originals = Vec::new();
+    for height in 1..=3 {
+        originals.push(consensus.block(height).await.unwrap().unwrap());
+    }
+
+    // Nothing is pruned yet; then everything but the tip, however far `through` asks.
+    assert_eq!(consensus.status().await.unwrap().pruned_through, 0);
+    assert_eq!(consensus.prune_bodies(100).await.unwrap(), 2);
+    let status = consensus.status().await.unwrap();
+    assert_eq!((status.committed_height, status.pruned_through), (3, 2));
+    for original in &originals[..2] {
+        let height = original.block.height();
+        let error = consensus.block(height).await.unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                RequestError::Layer(ConsensusError::BodyPruned { height: h }) if *h == height
+            ),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("rebuilt from the DA layer"),
+            "{error}"
+        );
+        let header = consensus.header(height).await.unwrap().unwrap();
+        assert_eq!(header.header, original.block.header);
+        assert_eq!(header.certificate, original.certificate);
+        assert_eq!(header.into_block(original.block.body.clone()), **original);
+    }
+    assert_eq!(consensus.block(3).await.unwrap().unwrap(), originals[2]);
+    assert_eq!(
+        consensus.header(3).await.unwrap().unwrap(),
+        originals[2].header_only()
+    );
+    assert!(consensus.header(4).await.unwrap().is_none());
+    assert!(consensus.block(4).await.unwrap().is_none());
+    // Idempotent, and a lower `through` undoes nothing.
+    assert_eq!(consensus.prune_bodies(100).await.unwrap(), 2);
+    assert_eq!(consensus.prune_bodies(1).await.unwrap(), 2);
+
+    // The engine builds on a tip whose ancestors lost their bodies.
+    fakes.add_transactions([tx(6)]);
+    wait_for_height(&consensus, 4).await;
+    assert_eq!(consensus.prune_bodies(100).await.unwrap(), 3);
+    let tip = consensus.status().await.unwrap();
+    assert_eq!(tip.pruned_through, 3);
+    stop(consensus).await;
+
+    // And restarts on it: the genesis check reads block 1's header.
+    let consensus = spawn(
+        config(false),
+        &genesis,
+        Some(key.clone()),
+        &db,
+        fake_deps(&fakes),
+    )
+    .unwrap();
+    assert_eq!(consensus.status().await.unwrap(), tip);
+    fakes.add_transactions([tx(7)]);
+    wait_for_height(&consensus, 5).await;
+    let block = consensus.block(5).await.unwrap().unwrap();
+    assert_eq!(block.block.header.parent_hash, tip.last_block_hash);
+    assert_eq!(block.block.transactions(), vec![tx(7)]);
+    assert!(consensus.block(3).await.is_err());
+    assert_eq!(consensus.block(4).await.unwrap().unwrap().block.height(), 4);
+}

@@ -508,6 +508,54 @@ pub struct CommittedBlock {
     pub certificate: Certificate,
 }
 
+impl CommittedBlock {
+    /// The block without its body: what a block store keeps of it once the body is pruned.
+    pub fn header_only(&self) -> CommittedHeader {
+        CommittedHeader {
+            header: self.block.header.clone(),
+            certificate: self.certificate.clone(),
+        }
+    }
+}
+
+/// A committed block without its body: its header and the certificate that committed it.
+///
+/// Old bodies are dropped from the consensus block store once the DA layer keeps them as
+/// erasure-coded shares; the header still chains the blocks together (its hash is the
+/// block's hash), its `data_root` commits to the body, and the certificate proves the commit.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct CommittedHeader {
+    /// The block's header.
+    pub header: BlockHeader,
+    /// Proof that a quorum of validators committed it.
+    pub certificate: Certificate,
+}
+
+impl CommittedHeader {
+    /// The header's hash, which is the block's hash.
+    pub fn hash(&self) -> Hash {
+        self.header.hash()
+    }
+
+    /// The height.
+    pub fn height(&self) -> u64 {
+        self.header.height
+    }
+
+    /// The whole committed block again, with `body` (e.g. rebuilt from DA shares). Nothing is
+    /// checked here: the caller makes sure `body` matches the header's `data_root` and
+    /// `body_size` (the DA layer's commitment) before trusting the result.
+    pub fn into_block(self, body: Vec<Blob>) -> CommittedBlock {
+        CommittedBlock {
+            block: Block {
+                header: self.header,
+                body,
+            },
+            certificate: self.certificate,
+        }
+    }
+}
+
 /// The kind of a consensus vote.
 #[derive(
     Debug,
@@ -908,6 +956,43 @@ mod tests {
             let bytes = codec::encode(&block);
             prop_assert_eq!(codec::decode::<Block>(&bytes, 1 << 20).unwrap(), block);
         }
+    }
+
+    #[test]
+    fn committed_header_splits_and_rejoins_a_block() {
+        let header = BlockHeader {
+            chain_id: "c".into(),
+            height: 5,
+            parent_hash: Hash::digest(b"parent"),
+            timestamp_ms: 9,
+            proposer: Address([3; 32]),
+            data_root: Hash::digest(b"root"),
+            body_size: 3,
+        };
+        let block = CommittedBlock {
+            certificate: Certificate {
+                height: 5,
+                round: 1,
+                block_hash: header.hash(),
+                signatures: vec![],
+            },
+            block: Block {
+                header,
+                body: vec![Blob {
+                    namespace: Namespace::EXECUTION,
+                    data: vec![1, 2, 3],
+                }],
+            },
+        };
+        let header = block.header_only();
+        assert_eq!(header.hash(), block.block.hash());
+        assert_eq!(header.height(), 5);
+        let bytes = codec::encode(&header);
+        assert_eq!(
+            codec::decode::<CommittedHeader>(&bytes, 1 << 20).unwrap(),
+            header
+        );
+        assert_eq!(header.into_block(block.block.body.clone()), block);
     }
 
     #[test]

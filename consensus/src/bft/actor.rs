@@ -17,11 +17,14 @@
 //! - **Commit.** The block is stored and flushed, `Committed` published, and the next height
 //!   starts after `block_time_ms` (the commit pause). [`ConsensusRequest::ImportBlock`]
 //!   commits fetched blocks the same way and starts the next height at once.
+//! - **Pruning.** [`ConsensusRequest::PruneBodies`] runs in a task of its own and replies
+//!   itself; nothing the engine does needs an old body (only headers: the tip's, and a
+//!   committed height's when an import there is checked for a conflict).
 //!
-//! Storage (sled trees of the node's database): `consensus/blocks` and `consensus/meta` (the
-//! committed chain, shared with `solo`), `consensus/bft` (the core's [`DurableState`] under
-//! `state`) and `consensus/evidence` (equivocations, borsh, keyed by a big-endian sequence
-//! number, oldest first).
+//! Storage (sled trees of the node's database): `consensus/blocks`, `consensus/headers` and
+//! `consensus/meta` (the committed chain, shared with `solo`; see [`ChainStore`]),
+//! `consensus/bft` (the core's [`DurableState`] under `state`) and `consensus/evidence`
+//! (equivocations, borsh, keyed by a big-endian sequence number, oldest first).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
@@ -30,8 +33,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lamina_primitives::crypto::hash_of;
 use lamina_primitives::interfaces::consensus::{
-    ConsensusDeps, ConsensusError, ConsensusEvent, ConsensusMessage, ConsensusOutbound,
-    ConsensusRequest, ConsensusStatus, ImportError, Verdict,
+    ConsensusDeps, ConsensusEvent, ConsensusMessage, ConsensusOutbound, ConsensusRequest,
+    ConsensusStatus, ImportError, Verdict,
 };
 use lamina_primitives::interfaces::{Events, RequestError};
 use lamina_primitives::{
@@ -45,6 +48,7 @@ use super::core::{Core, Input, Output, Params, Timeouts};
 use super::state::{DurableState, Step};
 use super::{check_next_header, check_proposed_header};
 use crate::proposal::{self, Decision};
+use crate::serve;
 use crate::store::{ChainStore, Tip};
 use crate::{ConsensusConfig, SetupError};
 
@@ -353,17 +357,21 @@ impl Driver {
                 let _ = reply.send(self.status());
             }
             ConsensusRequest::GetBlock { height, reply } => {
-                // Above the tip nothing is committed, even if a write whose flush failed
-                // left a block readable there.
-                let answer = if height > self.bft.tip.height {
-                    Ok(None)
-                } else {
-                    self.bft.store.get(height).map(|block| block.map(Arc::new))
-                };
-                if let Err(error) = &answer {
-                    tracing::error!(height, %error, "cannot read committed block");
-                }
-                let _ = reply.send(answer.map_err(|e| ConsensusError::Storage(e.to_string())));
+                let _ = reply.send(serve::block(&self.bft.store, height, self.bft.tip.height));
+            }
+            ConsensusRequest::GetHeader { height, reply } => {
+                let _ = reply.send(serve::header(&self.bft.store, height, self.bft.tip.height));
+            }
+            ConsensusRequest::PruneBodies { through, reply } => {
+                // Runs off the loop and replies itself; the tip only moves up meanwhile, so
+                // the bound taken now still spares the tip's body.
+                serve::prune_bodies(
+                    &self.bft.store,
+                    &self.db,
+                    through,
+                    self.bft.tip.height,
+                    reply,
+                );
             }
             ConsensusRequest::Deliver { message, reply } => {
                 let verdict = self.judge(&message);
@@ -387,6 +395,7 @@ impl Driver {
             validator: self.bft.address,
             round: self.bft.core.round(),
             validators: self.bft.validators.len(),
+            pruned_through: self.bft.store.pruned_through(),
         }
     }
 
@@ -529,13 +538,15 @@ impl Driver {
         if height == 0 {
             return Err(ImportError::Invalid("there is no block at height 0".into()));
         }
+        // The header is enough (its hash is the block's hash), and unlike the block it is
+        // kept when the body is pruned.
         let stored = self
             .bft
             .store
-            .get(height)
+            .header(height)
             .map_err(|error| ImportError::Storage(error.to_string()))?
             .ok_or_else(|| ImportError::Storage(format!("committed block {height} is missing")))?;
-        if stored.block.hash() == block.block.hash() {
+        if stored.hash() == block.block.hash() {
             return Ok(self.bft.tip.height);
         }
         block
@@ -548,7 +559,7 @@ impl Driver {
             .map_err(|error| ImportError::Invalid(format!("bad certificate: {error}")))?;
         tracing::error!(
             height,
-            committed = %stored.block.hash(),
+            committed = %stored.hash(),
             offered = %block.block.hash(),
             "a different block with a valid certificate exists at a committed height: \
              more than a third of the voting power signed two blocks"

@@ -313,6 +313,7 @@ async fn import_checks_certificate_parent_body_and_conflicts() {
         refused(node.handle.import_block(Arc::new(other_one.clone())).await),
         ImportError::Conflict { height: 1 }
     );
+    let other_one_again = other_one.clone();
     // The same, without a valid certificate, is merely invalid.
     let mut uncertified = other_one;
     uncertified.certificate.signatures.truncate(1);
@@ -321,6 +322,30 @@ async fn import_checks_certificate_parent_body_and_conflicts() {
         ImportError::Invalid(_)
     ));
     assert_eq!(height_of(&node.handle).await, 3);
+
+    // With the bodies of blocks 1 and 2 pruned, imports at those heights are still judged
+    // (from the kept headers), and the bft engine answers like solo.
+    assert_eq!(node.handle.prune_bodies(u64::MAX).await.unwrap(), 2);
+    assert_eq!(node.handle.status().await.unwrap().pruned_through, 2);
+    assert!(matches!(
+        node.handle.block(1).await,
+        Err(RequestError::Layer(
+            lamina_primitives::interfaces::consensus::ConsensusError::BodyPruned { height: 1 }
+        ))
+    ));
+    assert_eq!(
+        node.handle.header(1).await.unwrap().unwrap(),
+        one.header_only()
+    );
+    assert_eq!(
+        node.handle.block(3).await.unwrap().unwrap().block.height(),
+        3
+    );
+    assert_eq!(node.handle.import_block(Arc::new(one)).await.unwrap(), 3);
+    assert_eq!(
+        refused(node.handle.import_block(Arc::new(other_one_again)).await),
+        ImportError::Conflict { height: 1 }
+    );
 }
 
 /// Every vote a node sent, keyed by `(height, round, kind)`.

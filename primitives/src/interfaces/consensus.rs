@@ -12,6 +12,12 @@
 //! them and hands what peers send back through [`ConsensusRequest::Deliver`]. Blocks a node
 //! missed (it was down, late or cut off) are fetched by the node from peers and handed over
 //! with [`ConsensusRequest::ImportBlock`], which checks their certificates.
+//!
+//! Old bodies: once the DA layer keeps old block bodies as erasure-coded shares, the node
+//! asks the engine to drop them from its store with [`ConsensusRequest::PruneBodies`]. The
+//! header and certificate of every committed height stay ([`ConsensusRequest::GetHeader`]);
+//! [`ConsensusRequest::GetBlock`] answers [`ConsensusError::BodyPruned`] for a pruned height,
+//! and the node rebuilds such a body from the DA layer's shares.
 
 use std::sync::Arc;
 
@@ -24,7 +30,9 @@ use super::execution::ExecutionHandle;
 use super::settlement::SettlementHandle;
 pub use super::Verdict;
 use super::{flatten, ChannelError, Events, Mailbox, RequestError};
-use crate::{Address, CommittedBlock, Equivocation, Hash, SignedProposal, SignedVote};
+use crate::{
+    Address, CommittedBlock, CommittedHeader, Equivocation, Hash, SignedProposal, SignedVote,
+};
 
 /// The other layers, as an engine sees them.
 #[derive(Debug, Clone)]
@@ -110,6 +118,10 @@ pub struct ConsensusStatus {
     pub round: u32,
     /// Number of validators.
     pub validators: usize,
+    /// The bodies of committed blocks up to this height are pruned from the block store;
+    /// only their headers and certificates are kept (0: no body is pruned). Always below
+    /// `committed_height` once anything is pruned: the tip's body is never pruned.
+    pub pruned_through: u64,
 }
 
 /// What a consensus engine publishes.
@@ -130,6 +142,17 @@ pub enum ConsensusError {
     /// The block store failed.
     #[error("block storage failed: {0}")]
     Storage(String),
+    /// The block at `height` is committed, but its body was pruned from the block store
+    /// ([`ConsensusRequest::PruneBodies`]); its header and certificate are still there
+    /// ([`ConsensusRequest::GetHeader`]).
+    #[error(
+        "the body of block {height} is pruned from the block store; \
+         it is rebuilt from the DA layer's shares"
+    )]
+    BodyPruned {
+        /// The height asked for.
+        height: u64,
+    },
 }
 
 /// Requests to a consensus engine.
@@ -141,12 +164,41 @@ pub enum ConsensusRequest {
         reply: oneshot::Sender<ConsensusStatus>,
     },
     /// Reply: the committed block at `height` with its certificate, or `None` when no block is
-    /// committed there (yet), or `Storage` when the block store cannot be read.
+    /// committed there (yet), or [`ConsensusError::BodyPruned`] when the block is committed
+    /// but its body was pruned ([`ConsensusRequest::PruneBodies`]; its header is still
+    /// answered by [`ConsensusRequest::GetHeader`]), or `Storage` when the block store cannot
+    /// be read.
     GetBlock {
         /// The height.
         height: u64,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<Option<Arc<CommittedBlock>>, ConsensusError>>,
+    },
+    /// Reply: the header and certificate of the committed block at `height`, whether its body
+    /// is pruned or not, or `None` when no block is committed there (yet), or `Storage` when
+    /// the block store cannot be read.
+    GetHeader {
+        /// The height.
+        height: u64,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Option<CommittedHeader>, ConsensusError>>,
+    },
+    /// Drops the bodies of the committed blocks at heights `1..=through` from the block store,
+    /// keeping their headers and certificates. The committed tip's block is never pruned:
+    /// `through` is lowered to `committed_height - 1`. Idempotent, and incremental (heights
+    /// pruned before are not visited again); a `through` at or below what is already pruned
+    /// changes nothing.
+    /// Reply: the height bodies are now pruned through (0: none), once that is durable; or
+    /// `Storage` when the store cannot be written or flushed (heights pruned before the
+    /// failure stay pruned, and a retry continues from there). The pruning runs off the
+    /// engine's loop, so a long first call does not hold up consensus. A dropped reply (the
+    /// engine stopped) may leave some heights pruned but not yet durable; a later call
+    /// continues from whatever is stored.
+    PruneBodies {
+        /// Highest height whose body may be dropped.
+        through: u64,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<u64, ConsensusError>>,
     },
     /// A message a peer sent. The engine checks it before answering (signature, signer in
     /// the validator set, size of what it refers to) and processes it afterwards.
@@ -204,6 +256,27 @@ impl ConsensusHandle {
         flatten(
             self.mailbox
                 .ask(|reply| ConsensusRequest::GetBlock { height, reply })
+                .await,
+        )
+    }
+
+    /// See [`ConsensusRequest::GetHeader`].
+    pub async fn header(
+        &self,
+        height: u64,
+    ) -> Result<Option<CommittedHeader>, RequestError<ConsensusError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| ConsensusRequest::GetHeader { height, reply })
+                .await,
+        )
+    }
+
+    /// See [`ConsensusRequest::PruneBodies`].
+    pub async fn prune_bodies(&self, through: u64) -> Result<u64, RequestError<ConsensusError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| ConsensusRequest::PruneBodies { through, reply })
                 .await,
         )
     }
