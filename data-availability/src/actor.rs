@@ -1,18 +1,21 @@
 //! The DA actor: a thin async loop that answers requests from the synchronous scheme state
 //! ([`Replicated`] or [`ReedSolomon`]) and the blob pool, awaits the flush that makes a
-//! store durable before it answers, and runs the extension of a square (tens of
-//! milliseconds for a full block) on the blocking pool rather than on an async worker.
+//! store (or a prune) durable before it answers, and runs the extension, repair and parsing
+//! of a square (tens of milliseconds for a full block) on the blocking pool rather than on
+//! an async worker.
 
 use std::sync::Arc;
 
-use lamina_primitives::interfaces::da::{DaError, DaEvent, DaRequest, DaStatus, SquareRoots};
+use lamina_primitives::interfaces::da::{
+    DaError, DaEvent, DaRequest, DaStatus, HeldShares, ShareHolder, SquareRoots,
+};
 use lamina_primitives::interfaces::Events;
-use lamina_primitives::{Block, Hash};
+use lamina_primitives::{Blob, Block, Hash};
 use tokio::sync::mpsc;
 
 use crate::heights::Stored;
 use crate::pool::BlobPool;
-use crate::reed_solomon::{self, ReedSolomon, SquareBuilder};
+use crate::reed_solomon::{self, BodySource, ReedSolomon, SquareBuilder};
 use crate::replicated::Replicated;
 use crate::square::ExtendedSquare;
 use crate::SHARE_SIZE;
@@ -36,8 +39,20 @@ async fn off_the_runtime<T: Send + 'static>(
         .unwrap_or_else(|error| Err(DaError::Storage(format!("square task failed: {error}"))))
 }
 
-/// `height`'s square: from memory, or rebuilt from its stored original data.
+/// `height`'s square: from memory, or rebuilt from its stored original data and then kept
+/// in memory; `Pruned` when only its held rows are left.
 async fn square_at(scheme: &mut ReedSolomon, height: u64) -> Result<Arc<ExtendedSquare>, DaError> {
+    if let Some(square) = scheme.cached(height) {
+        return Ok(square);
+    }
+    let square = load_square(scheme, height).await?;
+    scheme.remember(height, Arc::clone(&square));
+    Ok(square)
+}
+
+/// `height`'s square from memory, or rebuilt from its stored original data and checked
+/// against its root, without keeping it.
+async fn load_square(scheme: &ReedSolomon, height: u64) -> Result<Arc<ExtendedSquare>, DaError> {
     if let Some(square) = scheme.cached(height) {
         return Ok(square);
     }
@@ -49,9 +64,105 @@ async fn square_at(scheme: &mut ReedSolomon, height: u64) -> Result<Arc<Extended
             "the stored data of height {height} does not match its root {root}"
         )));
     }
-    let square = Arc::new(square);
-    scheme.remember(height, Arc::clone(&square));
-    Ok(square)
+    Ok(Arc::new(square))
+}
+
+/// See `DaRequest::GetRoots`.
+async fn roots(scheme: &mut ReedSolomon, height: u64) -> Result<SquareRoots, DaError> {
+    match square_at(scheme, height).await {
+        Ok(square) => Ok(SquareRoots {
+            height,
+            data_root: square.data_root(),
+            row_roots: square.row_roots().to_vec(),
+            col_roots: square.col_roots().to_vec(),
+        }),
+        Err(DaError::Pruned { .. }) => {
+            let (pruned, data_root) = scheme.pruned_at(height)?;
+            Ok(SquareRoots {
+                height,
+                data_root,
+                row_roots: pruned.roots.row_roots().to_vec(),
+                col_roots: pruned.roots.col_roots().to_vec(),
+            })
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// See `DaRequest::Prune`, not yet flushed. One height at a time, each in its own
+/// transaction, so a failure part-way leaves every height either whole or pruned.
+async fn prune(
+    scheme: &mut ReedSolomon,
+    through: u64,
+    holder: ShareHolder,
+) -> Result<u64, DaError> {
+    if holder.index >= holder.count {
+        tracing::warn!(
+            index = holder.index,
+            count = holder.count,
+            "pruning as a holder of no rows: pruned heights keep only their roots here"
+        );
+    }
+    let through = through.min(scheme.stored_height());
+    for height in scheme.unpruned_through(through)? {
+        // Not kept in memory: pruning walks old heights, which would push out the recent
+        // squares that share requests are about.
+        let square = load_square(scheme, height).await?;
+        scheme.prune_height(height, &square, holder)?;
+        tracing::debug!(height, "pruned block data to this node's rows");
+    }
+    scheme.set_pruned_through(through)
+}
+
+/// See `DaRequest::GetBody`.
+async fn body(scheme: &Scheme, height: u64) -> Result<Arc<Vec<Blob>>, DaError> {
+    match scheme {
+        Scheme::Replicated(scheme) => scheme.body(height),
+        Scheme::ReedSolomon(scheme) => {
+            let source = scheme.body_source(height)?;
+            off_the_runtime(move || source.parse(height)).await
+        }
+    }
+}
+
+/// See `DaRequest::Restore`.
+async fn restore(
+    scheme: &mut ReedSolomon,
+    height: u64,
+    held: Vec<HeldShares>,
+) -> Result<Arc<Vec<Blob>>, DaError> {
+    match scheme.body_source(height) {
+        Ok(source) => return off_the_runtime(move || source.parse(height)).await,
+        Err(DaError::Pruned { .. }) => {}
+        Err(error) => return Err(error),
+    }
+    let (kept, data_root) = scheme.pruned_at(height)?;
+    let builder = scheme.builder();
+    let (square, body) = off_the_runtime(move || {
+        let square = reed_solomon::rebuild_pruned(&builder, height, data_root, kept, held)?;
+        let square = Arc::new(square);
+        let body = BodySource::Square(Arc::clone(&square)).parse(height)?;
+        Ok((square, body))
+    })
+    .await?;
+    tracing::debug!(height, "rebuilt pruned block data from held rows");
+    scheme.remember_restored(height, square);
+    Ok(body)
+}
+
+/// Flushes what a request wrote, then answers with `result`.
+async fn flushed<T>(db: &sled::Db, result: Result<T, DaError>) -> Result<T, DaError> {
+    let value = result?;
+    db.flush_async()
+        .await
+        .map_err(|error| DaError::Storage(error.to_string()))?;
+    Ok(value)
+}
+
+fn no_square() -> DaError {
+    DaError::NoSquare {
+        scheme: "replicated".to_string(),
+    }
 }
 
 /// Keeps a committed block's data (see `DaRequest::Store`), not yet flushed.
@@ -85,6 +196,7 @@ pub(crate) async fn run(
     mut scheme: Scheme,
     mut pool: BlobPool,
     db: sled::Db,
+    retention_window: u64,
     mut requests: mpsc::Receiver<DaRequest>,
     events: Events<DaEvent>,
 ) {
@@ -144,6 +256,7 @@ pub(crate) async fn run(
                     Scheme::Replicated(scheme) => scheme.share(height, position),
                     Scheme::ReedSolomon(scheme) => match square_at(scheme, height).await {
                         Ok(square) => scheme.share(&square, height, position),
+                        Err(DaError::Pruned { .. }) => scheme.held_share(height, position),
                         Err(error) => Err(error),
                     },
                 };
@@ -151,17 +264,8 @@ pub(crate) async fn run(
             }
             DaRequest::GetRoots { height, reply } => {
                 let result = match &mut scheme {
-                    Scheme::Replicated(_) => Err(DaError::NoSquare {
-                        scheme: "replicated".to_string(),
-                    }),
-                    Scheme::ReedSolomon(scheme) => {
-                        square_at(scheme, height).await.map(|square| SquareRoots {
-                            height,
-                            data_root: square.data_root(),
-                            row_roots: square.row_roots().to_vec(),
-                            col_roots: square.col_roots().to_vec(),
-                        })
-                    }
+                    Scheme::Replicated(_) => Err(no_square()),
+                    Scheme::ReedSolomon(scheme) => roots(scheme, height).await,
                 };
                 let _ = reply.send(result);
             }
@@ -195,9 +299,13 @@ pub(crate) async fn run(
             }
             DaRequest::GetStatus { reply } => {
                 let (pending_blobs, pending_blob_bytes) = pool.size();
-                let (scheme, stored_height) = match &scheme {
-                    Scheme::Replicated(scheme) => ("replicated", scheme.stored_height()),
-                    Scheme::ReedSolomon(scheme) => ("reed-solomon", scheme.stored_height()),
+                let (scheme, stored_height, pruned_through) = match &scheme {
+                    Scheme::Replicated(scheme) => ("replicated", scheme.stored_height(), 0),
+                    Scheme::ReedSolomon(scheme) => (
+                        "reed-solomon",
+                        scheme.stored_height(),
+                        scheme.pruned_through(),
+                    ),
                 };
                 let _ = reply.send(DaStatus {
                     scheme: scheme.to_string(),
@@ -205,7 +313,51 @@ pub(crate) async fn run(
                     stored_height,
                     pending_blobs,
                     pending_blob_bytes,
+                    retention_window,
+                    pruned_through,
                 });
+            }
+            DaRequest::Prune {
+                through,
+                holder,
+                reply,
+            } => {
+                let result = match &mut scheme {
+                    Scheme::Replicated(_) => Err(no_square()),
+                    // Flushing even when nothing was pruned: an earlier prune may have
+                    // written and then failed to flush.
+                    Scheme::ReedSolomon(scheme) => {
+                        flushed(&db, prune(scheme, through, holder).await).await
+                    }
+                };
+                if let Err(error) = &result {
+                    tracing::warn!(through, %error, "could not prune block data");
+                }
+                let _ = reply.send(result);
+            }
+            DaRequest::GetHeldShares { height, reply } => {
+                let result = match &scheme {
+                    Scheme::Replicated(_) => Err(no_square()),
+                    Scheme::ReedSolomon(scheme) => scheme.held_shares(height),
+                };
+                let _ = reply.send(result);
+            }
+            DaRequest::GetBody { height, reply } => {
+                let _ = reply.send(body(&scheme, height).await);
+            }
+            DaRequest::Restore {
+                height,
+                held,
+                reply,
+            } => {
+                let result = match &mut scheme {
+                    Scheme::Replicated(_) => Err(no_square()),
+                    Scheme::ReedSolomon(scheme) => restore(scheme, height, held).await,
+                };
+                if let Err(error) = &result {
+                    tracing::debug!(height, %error, "could not rebuild block data");
+                }
+                let _ = reply.send(result);
             }
         }
     }

@@ -8,7 +8,9 @@
 //! Scheme `reed-solomon`: the body's namespaced blobs are laid out as a `k × k` square of
 //! shares, extended with a Reed-Solomon code to `2k × 2k` along rows and columns, and
 //! `data_root` commits to every row and column root (see [`square`]), so a light client
-//! can sample shares and any `k × k` worth of them rebuilds the body.
+//! can sample shares and any `k × k` worth of them rebuilds the body. Old heights can be
+//! pruned to the rows a node is assigned (storage partitioning, `DaRequest::Prune`) and
+//! rebuilt in memory from rows gathered from peers (`DaRequest::Restore`).
 //!
 //! Reach either through the [`DaHandle`] that [`spawn`] returns.
 
@@ -92,6 +94,10 @@ pub struct DaConfig {
     /// the commitment, so peers compare it at handshake. Left out of the file when false.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub bad_encoding: bool,
+    /// `reed-solomon`: heights more than this many blocks below the executed tip are pruned
+    /// to this node's assigned rows (the node drives pruning with `DaRequest::Prune`); 0
+    /// keeps everything. A per-node choice, not part of the commitment.
+    pub retention_window: u64,
 }
 
 impl Default for DaConfig {
@@ -105,6 +111,7 @@ impl Default for DaConfig {
             threads: 0,
             withhold_parity: false,
             bad_encoding: false,
+            retention_window: 0,
         }
     }
 }
@@ -152,6 +159,14 @@ impl DaConfig {
                  no parity to withhold)"
                     .to_string(),
             );
+        }
+        if self.retention_window > 0 && self.kind != DaKind::ReedSolomon {
+            return Err(format!(
+                "retention_window = {} only applies to kind = \"reed-solomon\" (a replicated \
+                 node keeps every body whole); set kind = \"reed-solomon\" or \
+                 retention_window = 0",
+                self.retention_window
+            ));
         }
         if self.threads > 1024 {
             return Err(format!(
@@ -241,6 +256,7 @@ pub fn spawn(config: DaConfig, db: &sled::Db) -> Result<DaHandle, SetupError> {
         scheme,
         pool,
         db.clone(),
+        config.retention_window,
         requests,
         events.clone(),
     ));
@@ -400,6 +416,210 @@ mod tests {
             proof.verify(&commitment.data_root, Namespace(*b"zzz-none")),
             Ok(vec![])
         );
+    }
+
+    /// Blocks `1..=heights` of a chain with distinct bodies.
+    fn chain(heights: u64) -> Vec<Arc<Block>> {
+        let builder = reed_solomon::SquareBuilder {
+            codec: CodecKind::default(),
+            threads: 1,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            bad_encoding: false,
+        };
+        (1..=heights)
+            .map(|height| {
+                let body = vec![
+                    Blob {
+                        namespace: Namespace(*b"aaa-roll"),
+                        data: vec![height as u8; 2000 * height as usize],
+                    },
+                    Blob {
+                        namespace: Namespace::EXECUTION,
+                        data: vec![3; 900],
+                    },
+                ];
+                let (commitment, _) = builder.build(&body, false).unwrap();
+                Arc::new(Block {
+                    header: BlockHeader {
+                        chain_id: "da-test".into(),
+                        height,
+                        parent_hash: Hash::ZERO,
+                        timestamp_ms: height,
+                        proposer: Address([1; 32]),
+                        data_root: commitment.data_root,
+                        body_size: commitment.body_size,
+                    },
+                    body,
+                })
+            })
+            .collect()
+    }
+
+    /// A layer's error as a handle returns it.
+    fn layer<T>(error: DaError) -> Result<T, RequestError<DaError>> {
+        Err(RequestError::Layer(error))
+    }
+
+    #[tokio::test]
+    async fn reed_solomon_prunes_to_held_rows_and_restores_from_peers() {
+        use lamina_primitives::interfaces::da::ShareHolder;
+        let config = DaConfig {
+            kind: DaKind::ReedSolomon,
+            retention_window: 2,
+            ..DaConfig::default()
+        };
+        let blocks = chain(3);
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let da = spawn(config.clone(), &db).unwrap();
+        let peer_db = sled::Config::new().temporary(true).open().unwrap();
+        let peer = spawn(config.clone(), &peer_db).unwrap();
+        for block in &blocks {
+            da.store(Arc::clone(block)).await.unwrap();
+            peer.store(Arc::clone(block)).await.unwrap();
+        }
+        // Two of four holders: 2 rows each of every 8-wide square, 4 (= k) together.
+        let (ours, theirs) = (
+            ShareHolder { index: 0, count: 4 },
+            ShareHolder { index: 2, count: 4 },
+        );
+        // While whole, a height gives its original rows.
+        let whole = peer.held_shares(1).await.unwrap();
+        assert_eq!(whole.original_width, 4);
+        assert_eq!(whole.rows.len(), 4);
+        assert_eq!(da.prune(2, ours).await.unwrap(), 2);
+        assert_eq!(peer.prune(2, theirs).await.unwrap(), 2);
+        // Idempotent.
+        assert_eq!(da.prune(1, ours).await.unwrap(), 2);
+        let status = da.status().await.unwrap();
+        assert_eq!((status.retention_window, status.pruned_through), (2, 2));
+
+        let height = 1;
+        let root = blocks[0].header.data_root;
+        assert!(da.is_available(height, root).await.unwrap());
+        let roots = da.roots(height).await.unwrap();
+        assert_eq!((roots.data_root, roots.row_roots.len()), (root, 8));
+        assert_eq!(da.body(height).await, layer(DaError::Pruned { height }));
+        assert_eq!(
+            da.namespace(height, Namespace::EXECUTION).await,
+            layer(DaError::Pruned { height })
+        );
+        assert_eq!(*da.body(3).await.unwrap(), blocks[2].body);
+        // (row + 1) mod 4 = 0: rows 3 and 7 are held here.
+        let held = da.held_shares(height).await.unwrap();
+        assert_eq!(
+            held.rows.iter().map(|row| row.index).collect::<Vec<_>>(),
+            vec![3, 7]
+        );
+        let share = da
+            .share(height, SharePosition::Cell { row: 3, col: 6 })
+            .await
+            .unwrap();
+        assert!(share.proof.verify(&root, 3, 6, &share.share));
+        let not_held = SharePosition::Cell { row: 2, col: 6 };
+        assert_eq!(
+            da.share(height, not_held).await,
+            layer(DaError::Pruned { height })
+        );
+        assert_eq!(
+            da.restore(height, vec![]).await,
+            layer(DaError::NotEnoughShares {
+                height,
+                rows: 2,
+                needed: 4
+            })
+        );
+
+        // Each side rebuilds from its own rows and the other's.
+        let body = peer.restore(height, vec![held]).await.unwrap();
+        assert_eq!(*body, blocks[0].body);
+        let rows = peer.held_shares(height).await.unwrap();
+        assert_eq!(
+            rows.rows.iter().map(|row| row.index).collect::<Vec<_>>(),
+            vec![1, 5]
+        );
+        let body = da.restore(height, vec![rows]).await.unwrap();
+        assert_eq!(*body, blocks[0].body);
+        let share = da.share(height, not_held).await.unwrap();
+        assert!(share.proof.verify(&root, 2, 6, &share.share));
+        assert_eq!(*da.body(height).await.unwrap(), blocks[0].body);
+        let rollup = da.namespace(height, Namespace(*b"aaa-roll")).await.unwrap();
+        assert_eq!(rollup.blobs, vec![blocks[0].body[0].data.clone()]);
+        // A height that is not pruned is simply answered.
+        assert_eq!(*da.restore(3, vec![]).await.unwrap(), blocks[2].body);
+
+        // Restarted, the layer still knows what it pruned, and storing a pruned height
+        // again does not bring its original data back.
+        drop(da);
+        let da = spawn(config, &db).unwrap();
+        assert_eq!(da.status().await.unwrap().pruned_through, 2);
+        da.store(Arc::clone(&blocks[1])).await.unwrap();
+        assert_eq!(da.body(2).await, layer(DaError::Pruned { height: 2 }));
+        // Never past the stored height.
+        assert_eq!(da.prune(u64::MAX, ours).await.unwrap(), 3);
+        assert_eq!(da.body(3).await, layer(DaError::Pruned { height: 3 }));
+        assert!(matches!(
+            da.restore(3, vec![]).await,
+            Err(RequestError::Layer(DaError::NotEnoughShares {
+                height: 3,
+                ..
+            }))
+        ));
+    }
+
+    #[tokio::test]
+    async fn replicated_serves_bodies_but_has_nothing_to_prune() {
+        use lamina_primitives::interfaces::da::ShareHolder;
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let da = spawn(DaConfig::default(), &db).unwrap();
+        let block = chain(1).remove(0);
+        let data_root = lamina_primitives::Block::encode_body(&block.body);
+        let data_root = shares::commit_encoded(&data_root).0.data_root;
+        let block = Arc::new(Block {
+            header: BlockHeader {
+                data_root,
+                ..block.header.clone()
+            },
+            body: block.body.clone(),
+        });
+        da.store(Arc::clone(&block)).await.unwrap();
+        assert_eq!(*da.body(1).await.unwrap(), block.body);
+        let no_square = || DaError::NoSquare {
+            scheme: "replicated".into(),
+        };
+        let holder = ShareHolder { index: 0, count: 1 };
+        assert_eq!(da.prune(1, holder).await, layer(no_square()));
+        assert_eq!(da.held_shares(1).await, layer(no_square()));
+        assert_eq!(da.restore(1, vec![]).await, layer(no_square()));
+        let status = da.status().await.unwrap();
+        assert_eq!((status.retention_window, status.pruned_through), (0, 0));
+    }
+
+    #[test]
+    fn retention_window_needs_reed_solomon_and_is_not_committed() {
+        let replicated = DaConfig {
+            retention_window: 10,
+            ..DaConfig::default()
+        };
+        let error = replicated.validate().unwrap_err();
+        assert!(error.contains("retention_window"), "{error}");
+        assert!(error.contains("reed-solomon"), "{error}");
+        let reed_solomon = DaConfig {
+            kind: DaKind::ReedSolomon,
+            ..replicated
+        };
+        reed_solomon.validate().unwrap();
+        let keeping = DaConfig {
+            retention_window: 0,
+            ..reed_solomon.clone()
+        };
+        assert_eq!(
+            reed_solomon.commitment_scheme(),
+            keeping.commitment_scheme()
+        );
+        let parsed: DaConfig =
+            toml::from_str("kind = \"reed-solomon\"\nretention_window = 10").unwrap();
+        assert_eq!(parsed, reed_solomon);
     }
 
     #[test]

@@ -7,16 +7,31 @@
 //! The CPU-heavy part (extending a square) is [`SquareBuilder`], a copyable value the actor
 //! runs off the async workers; everything here that touches storage is synchronous and
 //! unit-testable without a runtime.
+//!
+//! Storage partitioning: a height can be *pruned* (`DaRequest::Prune`). Its original data
+//! is then replaced, in one transaction, by a [`HeldEntry`]: the square's row and column
+//! roots and only the rows this node holds (see `ShareHolder`), each as its first `k`
+//! shares, the rest of a row being their extension. Such a height still answers roots,
+//! availability and the shares of its held rows; anything that needs the whole square
+//! needs it rebuilt from `k` verified rows gathered from peers ([`rebuild_pruned`]), which
+//! is kept in memory only, so the height stays pruned on disk.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use borsh::{BorshDeserialize, BorshSerialize};
+
 use crate::heights::{storage, HeightStore, Stored};
 use crate::square::layout::{self, LayoutError};
-use crate::square::{Axis, CodecKind, ExtendedSquare, MAX_ORIGINAL_BYTES};
+use crate::square::line::ExtendedRow;
+use crate::square::{
+    square_width_for, Axis, AxisRoots, Codec, CodecKind, ExtendedSquare, PartialSquare, ShareProof,
+    MAX_ORIGINAL_BYTES,
+};
 use crate::{SetupError, SHARE_SIZE};
 use lamina_primitives::interfaces::da::{
-    DaError, DataCommitment, DataProof, NamespaceData, SharePosition, ShareWithProof,
+    DaError, DataCommitment, DataProof, HeldRow, HeldShares, NamespaceData, ShareHolder,
+    SharePosition, ShareWithProof,
 };
 use lamina_primitives::{Blob, Hash, Namespace};
 
@@ -27,9 +42,17 @@ pub(crate) const ORIGINALS_TREE: &str = "da/rs/originals";
 pub(crate) const ROOTS_TREE: &str = "da/rs/roots";
 /// Tree holding scalar metadata.
 pub(crate) const META_TREE: &str = "da/rs/meta";
+/// Tree holding what each pruned height keeps (a borsh [`HeldEntry`]), keyed by big-endian
+/// height.
+pub(crate) const HELD_TREE: &str = "da/rs/held";
+/// Meta key of the highest height pruned so far.
+const PRUNED_THROUGH_KEY: &str = "pruned_through";
 
 /// Extended squares kept in memory (each up to 4× the original data).
 const SQUARE_CACHE_LEN: usize = 2;
+/// Squares rebuilt from peers' rows kept in memory, apart from the recent ones so that the
+/// next stored blocks do not push a square out right after it was rebuilt.
+const RESTORED_CACHE_LEN: usize = 2;
 
 /// Builds squares: the codec, the threads to extend on, and the body limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,12 +131,66 @@ impl SquareBuilder {
     }
 }
 
+/// What a pruned height keeps on disk (borsh, in [`HELD_TREE`]).
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+struct HeldEntry {
+    /// `k`.
+    original_width: u64,
+    /// The square's `2k` row roots: each held row is checked against its own, and any
+    /// share of it is proven through it.
+    row_roots: Vec<Hash>,
+    /// The square's `2k` column roots (with the row roots, they hash to `data_root`).
+    col_roots: Vec<Hash>,
+    /// The held rows, by increasing index, each its first `k` shares.
+    rows: Vec<HeldRow>,
+}
+
+/// A pruned height as read back: its roots, checked against its `data_root`, and its held
+/// rows (not yet checked: each is checked when it is extended).
+#[derive(Debug, Clone)]
+pub(crate) struct PrunedHeight {
+    /// The square's axis roots.
+    pub(crate) roots: AxisRoots,
+    /// The rows this node holds.
+    pub(crate) rows: Vec<HeldRow>,
+}
+
+/// Where a whole body is read from: stored original data, or a square in memory.
+#[derive(Debug)]
+pub(crate) enum BodySource {
+    /// The stored original quadrant.
+    Original(sled::IVec),
+    /// A square in memory (recent, or rebuilt from peers).
+    Square(Arc<ExtendedSquare>),
+}
+
+impl BodySource {
+    /// The body laid out in the source's original quadrant (copies it for a square).
+    pub(crate) fn parse(&self, height: u64) -> Result<Arc<Vec<Blob>>, DaError> {
+        let parsed = match self {
+            BodySource::Original(original) => layout::parse(original),
+            BodySource::Square(square) => layout::parse(&square.original_data()),
+        };
+        parsed.map(Arc::new).map_err(|error| {
+            storage(format!(
+                "the stored data of height {height} has no valid layout: {error}"
+            ))
+        })
+    }
+}
+
 /// The stored data of the `reed-solomon` scheme.
 #[derive(Debug)]
 pub(crate) struct ReedSolomon {
     builder: SquareBuilder,
     heights: HeightStore,
+    /// What pruned heights keep (see [`HELD_TREE`]).
+    held: sled::Tree,
+    /// Highest height pruned so far (0: none).
+    pruned_through: u64,
     squares: VecDeque<(u64, Arc<ExtendedSquare>)>,
+    /// Squares of pruned heights rebuilt from peers' rows.
+    restored: VecDeque<(u64, Arc<ExtendedSquare>)>,
     /// Fault injection: refuse to serve parity shares (see `DaConfig::withhold_parity`).
     withhold_parity: bool,
 }
@@ -125,10 +202,15 @@ impl ReedSolomon {
         builder: SquareBuilder,
         withhold_parity: bool,
     ) -> Result<Self, SetupError> {
+        let heights = HeightStore::open(db, ORIGINALS_TREE, ROOTS_TREE, META_TREE)?;
+        let pruned_through = heights.read_meta(PRUNED_THROUGH_KEY)?.unwrap_or(0);
         Ok(ReedSolomon {
             builder,
-            heights: HeightStore::open(db, ORIGINALS_TREE, ROOTS_TREE, META_TREE)?,
+            heights,
+            held: db.open_tree(HELD_TREE)?,
+            pruned_through,
             squares: VecDeque::with_capacity(SQUARE_CACHE_LEN),
+            restored: VecDeque::with_capacity(RESTORED_CACHE_LEN),
             withhold_parity,
         })
     }
@@ -155,6 +237,11 @@ impl ReedSolomon {
             .heights
             .write(height, square.data_root(), &square.original_data())?;
         if stored == Stored::Written {
+            // Another root at a pruned height (not expected of committed blocks): what was
+            // kept of the old one is stale. Reads prefer the original data, so a crash
+            // before this removal only leaves a stale entry that the next prune replaces.
+            self.held.remove(height.to_be_bytes()).map_err(storage)?;
+            self.restored.retain(|(h, _)| *h != height);
             self.remember(height, square);
         }
         Ok(stored)
@@ -169,8 +256,18 @@ impl ReedSolomon {
     pub(crate) fn cached(&self, height: u64) -> Option<Arc<ExtendedSquare>> {
         self.squares
             .iter()
+            .chain(&self.restored)
             .find(|(h, _)| *h == height)
             .map(|(_, square)| Arc::clone(square))
+    }
+
+    /// Keeps `height`'s square, rebuilt from peers' rows, in memory.
+    pub(crate) fn remember_restored(&mut self, height: u64, square: Arc<ExtendedSquare>) {
+        self.restored.retain(|(h, _)| *h != height);
+        if self.restored.len() >= RESTORED_CACHE_LEN {
+            self.restored.pop_front();
+        }
+        self.restored.push_back((height, square));
     }
 
     /// Keeps `height`'s square in memory, dropping the oldest beyond the cache's size.
@@ -182,9 +279,223 @@ impl ReedSolomon {
         self.squares.push_back((height, square));
     }
 
-    /// `height`'s stored original data and root, to rebuild its square from.
+    /// `height`'s stored original data and root, to rebuild its square from; `Pruned` when
+    /// only its held rows are left.
     pub(crate) fn original_at(&self, height: u64) -> Result<(sled::IVec, Hash), DaError> {
-        self.heights.data_at(height)
+        let root = self
+            .root_at(height)?
+            .ok_or(DaError::HeightNotFound(height))?;
+        match self.heights.data_entry(height)? {
+            Some(original) => Ok((original, root)),
+            None if self.is_pruned(height)? => Err(DaError::Pruned { height }),
+            None => Err(DaError::HeightNotFound(height)),
+        }
+    }
+
+    fn is_pruned(&self, height: u64) -> Result<bool, DaError> {
+        self.held
+            .contains_key(height.to_be_bytes())
+            .map_err(storage)
+    }
+
+    /// What pruned `height` keeps, with its root; `HeightNotFound` when nothing is stored,
+    /// and `Storage` when the height is not pruned or its entry is corrupt.
+    pub(crate) fn pruned_at(&self, height: u64) -> Result<(PrunedHeight, Hash), DaError> {
+        let root = self
+            .root_at(height)?
+            .ok_or(DaError::HeightNotFound(height))?;
+        let bytes = self
+            .held
+            .get(height.to_be_bytes())
+            .map_err(storage)?
+            .ok_or_else(|| storage(format!("height {height} is not pruned")))?;
+        let corrupt = |error: &dyn std::fmt::Display| {
+            storage(format!(
+                "{HELD_TREE} entry of height {height} is corrupt: {error}"
+            ))
+        };
+        let entry = HeldEntry::try_from_slice(&bytes).map_err(|e| corrupt(&e))?;
+        let roots =
+            AxisRoots::new(entry.row_roots, entry.col_roots, &root).map_err(|e| corrupt(&e))?;
+        if roots.original_width() as u64 != entry.original_width {
+            return Err(corrupt(&"its width disagrees with its roots"));
+        }
+        Ok((
+            PrunedHeight {
+                roots,
+                rows: entry.rows,
+            },
+            root,
+        ))
+    }
+
+    /// Where `height`'s body is read from: its original data, else a square in memory;
+    /// `Pruned` when neither is left.
+    pub(crate) fn body_source(&self, height: u64) -> Result<BodySource, DaError> {
+        match self.original_at(height) {
+            Ok((original, _)) => Ok(BodySource::Original(original)),
+            Err(DaError::Pruned { height }) => self
+                .cached(height)
+                .map(BodySource::Square)
+                .ok_or(DaError::Pruned { height }),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// See `DaRequest::GetHeldShares`.
+    pub(crate) fn held_shares(&self, height: u64) -> Result<HeldShares, DaError> {
+        let (original_width, rows, data_root) = match self.original_at(height) {
+            Ok((original, data_root)) => {
+                let k = square_width_for(original.len() / SHARE_SIZE);
+                let row_bytes = k * SHARE_SIZE;
+                if original.len() != k * row_bytes {
+                    return Err(storage(format!(
+                        "{ORIGINALS_TREE} entry of height {height} is {} bytes, not a square",
+                        original.len()
+                    )));
+                }
+                let rows = original
+                    .chunks_exact(row_bytes)
+                    .zip(0u64..)
+                    .map(|(shares, index)| HeldRow {
+                        index,
+                        shares: shares.to_vec(),
+                    })
+                    .collect();
+                (k as u64, rows, data_root)
+            }
+            Err(DaError::Pruned { .. }) => {
+                let (pruned, data_root) = self.pruned_at(height)?;
+                let k = pruned.roots.original_width() as u64;
+                (k, pruned.rows, data_root)
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(HeldShares {
+            height,
+            data_root,
+            original_width,
+            rows,
+        })
+    }
+
+    /// See `DaRequest::GetShare` on pruned `height` whose square is not in memory: a share
+    /// of a held row, its row extended from the row's first `k` shares and checked against
+    /// the row root; `Pruned` for any other row.
+    pub(crate) fn held_share(
+        &self,
+        height: u64,
+        position: SharePosition,
+    ) -> Result<ShareWithProof, DaError> {
+        let (pruned, data_root) = self.pruned_at(height)?;
+        let roots = &pruned.roots;
+        let width = roots.width() as u64;
+        let (row, col) = cell_of(width, height, position)?;
+        let k = roots.original_width() as u64;
+        if self.withhold_parity && (row >= k || col >= k) {
+            return Err(DaError::Withheld { height, row, col });
+        }
+        let held = pruned
+            .rows
+            .iter()
+            .find(|held| held.index == row)
+            .ok_or(DaError::Pruned { height })?;
+        let codec = Codec::new(self.builder.codec, roots.original_width()).map_err(storage)?;
+        let extended = ExtendedRow::extend(&codec, &held.shares).map_err(|error| {
+            storage(format!(
+                "held row {row} of height {height} is corrupt: {error}"
+            ))
+        })?;
+        // In range, so the conversions and lookups succeed.
+        let (r, c) = (row as usize, col as usize);
+        if roots.root(Axis::Row, r) != Some(extended.root()) {
+            return Err(storage(format!(
+                "held row {row} of height {height} does not match its row root"
+            )));
+        }
+        let missing = || {
+            storage(format!(
+                "share ({row}, {col}) of height {height} is missing"
+            ))
+        };
+        let share = extended.share(c).ok_or_else(missing)?.to_vec();
+        let proof = ShareProof {
+            axis: Axis::Row,
+            line_proof: extended.prove(c).ok_or_else(missing)?,
+            root_proof: roots.prove(Axis::Row, r).ok_or_else(missing)?,
+        };
+        Ok(ShareWithProof {
+            height,
+            index: row * width + col,
+            row,
+            col,
+            share,
+            data_root,
+            proof: DataProof::Square(proof),
+        })
+    }
+
+    /// Every height up to `through` still stored whole, in increasing order.
+    pub(crate) fn unpruned_through(&self, through: u64) -> Result<Vec<u64>, DaError> {
+        self.heights.heights_through(through)
+    }
+
+    /// Prunes `height`, whose committed square is `square` (checked against its root by
+    /// the caller): keeps `holder`'s rows and the roots, deletes the original data, in one
+    /// transaction. Writes but does not flush.
+    pub(crate) fn prune_height(
+        &mut self,
+        height: u64,
+        square: &ExtendedSquare,
+        holder: ShareHolder,
+    ) -> Result<(), DaError> {
+        let k = square.original_width();
+        let rows = holder
+            .rows(height, square.width() as u64)
+            .into_iter()
+            .map(|index| {
+                let shares = usize::try_from(index)
+                    .ok()
+                    .and_then(|index| square.row(index))
+                    .and_then(|row| row.get(..k * SHARE_SIZE))
+                    .ok_or_else(|| storage(format!("row {index} of height {height} is missing")))?;
+                Ok(HeldRow {
+                    index,
+                    shares: shares.to_vec(),
+                })
+            })
+            .collect::<Result<Vec<_>, DaError>>()?;
+        let entry = HeldEntry {
+            original_width: k as u64,
+            row_roots: square.row_roots().to_vec(),
+            col_roots: square.col_roots().to_vec(),
+            rows,
+        };
+        let bytes = borsh::to_vec(&entry).map_err(storage)?;
+        let pruned_through = self.pruned_through.max(height);
+        self.heights.replace_data(
+            height,
+            &self.held,
+            &bytes,
+            (PRUNED_THROUGH_KEY, pruned_through),
+        )?;
+        self.pruned_through = pruned_through;
+        Ok(())
+    }
+
+    /// Records that every height up to `through` is pruned (heights never stored
+    /// included); the highest so far is kept. Writes but does not flush.
+    pub(crate) fn set_pruned_through(&mut self, through: u64) -> Result<u64, DaError> {
+        if through > self.pruned_through {
+            self.heights.write_meta(PRUNED_THROUGH_KEY, through)?;
+            self.pruned_through = through;
+        }
+        Ok(self.pruned_through)
+    }
+
+    /// Highest height pruned so far (0: none).
+    pub(crate) fn pruned_through(&self) -> u64 {
+        self.pruned_through
     }
 
     /// See `DaRequest::GetShare`, on `height`'s square.
@@ -212,14 +523,101 @@ impl ReedSolomon {
     }
 }
 
-/// Share `position` of `height`'s square with its proof.
-fn share_of(
-    square: &ExtendedSquare,
+/// Rebuilds pruned `height` (root `data_root`, keeping `kept`) from its own rows and the
+/// rows peers gave (`given`): rows for another height, root or width are ignored, every row
+/// is extended from its first `k` shares and dropped unless its root is the committed row
+/// root, and `k` distinct verified rows rebuild the square, checked against `data_root`.
+/// A row a peer lied about can only be dropped, never change the result.
+pub(crate) fn rebuild_pruned(
+    builder: &SquareBuilder,
     height: u64,
-    position: SharePosition,
-) -> Result<ShareWithProof, DaError> {
-    let width = square.width() as u64;
-    let (row, col) = match position {
+    data_root: Hash,
+    kept: PrunedHeight,
+    given: Vec<HeldShares>,
+) -> Result<ExtendedSquare, DaError> {
+    let roots = kept.roots;
+    let k = roots.original_width();
+    let width = roots.width();
+    let codec = Codec::new(builder.codec, k).map_err(storage)?;
+    let mut partial = PartialSquare::new(k).map_err(storage)?;
+    let mut verified = vec![false; width];
+    let mut verified_count = 0usize;
+    let theirs = given
+        .into_iter()
+        .filter(|held| {
+            let fits = held.height == height
+                && held.data_root == data_root
+                && held.original_width == k as u64;
+            if !fits {
+                tracing::debug!(
+                    height,
+                    given_height = held.height,
+                    given_root = %held.data_root,
+                    given_width = held.original_width,
+                    "ignored shares for another height, root or width"
+                );
+            }
+            fits
+        })
+        .flat_map(|held| held.rows);
+    for row in kept.rows.into_iter().chain(theirs) {
+        // k full rows give every column k shares: enough, so stop checking there.
+        if verified_count >= k {
+            break;
+        }
+        let Some(index) = usize::try_from(row.index).ok().filter(|i| *i < width) else {
+            tracing::debug!(height, row = row.index, "dropped a row outside the square");
+            continue;
+        };
+        if verified[index] {
+            continue;
+        }
+        let extended = match ExtendedRow::extend(&codec, &row.shares) {
+            Ok(extended) => extended,
+            Err(error) => {
+                tracing::debug!(height, row = index, %error, "dropped a malformed row");
+                continue;
+            }
+        };
+        if roots.root(Axis::Row, index) != Some(extended.root()) {
+            tracing::debug!(
+                height,
+                row = index,
+                "dropped a row that does not match its root"
+            );
+            continue;
+        }
+        for (col, share) in extended.shares().chunks_exact(SHARE_SIZE).enumerate() {
+            partial.insert(index, col, share).map_err(storage)?;
+        }
+        verified[index] = true;
+        verified_count += 1;
+    }
+    if verified_count < k {
+        return Err(DaError::NotEnoughShares {
+            height,
+            rows: verified_count as u64,
+            needed: k as u64,
+        });
+    }
+    let square = ExtendedSquare::repair(builder.codec, partial, &roots, builder.threads).map_err(
+        |error| {
+            storage(format!(
+                "cannot rebuild height {height} from verified rows: {error}"
+            ))
+        },
+    )?;
+    if square.data_root() != data_root {
+        return Err(storage(format!(
+            "the square rebuilt for height {height} does not match its root {data_root}"
+        )));
+    }
+    Ok(square)
+}
+
+/// The `(row, col)` that `position` names in a `width`-wide square of `height`.
+fn cell_of(width: u64, height: u64, position: SharePosition) -> Result<(u64, u64), DaError> {
+    let cell = match position {
         SharePosition::Index(index) => {
             if index >= width * width {
                 return Err(DaError::ShareOutOfRange {
@@ -243,6 +641,17 @@ fn share_of(
             (row, col)
         }
     };
+    Ok(cell)
+}
+
+/// Share `position` of `height`'s square with its proof.
+fn share_of(
+    square: &ExtendedSquare,
+    height: u64,
+    position: SharePosition,
+) -> Result<ShareWithProof, DaError> {
+    let width = square.width() as u64;
+    let (row, col) = cell_of(width, height, position)?;
     // In range, so both conversions and lookups succeed.
     let (r, c) = (row as usize, col as usize);
     let out_of_range = || DaError::CellOutOfRange {
@@ -457,5 +866,308 @@ mod tests {
             scheme.original_at(9),
             Err(DaError::HeightNotFound(9))
         ));
+    }
+
+    /// A scheme over a fresh temporary database.
+    fn temporary_scheme() -> ReedSolomon {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        ReedSolomon::open(&db, builder(), false).unwrap()
+    }
+
+    /// `body` stored at `height` of `scheme` then pruned to `holder`'s rows; its square.
+    fn stored_and_pruned(
+        scheme: &mut ReedSolomon,
+        height: u64,
+        body: &[Blob],
+        holder: ShareHolder,
+    ) -> Arc<ExtendedSquare> {
+        let (_, square) = builder().build(body, false).unwrap();
+        let square = Arc::new(square);
+        scheme.store(height, Arc::clone(&square)).unwrap();
+        // As the actor does: pruning does not rely on the square being in memory.
+        scheme.squares.clear();
+        scheme.prune_height(height, &square, holder).unwrap();
+        square
+    }
+
+    /// What each of `count` holders keeps of `body` at `height`.
+    fn holders_shares(height: u64, body: &[Blob], count: u32) -> Vec<HeldShares> {
+        (0..count)
+            .map(|index| {
+                let mut scheme = temporary_scheme();
+                stored_and_pruned(&mut scheme, height, body, ShareHolder { index, count });
+                scheme.held_shares(height).unwrap()
+            })
+            .collect()
+    }
+
+    /// Rebuilds pruned `height` of `scheme` from `given`.
+    fn rebuild(
+        scheme: &ReedSolomon,
+        height: u64,
+        given: Vec<HeldShares>,
+    ) -> Result<ExtendedSquare, DaError> {
+        let (kept, root) = scheme.pruned_at(height)?;
+        rebuild_pruned(&builder(), height, root, kept, given)
+    }
+
+    fn body_of(square: &ExtendedSquare) -> Vec<Blob> {
+        layout::parse(&square.original_data()).unwrap()
+    }
+
+    #[test]
+    fn prune_keeps_exactly_the_holders_rows_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let holder = ShareHolder { index: 1, count: 3 };
+        let (square, root) = {
+            let db = sled::open(dir.path()).unwrap();
+            let mut scheme = ReedSolomon::open(&db, builder(), false).unwrap();
+            let square = stored_and_pruned(&mut scheme, 5, &body(), holder);
+            let root = square.data_root();
+            assert_eq!(scheme.pruned_through(), 5);
+            db.flush().unwrap();
+            (square, root)
+        };
+        let db = sled::open(dir.path()).unwrap();
+        let scheme = ReedSolomon::open(&db, builder(), false).unwrap();
+        assert_eq!(scheme.pruned_through(), 5);
+        assert_eq!(scheme.stored_height(), 5);
+        assert!(scheme.is_available(5, root));
+        assert!(db
+            .open_tree(ORIGINALS_TREE)
+            .unwrap()
+            .get(5u64.to_be_bytes())
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            scheme.unpruned_through(u64::MAX).unwrap(),
+            Vec::<u64>::new()
+        );
+        assert_eq!(scheme.original_at(5), Err(DaError::Pruned { height: 5 }));
+        assert!(matches!(
+            scheme.body_source(5),
+            Err(DaError::Pruned { height: 5 })
+        ));
+
+        // Rows 2 and 5 of the 8: (row + 5) mod 3 = 1.
+        let (kept, kept_root) = scheme.pruned_at(5).unwrap();
+        assert_eq!(kept_root, root);
+        assert_eq!(kept.roots, *square.axis_roots());
+        let k = square.original_width();
+        let expected: Vec<HeldRow> = [2u64, 5]
+            .into_iter()
+            .map(|index| HeldRow {
+                index,
+                shares: square.row(index as usize).unwrap()[..k * SHARE_SIZE].to_vec(),
+            })
+            .collect();
+        assert_eq!(holder.rows(5, 8), vec![2, 5]);
+        assert_eq!(kept.rows, expected);
+        let held = scheme.held_shares(5).unwrap();
+        assert_eq!(
+            held,
+            HeldShares {
+                height: 5,
+                data_root: root,
+                original_width: 4,
+                rows: expected,
+            }
+        );
+        assert_eq!(scheme.held_shares(6), Err(DaError::HeightNotFound(6)));
+    }
+
+    #[test]
+    fn an_unpruned_height_gives_its_original_rows() {
+        let mut scheme = temporary_scheme();
+        let (_, square) = builder().build(&body(), false).unwrap();
+        scheme.store(2, Arc::new(square.clone())).unwrap();
+        let held = scheme.held_shares(2).unwrap();
+        assert_eq!(held.original_width, 4);
+        assert_eq!(
+            held.rows.iter().map(|row| row.index).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
+        // Enough by themselves to rebuild the height.
+        let mut pruned = temporary_scheme();
+        stored_and_pruned(&mut pruned, 2, &body(), ShareHolder { index: 0, count: 0 });
+        assert!(pruned.pruned_at(2).unwrap().0.rows.is_empty());
+        assert_eq!(rebuild(&pruned, 2, vec![held]).unwrap(), square);
+    }
+
+    #[test]
+    fn restores_from_enough_holders_and_never_from_wrong_rows() {
+        let body = body();
+        let height = 9;
+        let shares = holders_shares(height, &body, 4);
+        let mut scheme = temporary_scheme();
+        let square = stored_and_pruned(
+            &mut scheme,
+            height,
+            &body,
+            ShareHolder { index: 0, count: 4 },
+        );
+
+        // All four, and any two of the four (2 rows each, k = 4).
+        assert_eq!(rebuild(&scheme, height, shares.clone()).unwrap(), *square);
+        for a in 0..4 {
+            for b in a + 1..4 {
+                let given = vec![shares[a].clone(), shares[b].clone()];
+                let rebuilt = rebuild(&scheme, height, given).unwrap();
+                assert_eq!(body_of(&rebuilt), body);
+            }
+        }
+        // Alone, holder 0 has 2 rows of the 4 needed.
+        assert_eq!(
+            rebuild(&scheme, height, vec![]),
+            Err(DaError::NotEnoughShares {
+                height,
+                rows: 2,
+                needed: 4
+            })
+        );
+
+        // A tampered row is dropped: enough others still rebuild the body, too few fail.
+        let mut tampered = shares[1].clone();
+        tampered.rows[0].shares[3] ^= 1;
+        let mut given = shares.clone();
+        given[1] = tampered.clone();
+        assert_eq!(body_of(&rebuild(&scheme, height, given).unwrap()), body);
+        assert_eq!(
+            rebuild(&scheme, height, vec![tampered.clone()]),
+            Err(DaError::NotEnoughShares {
+                height,
+                rows: 3,
+                needed: 4
+            })
+        );
+        // A right row given after a wrong copy of it still counts.
+        let given = vec![tampered, shares[1].clone()];
+        assert!(rebuild(&scheme, height, given).is_ok());
+
+        // Rows of the wrong size, outside the square, or for another height or root are
+        // not used.
+        let mut short = shares[1].clone();
+        short.rows[0].shares.pop();
+        let mut outside = shares[1].clone();
+        outside.rows[0].index = 8;
+        let mut elsewhere = shares[2].clone();
+        elsewhere.height += 1;
+        let mut other_root = shares[3].clone();
+        other_root.data_root = Hash::ZERO;
+        let mut wide = shares[3].clone();
+        wide.original_width = 8;
+        for wrong in [short, outside, elsewhere, other_root, wide] {
+            let given = vec![wrong, shares[0].clone()];
+            assert!(matches!(
+                rebuild(&scheme, height, given),
+                Err(DaError::NotEnoughShares { height: 9, .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_pruned_height_serves_its_held_rows_only() {
+        let mut scheme = temporary_scheme();
+        let height = 4;
+        let holder = ShareHolder { index: 0, count: 2 };
+        let square = stored_and_pruned(&mut scheme, height, &body(), holder);
+        let root = square.data_root();
+        let cell = |row, col| SharePosition::Cell { row, col };
+        // Rows 0, 2, 4, 6 are held: (row + 4) mod 2 = 0.
+        for (row, col) in [(0, 0), (2, 7), (6, 3), (4, 4)] {
+            let share = scheme.held_share(height, cell(row, col)).unwrap();
+            assert_eq!(
+                share,
+                share_of(&square, height, cell(row, col)).unwrap(),
+                "({row}, {col})"
+            );
+            assert!(share.proof.verify(&root, row, col, &share.share));
+            let by_index = scheme
+                .held_share(height, SharePosition::Index(row * 8 + col))
+                .unwrap();
+            assert_eq!(by_index, share);
+        }
+        assert_eq!(
+            scheme.held_share(height, cell(1, 0)),
+            Err(DaError::Pruned { height })
+        );
+        assert!(matches!(
+            scheme.held_share(height, cell(8, 0)),
+            Err(DaError::CellOutOfRange { rows: 8, .. })
+        ));
+        assert!(matches!(
+            scheme.held_share(height, SharePosition::Index(64)),
+            Err(DaError::ShareOutOfRange { count: 64, .. })
+        ));
+
+        // Rebuilt from peers, the square is kept in memory and serves every cell.
+        let given = holders_shares(height, &body(), 2);
+        let rebuilt = Arc::new(rebuild(&scheme, height, given).unwrap());
+        scheme.remember_restored(height, rebuilt);
+        let square = scheme.cached(height).unwrap();
+        let share = scheme.share(&square, height, cell(1, 0)).unwrap();
+        assert!(share.proof.verify(&root, 1, 0, &share.share));
+        let Ok(BodySource::Square(_)) = scheme.body_source(height) else {
+            panic!("expected the rebuilt square as the body's source");
+        };
+        assert_eq!(
+            *scheme.body_source(height).unwrap().parse(height).unwrap(),
+            body()
+        );
+        // It stays pruned on disk.
+        assert_eq!(scheme.original_at(height), Err(DaError::Pruned { height }));
+    }
+
+    #[test]
+    fn a_badly_encoded_pruned_square_is_an_error_not_a_wrong_answer() {
+        let bad = SquareBuilder {
+            bad_encoding: true,
+            ..builder()
+        };
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let mut scheme = ReedSolomon::open(&db, bad, false).unwrap();
+        let (_, square) = bad.build(&body(), false).unwrap();
+        scheme.store(1, Arc::new(square.clone())).unwrap();
+        // Height 1, one holder: every row held, row 4 (= k) being the altered one.
+        scheme
+            .prune_height(1, &square, ShareHolder { index: 0, count: 1 })
+            .unwrap();
+        scheme.squares.clear();
+        assert!(matches!(
+            scheme.held_share(1, SharePosition::Cell { row: 4, col: 5 }),
+            Err(DaError::Storage(_))
+        ));
+        let (kept, root) = scheme.pruned_at(1).unwrap();
+        assert!(matches!(
+            rebuild_pruned(&bad, 1, root, kept, vec![]),
+            Err(DaError::Storage(_))
+        ));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+        #[test]
+        fn every_holders_rows_together_restore_the_body(
+            sizes in proptest::collection::vec(0usize..3000, 0..5),
+            fill in proptest::prelude::any::<u8>(),
+            count in 1u32..=5,
+            height in 1u64..1000,
+        ) {
+            let body: Vec<Blob> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, size)| Blob {
+                    namespace: Namespace([i as u8; 8]),
+                    data: (0..*size).map(|j| (j as u8).wrapping_mul(fill)).collect(),
+                })
+                .collect();
+            let shares = holders_shares(height, &body, count);
+            let mut scheme = temporary_scheme();
+            let holder = ShareHolder { index: 0, count };
+            let square = stored_and_pruned(&mut scheme, height, &body, holder);
+            let rebuilt = rebuild(&scheme, height, shares).unwrap();
+            proptest::prop_assert_eq!(&rebuilt, &*square);
+            proptest::prop_assert_eq!(body_of(&rebuilt), body);
+        }
     }
 }

@@ -170,12 +170,7 @@ impl Replicated {
         height: u64,
         namespace: Namespace,
     ) -> Result<NamespaceData, DaError> {
-        let (encoded, data_root) = self.heights.data_at(height)?;
-        let body: Vec<Blob> = codec::decode_trusted(&encoded).map_err(|error| {
-            storage(format!(
-                "{BODIES_TREE} entry of height {height} is corrupt: {error}"
-            ))
-        })?;
+        let (body, data_root) = self.decoded_body(height)?;
         Ok(NamespaceData {
             height,
             data_root,
@@ -186,6 +181,22 @@ impl Replicated {
                 .collect(),
             proof: None,
         })
+    }
+
+    /// See `DaRequest::GetBody`: the stored body, decoded.
+    pub(crate) fn body(&self, height: u64) -> Result<Arc<Vec<Blob>>, DaError> {
+        self.decoded_body(height).map(|(body, _)| Arc::new(body))
+    }
+
+    /// `height`'s stored body and root.
+    fn decoded_body(&self, height: u64) -> Result<(Vec<Blob>, Hash), DaError> {
+        let (encoded, data_root) = self.heights.data_at(height)?;
+        let body = codec::decode_trusted(&encoded).map_err(|error| {
+            storage(format!(
+                "{BODIES_TREE} entry of height {height} is corrupt: {error}"
+            ))
+        })?;
+        Ok((body, data_root))
     }
 }
 
@@ -258,6 +269,8 @@ mod tests {
             da.namespace(4, Namespace::SETTLEMENT),
             Err(DaError::HeightNotFound(4))
         );
+        assert_eq!(*da.body(3).unwrap(), body);
+        assert_eq!(da.body(4), Err(DaError::HeightNotFound(4)));
         assert_eq!(
             da.share(3, SharePosition::Index(4)),
             Err(DaError::ShareOutOfRange {

@@ -25,6 +25,7 @@ pub mod codec;
 pub(crate) mod extended;
 mod hash;
 pub mod layout;
+pub(crate) mod line;
 mod parallel;
 mod proof;
 pub mod repair;

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, oneshot};
 
@@ -112,6 +113,66 @@ pub struct NamespaceData {
     pub proof: Option<NamespaceProof>,
 }
 
+/// Which rows of each height's extended square a node keeps once it prunes the height
+/// (`reed-solomon` storage partitioning): this node is holder `index` of `count` (its
+/// validator index in the validator set). Row `r` of height `h` is held by holder
+/// `(r + h) mod count`, so the rows of one square are spread over the holders and which
+/// holder gets the original rows rotates with the height, spreading the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareHolder {
+    /// This node's place among the holders (`0..count`).
+    pub index: u32,
+    /// Number of holders (0: nobody holds anything).
+    pub count: u32,
+}
+
+impl ShareHolder {
+    /// Whether this holder keeps row `row` of height `height`'s extended square.
+    pub fn holds_row(&self, height: u64, row: u64) -> bool {
+        if self.count == 0 {
+            return false;
+        }
+        let count = u64::from(self.count);
+        // Both remainders are below 2^32, so their sum cannot overflow.
+        (row % count + height % count) % count == u64::from(self.index)
+    }
+
+    /// The rows this holder keeps of height `height`'s `width`-wide extended square, in
+    /// increasing order.
+    pub fn rows(&self, height: u64, width: u64) -> Vec<u64> {
+        (0..width)
+            .filter(|row| self.holds_row(height, *row))
+            .collect()
+    }
+}
+
+/// One row of a height's extended square as a node keeps it after pruning: only the row's
+/// first `original_width` shares, since the rest of the row is their Reed-Solomon extension
+/// and is recomputed rather than stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize)]
+pub struct HeldRow {
+    /// The row of the extended square (`0..2k`).
+    pub index: u64,
+    /// Its first `k` shares, [`crate::da::SHARE_SIZE`] bytes each, back to back.
+    #[serde(with = "crate::da::serde_hex")]
+    pub shares: Vec<u8>,
+}
+
+/// The rows of one height's extended square that a node keeps: what one node gives
+/// another to rebuild a pruned height ([`DaRequest::GetHeldShares`], [`DaRequest::Restore`]).
+/// Nothing here is trusted: the receiver checks every row against its stored row root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize)]
+pub struct HeldShares {
+    /// The height.
+    pub height: u64,
+    /// The header's `data_root` the rows belong to.
+    pub data_root: Hash,
+    /// `k`: original shares per row (the square is `2k` wide).
+    pub original_width: u64,
+    /// The rows, by increasing index.
+    pub rows: Vec<HeldRow>,
+}
+
 /// The layer's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DaStatus {
@@ -125,6 +186,12 @@ pub struct DaStatus {
     pub pending_blobs: usize,
     /// Their total size in bytes.
     pub pending_blob_bytes: u64,
+    /// `reed-solomon`: heights more than this many blocks below the executed tip are pruned
+    /// to this node's assigned rows (0: every height is kept whole).
+    pub retention_window: u64,
+    /// Highest height pruned to this node's assigned rows (0: nothing pruned). Heights up
+    /// to it keep their roots but no longer their whole body.
+    pub pruned_through: u64,
 }
 
 /// Why a DA request failed.
@@ -204,6 +271,27 @@ pub enum DaError {
         /// Bytes of blobs waiting.
         pending_bytes: u64,
     },
+    /// The height is pruned here: this node keeps only its assigned rows of it, and what
+    /// was asked needs more (rebuild it with [`DaRequest::Restore`]).
+    #[error(
+        "height {height} is pruned: this node keeps only its assigned rows of it; rebuild the \
+         body from peers"
+    )]
+    Pruned {
+        /// The height.
+        height: u64,
+    },
+    /// Too few rows that verify against their row roots were given to rebuild a pruned
+    /// height.
+    #[error("cannot rebuild height {height}: {rows} verified rows gathered, {needed} needed")]
+    NotEnoughShares {
+        /// The height.
+        height: u64,
+        /// Distinct rows that verified.
+        rows: u64,
+        /// Rows needed (`k`).
+        needed: u64,
+    },
 }
 
 /// What the DA layer publishes.
@@ -250,8 +338,10 @@ pub enum DaRequest {
         /// Where the answer goes.
         reply: oneshot::Sender<bool>,
     },
-    /// One share of a height's data with its proof.
-    /// Reply: the share, or `HeightNotFound` / `ShareOutOfRange` / `CellOutOfRange`.
+    /// One share of a height's data with its proof. On a pruned height, only shares of the
+    /// rows this node holds (or of a square rebuilt in memory) are served.
+    /// Reply: the share, or `HeightNotFound` / `ShareOutOfRange` / `CellOutOfRange` /
+    /// `Pruned`.
     GetShare {
         /// The height.
         height: u64,
@@ -260,7 +350,7 @@ pub enum DaRequest {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<ShareWithProof, DaError>>,
     },
-    /// The row and column roots of `height`'s extended square.
+    /// The row and column roots of `height`'s extended square (kept when it is pruned).
     /// Reply: the roots, or `HeightNotFound`, or `NoSquare` (`replicated`).
     GetRoots {
         /// The height.
@@ -269,7 +359,8 @@ pub enum DaRequest {
         reply: oneshot::Sender<Result<SquareRoots, DaError>>,
     },
     /// The blobs of `namespace` at `height`, with their proof where the scheme has one.
-    /// Reply: the blobs (possibly none), or `HeightNotFound`.
+    /// Reply: the blobs (possibly none), or `HeightNotFound`, or `Pruned` (pruned and not
+    /// rebuilt in memory).
     GetNamespace {
         /// The height.
         height: u64,
@@ -304,6 +395,58 @@ pub enum DaRequest {
     GetStatus {
         /// Where the answer goes.
         reply: oneshot::Sender<DaStatus>,
+    },
+    /// Prune every stored height up to `through` (at most the stored height) that is not
+    /// pruned yet: keep only the rows of its extended square that `holder` holds (their
+    /// first `k` shares) with the square's row and column roots, and delete its original
+    /// data, atomically per height. Roots, [`DaRequest::GetRoots`] and
+    /// [`DaRequest::IsAvailable`] keep working; whole-body requests then answer `Pruned`
+    /// until the height is rebuilt with [`DaRequest::Restore`]. Idempotent.
+    /// Reply: once flushed, the height pruned through (the highest so far, which may be
+    /// below `through`); `NoSquare` (`replicated`), `Storage`.
+    Prune {
+        /// Highest height to prune.
+        through: u64,
+        /// Which rows this node keeps.
+        holder: ShareHolder,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<u64, DaError>>,
+    },
+    /// The rows of `height`'s extended square this node keeps, to give a peer rebuilding
+    /// the height: while the height is whole, the original rows `0..k` (enough by
+    /// themselves to rebuild it); once pruned, its held rows.
+    /// Reply: the rows, or `HeightNotFound`, `NoSquare` (`replicated`).
+    GetHeldShares {
+        /// The height.
+        height: u64,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<HeldShares, DaError>>,
+    },
+    /// The whole body of `height`: from its stored data, or from a square in memory (e.g.
+    /// one rebuilt by [`DaRequest::Restore`]).
+    /// Reply: the blobs, or `HeightNotFound`, `Pruned` (pruned and not in memory).
+    GetBody {
+        /// The height.
+        height: u64,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Arc<Vec<Blob>>, DaError>>,
+    },
+    /// Rebuild pruned `height` from this node's held rows and `held`, rows gathered from
+    /// peers. Shares for another height, root or width are ignored; each row is checked
+    /// against its stored row root and dropped if wrong, so a lying peer cannot change the
+    /// result. With `k` distinct verified rows the square is rebuilt, checked against
+    /// `data_root` and kept in memory for a while (so shares, namespaces and the body of the
+    /// height are served again), but not written back to disk: the height stays pruned.
+    /// A height that is not pruned is answered as [`DaRequest::GetBody`].
+    /// Reply: the body, or `NotEnoughShares`, `HeightNotFound`, `NoSquare` (`replicated`),
+    /// `Storage`.
+    Restore {
+        /// The height.
+        height: u64,
+        /// Rows gathered from peers.
+        held: Vec<HeldShares>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Arc<Vec<Blob>>, DaError>>,
     },
 }
 
@@ -426,6 +569,58 @@ impl DaHandle {
             .await
     }
 
+    /// See [`DaRequest::Prune`].
+    pub async fn prune(
+        &self,
+        through: u64,
+        holder: ShareHolder,
+    ) -> Result<u64, RequestError<DaError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| DaRequest::Prune {
+                    through,
+                    holder,
+                    reply,
+                })
+                .await,
+        )
+    }
+
+    /// See [`DaRequest::GetHeldShares`].
+    pub async fn held_shares(&self, height: u64) -> Result<HeldShares, RequestError<DaError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| DaRequest::GetHeldShares { height, reply })
+                .await,
+        )
+    }
+
+    /// See [`DaRequest::GetBody`].
+    pub async fn body(&self, height: u64) -> Result<Arc<Vec<Blob>>, RequestError<DaError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| DaRequest::GetBody { height, reply })
+                .await,
+        )
+    }
+
+    /// See [`DaRequest::Restore`].
+    pub async fn restore(
+        &self,
+        height: u64,
+        held: Vec<HeldShares>,
+    ) -> Result<Arc<Vec<Blob>>, RequestError<DaError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| DaRequest::Restore {
+                    height,
+                    held,
+                    reply,
+                })
+                .await,
+        )
+    }
+
     /// True once the layer's actor has stopped (it panicked or shut down): no request will
     /// be answered again.
     pub fn is_closed(&self) -> bool {
@@ -435,5 +630,53 @@ impl DaHandle {
     /// Subscribes to [`DaEvent`]s.
     pub fn subscribe(&self) -> broadcast::Receiver<DaEvent> {
         self.events.subscribe()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holders_split_every_row_and_rotate_with_height() {
+        let holders: Vec<ShareHolder> = (0..3)
+            .map(|index| ShareHolder { index, count: 3 })
+            .collect();
+        for height in 0..6 {
+            let mut all: Vec<u64> = holders.iter().flat_map(|h| h.rows(height, 8)).collect();
+            all.sort_unstable();
+            assert_eq!(all, (0..8).collect::<Vec<_>>());
+        }
+        assert_eq!(holders[0].rows(0, 8), vec![0, 3, 6]);
+        assert_eq!(holders[0].rows(1, 8), vec![2, 5]);
+        let nobody = ShareHolder { index: 0, count: 0 };
+        assert!(nobody.rows(5, 8).is_empty());
+        let outside = ShareHolder { index: 4, count: 2 };
+        assert!(outside.rows(5, 8).is_empty());
+        // 2^64 - 1 = (2^32 - 1)(2^32 + 1): both remainders are 0, and nothing overflows.
+        let first = ShareHolder {
+            index: 0,
+            count: u32::MAX,
+        };
+        assert!(first.holds_row(u64::MAX, u64::MAX));
+    }
+
+    #[test]
+    fn held_shares_round_trip_through_borsh_and_json() {
+        let held = HeldShares {
+            height: 7,
+            data_root: Hash::digest(b"root"),
+            original_width: 1,
+            rows: vec![HeldRow {
+                index: 1,
+                shares: vec![3; 4],
+            }],
+        };
+        let bytes = borsh::to_vec(&held).unwrap();
+        assert_eq!(HeldShares::try_from_slice(&bytes).unwrap(), held);
+        let json = serde_json::to_string(&held).unwrap();
+        assert!(json.contains("\"shares\":\"03030303\""), "{json}");
+        assert_eq!(serde_json::from_str::<HeldShares>(&json).unwrap(), held);
     }
 }
