@@ -1,6 +1,7 @@
 //! `lamina-node`: the `lamina` binary's library: config, wiring of the layers, the block
 //! pipeline, the HTTP API, metrics and the CLI commands.
 
+pub mod archive;
 pub mod bench;
 pub mod cli;
 pub mod config;

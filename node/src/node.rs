@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use lamina_primitives::interfaces::consensus::{ConsensusDeps, ConsensusHandle, OUTBOUND_CAPACITY};
-use lamina_primitives::interfaces::da::DaHandle;
+use lamina_primitives::interfaces::da::{DaHandle, ShareHolder};
 use lamina_primitives::interfaces::execution::ExecutionHandle;
 use lamina_primitives::interfaces::settlement::SettlementHandle;
 use lamina_primitives::{Genesis, Keypair, Transaction};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::archive::Pruner;
 use crate::config::{kind_of, ConfigError, NodeConfig};
 use crate::http;
 use crate::metrics::Metrics;
@@ -117,6 +118,20 @@ pub(crate) fn compatibility(config: &NodeConfig, genesis: &Genesis) -> String {
     )
 }
 
+/// Which of the validators' shares of old heights this node keeps: a validator's index in
+/// the genesis set; `None` for a node that is not a validator (it keeps everything).
+fn share_holder(genesis: &Genesis, key: Option<&Keypair>) -> Option<ShareHolder> {
+    let address = key?.address();
+    let index = genesis
+        .validators
+        .iter()
+        .position(|validator| validator.address == address)?;
+    Some(ShareHolder {
+        index: u32::try_from(index).ok()?,
+        count: u32::try_from(genesis.validators.len()).ok()?,
+    })
+}
+
 impl RunningNode {
     /// Starts every layer and the HTTP API; returns once the API is listening.
     pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
@@ -127,6 +142,7 @@ impl RunningNode {
             .as_deref()
             .map(load_key)
             .transpose()?;
+        let holder = share_holder(&genesis, validator_key.as_ref());
         std::fs::create_dir_all(&config.node.data_dir).with_context(|| {
             format!(
                 "cannot create data directory {}",
@@ -200,8 +216,9 @@ impl RunningNode {
                         blobs: relay::blob_gossip_limit(config.data_availability.max_blob_bytes),
                     },
                 };
-                let (handle, events) = network::spawn(network_config, identity, consensus.clone())
-                    .context("starting the peer-to-peer network")?;
+                let (handle, events) =
+                    network::spawn(network_config, identity, consensus.clone(), da.clone())
+                        .context("starting the peer-to-peer network")?;
                 let (tx_gossip, transactions) = mpsc::channel(relay::TX_GOSSIP_CAPACITY);
                 let relay = Relay {
                     network: handle.clone(),
@@ -241,7 +258,30 @@ impl RunningNode {
             da,
             settlement,
         };
-        let pipeline = tokio::spawn(pipeline::run(layers, metrics, shutdown_rx.clone()));
+        let (executed_tx, executed_rx) = watch::channel(0);
+        let window = context.config.data_availability.retention_window;
+        match holder {
+            Some(holder) if window > 0 => {
+                let pruner = Pruner {
+                    consensus: layers.consensus.clone(),
+                    da: layers.da.clone(),
+                    holder,
+                    window,
+                };
+                tokio::spawn(pruner.run(executed_rx));
+            }
+            None if window > 0 => tracing::warn!(
+                "retention_window is ignored: only validators share out old heights, so this \
+                 node keeps every height whole"
+            ),
+            _ => {}
+        }
+        let pipeline = tokio::spawn(pipeline::run(
+            layers,
+            metrics,
+            executed_tx,
+            shutdown_rx.clone(),
+        ));
 
         let http_addr = listener.local_addr()?;
         let app = http::router(context.clone());

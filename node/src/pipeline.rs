@@ -58,10 +58,12 @@ impl Layers {
 }
 
 /// Runs until `shutdown` flips to true (then `Ok`), or until a layer stops (then `Err`):
-/// transient failures are retried, a dead layer is not.
+/// transient failures are retried, a dead layer is not. Publishes on `applied` the height
+/// every layer has applied (what pruning may follow).
 pub async fn run(
     layers: Layers,
     metrics: Arc<Metrics>,
+    applied: watch::Sender<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // Subscribe before reading the tip, so no commit falls between the two.
@@ -104,7 +106,10 @@ pub async fn run(
                 return Ok(());
             }
             match deliver(&layers, &metrics, next).await {
-                Ok(()) => next += 1,
+                Ok(()) => {
+                    applied.send_replace(next);
+                    next += 1;
+                }
                 Err(err) => {
                     layers.check_running()?;
                     tracing::error!(
@@ -215,7 +220,12 @@ mod tests {
         let (_stop, shutdown) = watch::channel(false);
         let outcome = tokio::time::timeout(
             Duration::from_secs(10),
-            run(layers, Arc::new(Metrics::new()), shutdown),
+            run(
+                layers,
+                Arc::new(Metrics::new()),
+                watch::channel(0).0,
+                shutdown,
+            ),
         )
         .await
         .expect("the pipeline gives up instead of retrying forever");

@@ -1,7 +1,8 @@
 //! The `reed-solomon` DA scheme on a four-validator testnet: blocks commit, an outside blob
 //! is carried and proven by namespace on every node, a light client's samples of the
 //! extended square verify against the header, and the block is rebuilt from parity shares
-//! gathered from peers.
+//! gathered from peers; beyond the retention window each node keeps only its rows and
+//! rebuilds old blocks from its peers'.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,6 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use lamina_primitives::da::NamespaceProof;
+use lamina_primitives::interfaces::da::ShareHolder;
 use lamina_primitives::{Blob, Hash, Namespace};
 use lamina_tests::{lamina_bin, post_json, wait_for, Testnet};
 use serde_json::{json, Value};
@@ -249,4 +251,134 @@ fn a_badly_encoded_block_is_caught_with_a_proof_any_node_checks() {
     tampered["index"] = json!(proof["index"].as_u64().unwrap() ^ 1);
     let (code, refused) = check(&tampered);
     assert_eq!(code, 422, "{refused}");
+}
+
+/// Storage partitioning: beyond the retention window every validator keeps only its own
+/// rows of a height's extended square (and the block store only header and certificate),
+/// yet any node still serves the whole block, its blobs and any share, rebuilt from its
+/// peers' rows; a validator that was down catches up through pruned heights, its peers
+/// serving the blocks they rebuild.
+#[test]
+fn old_heights_are_kept_as_each_nodes_rows_and_rebuilt_from_peers() {
+    const WINDOW: u64 = 4;
+    let mut testnet = Testnet::init_with(
+        4,
+        100,
+        &[
+            "--data-availability",
+            "reed-solomon",
+            "--retention-window",
+            &WINDOW.to_string(),
+        ],
+    );
+    testnet.edit_configs(|config| {
+        let mut table: toml::Table = toml::from_str(&config).unwrap();
+        table["consensus"]
+            .as_table_mut()
+            .unwrap()
+            .insert("create_empty_blocks".into(), true.into());
+        toml::to_string(&table).unwrap()
+    });
+    for i in 0..4 {
+        testnet.start_node(i);
+    }
+
+    // A 20 KB blob spreads over a square wide enough that each node holds a few rows.
+    let namespace = Namespace(*b"archive1");
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i % 253) as u8).collect();
+    let (code, accepted) = post_json(
+        &format!("{}/v1/da/blobs", testnet.node(0).url),
+        &json!({"namespace": namespace.to_string(), "data": hex::encode(&data)}),
+    );
+    assert_eq!(code, 202, "{accepted}");
+    let height = wait_for("a block to carry the blob", WAIT, || {
+        let tip = testnet.height(0)?;
+        (1..=tip).find(|h| {
+            let (_, block) = testnet.node(0).get(&format!("/v1/blocks/{h}"));
+            block["blobs"].as_array().is_some_and(|blobs| {
+                blobs
+                    .iter()
+                    .any(|b| b["namespace"] == namespace.to_string())
+            })
+        })
+    });
+    testnet.wait_for_height(height, WAIT);
+    let (code, block) = testnet.node(1).get(&format!("/v1/blocks/{height}"));
+    assert_eq!(code, 200, "{block}");
+    let hash = block["hash"].clone();
+
+    // Node 3 stops; the others go on well past the window, and prune.
+    testnet.kill_node(3);
+    let target = height + WINDOW + 6;
+    testnet.wait_for_height(target, WAIT);
+    let mut held_rows = Vec::new();
+    for i in 0..3 {
+        let held = wait_for(&format!("node{i} to prune height {height}"), WAIT, || {
+            let (code, held) = testnet.node(i).get(&format!("/v1/da/held/{height}"));
+            assert_eq!(code, 200, "{held}");
+            (held["pruned"] == true).then_some(held)
+        });
+        let k = held["original_width"].as_u64().unwrap();
+        assert!(k >= 4, "the blob should need a wider square: {held}");
+        let rows: Vec<u64> = serde_json::from_value(held["rows"].clone()).unwrap();
+        let holder = ShareHolder {
+            index: i as u32,
+            count: 4,
+        };
+        assert_eq!(
+            rows,
+            holder.rows(height, 2 * k),
+            "node{i} keeps its rows only"
+        );
+        held_rows.extend(rows);
+    }
+    let kept = held_rows.len();
+    held_rows.sort_unstable();
+    held_rows.dedup();
+    assert_eq!(held_rows.len(), kept, "no row is kept twice: {held_rows:?}");
+
+    // Each of the three rebuilds the block, its blob and any share from the others' rows.
+    for i in 0..3 {
+        let (code, block) = testnet.node(i).get(&format!("/v1/blocks/{height}"));
+        assert_eq!(code, 200, "node{i}: {block}");
+        assert_eq!(block["hash"], hash);
+        let data_root: Hash = serde_json::from_value(block["header"]["data_root"].clone()).unwrap();
+        let (code, answer) = testnet
+            .node(i)
+            .get(&format!("/v1/da/blobs/{height}/{namespace}"));
+        assert_eq!(code, 200, "node{i}: {answer}");
+        let proof: NamespaceProof = serde_json::from_value(answer["proof"].clone()).unwrap();
+        assert_eq!(
+            proof.verify(&data_root, namespace).unwrap(),
+            vec![data.clone()]
+        );
+    }
+    let output = Command::new(lamina_bin())
+        .args(["da", "sample", "--samples", "16", "--json", "--node"])
+        .arg(&testnet.node(2).url)
+        .args(["--height", &height.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "sampling a pruned height: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // Node 3 comes back and syncs every height it missed, pruned ones included, then
+    // prunes its own copy to its rows.
+    testnet.start_node(3);
+    let tip = testnet.height(0).unwrap();
+    testnet.wait_for_height(tip, WAIT);
+    testnet.assert_same_chain(tip);
+    let missed = target - 1;
+    wait_for("node3 to prune what it synced", WAIT, || {
+        let (_, held) = testnet.node(3).get(&format!("/v1/da/held/{missed}"));
+        (held["pruned"] == true).then_some(())
+    });
+    let (_, held) = testnet.node(3).get(&format!("/v1/da/held/{missed}"));
+    let k = held["original_width"].as_u64().unwrap();
+    let rows: Vec<u64> = serde_json::from_value(held["rows"].clone()).unwrap();
+    let holder = ShareHolder { index: 3, count: 4 };
+    assert_eq!(rows, holder.rows(missed, 2 * k));
 }

@@ -115,6 +115,11 @@ pub struct TestnetLayerArgs {
     /// settlement challenge, reject and slash its claims (with --settlement optimistic).
     #[arg(long, value_name = "NODE")]
     pub faulty_executor: Option<u32>,
+    /// With --data-availability reed-solomon: each node keeps heights more than BLOCKS
+    /// below its executed tip only as its own rows of their extended squares, and rebuilds
+    /// old bodies from its peers' rows when asked for them [default: 0, keep everything].
+    #[arg(long, value_name = "BLOCKS")]
+    pub retention_window: Option<u64>,
 }
 
 /// `--execution` values.
@@ -250,6 +255,8 @@ pub struct Layout {
     pub settlement: SettlementKind,
     /// The node whose execution layer reports wrong roots, if any.
     pub faulty_executor: Option<u32>,
+    /// `[data_availability] retention_window` of every node.
+    pub retention_window: u64,
 }
 
 impl Layout {
@@ -308,6 +315,7 @@ impl Layout {
             data_availability: DaKind::Replicated,
             settlement: SettlementKind::Attested,
             faulty_executor: None,
+            retention_window: 0,
         })
     }
 
@@ -330,6 +338,16 @@ impl Layout {
         }
         if layers.data_availability == Some(DaChoice::ReedSolomon) {
             self.data_availability = DaKind::ReedSolomon;
+        }
+        if let Some(window) = layers.retention_window.filter(|window| *window > 0) {
+            if self.data_availability != DaKind::ReedSolomon {
+                return Err(UsageError(
+                    "--retention-window needs --data-availability reed-solomon: only erasure-coded \
+                     heights can be pruned to each node's rows and rebuilt from peers"
+                        .into(),
+                ));
+            }
+            self.retention_window = window;
         }
         Ok(self)
     }
@@ -407,6 +425,7 @@ impl Layout {
         config.consensus.kind = EngineKind::Bft;
         config.execution.kind = self.execution;
         config.data_availability.kind = self.data_availability;
+        config.data_availability.retention_window = self.retention_window;
         config.settlement.kind = self.settlement;
         if self.settlement == SettlementKind::Optimistic {
             config.consensus.create_empty_blocks = true;
@@ -952,11 +971,12 @@ async fn start(args: TestnetStartArgs, log_filter: Option<&str>) -> anyhow::Resu
             || layers.data_availability.is_some()
             || layers.settlement.is_some()
             || layers.faulty_executor.is_some()
+            || layers.retention_window.is_some()
         {
             return Err(UsageError(format!(
-                "{} holds a testnet already; --execution, --data-availability, --settlement and \
-                 --faulty-executor only shape a new one (edit the node configs in it to change \
-                 them)",
+                "{} holds a testnet already; --execution, --data-availability, --settlement, \
+                 --faulty-executor and --retention-window only shape a new one (edit the node \
+                 configs in it to change them)",
                 dir.display()
             ))
             .into());
@@ -1286,6 +1306,7 @@ mod tests {
             data_availability: Some(DaChoice::ReedSolomon),
             settlement: Some(SettlementChoice::Optimistic),
             faulty_executor: Some(2),
+            retention_window: Some(16),
         };
         let layout = Layout::new(4, 26600, 200, &[])
             .unwrap()
@@ -1299,16 +1320,31 @@ mod tests {
             assert_eq!(config.data_availability.kind, DaKind::ReedSolomon);
             assert!(config.consensus.create_empty_blocks);
             assert_eq!(config.execution.report_wrong_roots, i == 2);
+            assert_eq!(config.data_availability.retention_window, 16);
         }
         let beyond = TestnetLayerArgs {
             faulty_executor: Some(4),
-            ..flags
+            ..flags.clone()
         };
         let error = Layout::new(4, 26600, 200, &[])
             .unwrap()
             .with_layers(&beyond)
             .unwrap_err();
         assert!(error.0.contains("nodes are numbered 0 to 3"), "{}", error.0);
+        let replicated = TestnetLayerArgs {
+            data_availability: None,
+            faulty_executor: None,
+            ..flags
+        };
+        let error = Layout::new(4, 26600, 200, &[])
+            .unwrap()
+            .with_layers(&replicated)
+            .unwrap_err();
+        assert!(
+            error.0.contains("needs --data-availability reed-solomon"),
+            "{}",
+            error.0
+        );
     }
 
     #[test]

@@ -107,6 +107,15 @@ impl From<ConsensusError> for ApiError {
     }
 }
 
+impl From<crate::archive::ArchiveError> for ApiError {
+    fn from(err: crate::archive::ArchiveError) -> Self {
+        match err {
+            crate::archive::ArchiveError::Consensus(err) => err.into(),
+            crate::archive::ArchiveError::Da(err) => err.into(),
+        }
+    }
+}
+
 impl From<SettlementError> for ApiError {
     fn from(err: SettlementError) -> Self {
         match err {
@@ -156,6 +165,13 @@ impl From<DaError> for ApiError {
             DaError::PoolFull { .. } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "blob_pool_full",
+                err.to_string(),
+            ),
+            // Old data this node no longer keeps whole, and its peers did not give enough
+            // of it back in time: it may come back once more peers are reachable.
+            DaError::Pruned { .. } | DaError::NotEnoughShares { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "data_unavailable",
                 err.to_string(),
             ),
             DaError::RootMismatch(_) | DaError::BodyTooLarge { .. } | DaError::Storage(_) => {

@@ -5,8 +5,11 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use lamina_primitives::codec;
 use lamina_primitives::da::NamespaceProof;
-use lamina_primitives::interfaces::da::{DataProof, SharePosition, ShareWithProof, SquareRoots};
+use lamina_primitives::interfaces::da::{
+    DaError, DataProof, SharePosition, ShareWithProof, SquareRoots,
+};
 use lamina_primitives::interfaces::settlement::OptimisticSummary;
+use lamina_primitives::interfaces::RequestError;
 use lamina_primitives::state_proof::StateProof;
 use lamina_primitives::{
     Account, Address, Blob, BlockHeader, Certificate, CommittedBlock, Equivocation, Hash,
@@ -17,8 +20,9 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
+use crate::archive;
 use crate::config::kind_of;
-use crate::network::Topic;
+use crate::network::{NetworkHandle, Topic};
 use crate::node::NodeContext;
 
 /// Implementation and settings of one layer.
@@ -101,6 +105,8 @@ pub struct DaInfo {
     pub pending_blobs: usize,
     /// Their total size in bytes.
     pub pending_blob_bytes: u64,
+    /// Heights at or below this are kept only as this node's rows (0: none pruned).
+    pub pruned_through: u64,
 }
 
 /// The settlement layer's progress.
@@ -184,6 +190,7 @@ pub async fn status(State(ctx): State<NodeContext>) -> Result<Json<StatusRespons
             stored_height: da.stored_height,
             pending_blobs: da.pending_blobs,
             pending_blob_bytes: da.pending_blob_bytes,
+            pruned_through: da.pruned_through,
         },
         network,
     }))
@@ -295,7 +302,8 @@ impl From<&CommittedBlock> for BlockResponse {
 }
 
 async fn block_response(ctx: &NodeContext, height: u64) -> Result<Json<BlockResponse>, ApiError> {
-    match ctx.consensus.block(height).await? {
+    let gatherer = ctx.network.as_ref().map(NetworkHandle::share_gatherer);
+    match archive::committed_block(&ctx.consensus, &ctx.da, gatherer.as_ref(), height).await? {
         Some(block) => Ok(Json(BlockResponse::from(block.as_ref()))),
         None => {
             let latest = ctx.consensus.status().await?.committed_height;
@@ -651,7 +659,8 @@ pub async fn da_share(
     State(ctx): State<NodeContext>,
     Path((height, index)): Path<(u64, u64)>,
 ) -> Result<Json<ShareResponse>, ApiError> {
-    let share = ctx.da.share(height, SharePosition::Index(index)).await?;
+    let position = SharePosition::Index(index);
+    let share = restoring(&ctx, height, || ctx.da.share(height, position)).await?;
     Ok(Json(share.into()))
 }
 
@@ -667,10 +676,8 @@ pub async fn da_share_cell(
     State(ctx): State<NodeContext>,
     Path((height, row, col)): Path<(u64, u64, u64)>,
 ) -> Result<Json<ShareResponse>, ApiError> {
-    let share = ctx
-        .da
-        .share(height, SharePosition::Cell { row, col })
-        .await?;
+    let position = SharePosition::Cell { row, col };
+    let share = restoring(&ctx, height, || ctx.da.share(height, position)).await?;
     Ok(Json(share.into()))
 }
 
@@ -719,7 +726,7 @@ pub async fn da_blobs(
             )
         })?,
     );
-    let found = ctx.da.namespace(height, namespace).await?;
+    let found = restoring(&ctx, height, || ctx.da.namespace(height, namespace)).await?;
     Ok(Json(NamespaceBlobsResponse {
         height: found.height,
         namespace,
@@ -736,6 +743,66 @@ pub async fn da_blobs(
             })
             .collect(),
         proof: found.proof,
+    }))
+}
+
+/// Runs a DA read of `height`; when the node has pruned that height and the read needs
+/// more than its own rows, rebuilds the height from its peers' rows (the DA layer then holds
+/// the square in memory for a while) and reads again.
+async fn restoring<T, F, R>(ctx: &NodeContext, height: u64, read: R) -> Result<T, ApiError>
+where
+    R: Fn() -> F,
+    F: std::future::Future<Output = Result<T, RequestError<DaError>>>,
+{
+    match read().await {
+        Err(RequestError::Layer(DaError::Pruned { .. })) => {
+            let held = match &ctx.network {
+                Some(network) => network.share_gatherer().gather(height).await,
+                None => Vec::new(),
+            };
+            ctx.da.restore(height, held).await?;
+            Ok(read().await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// The rows of a `reed-solomon` height's extended square this node keeps: every original
+/// row while the height is within `[data_availability] retention_window` of the executed
+/// tip, only its assigned rows once pruned.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeldRowsResponse {
+    /// Block height.
+    pub height: u64,
+    /// The header's `data_root`.
+    pub data_root: Hash,
+    /// True once the node keeps only its assigned rows of this height.
+    pub pruned: bool,
+    /// `k`: the extended square is `2k` wide and each kept row is stored as its first `k`
+    /// shares (the rest is their extension).
+    pub original_width: u64,
+    /// Indices of the rows kept, ascending.
+    pub rows: Vec<u64>,
+}
+
+/// Which rows of a height's extended square this node stores (`reed-solomon` scheme): how
+/// storage partitioning shows from outside.
+#[utoipa::path(get, path = "/v1/da/held/{height}", tag = "data availability",
+    params(("height" = u64, Path, description = "Block height")),
+    responses((status = 200, body = HeldRowsResponse), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn da_held(
+    State(ctx): State<NodeContext>,
+    Path(height): Path<u64>,
+) -> Result<Json<HeldRowsResponse>, ApiError> {
+    let held = ctx.da.held_shares(height).await?;
+    let pruned_through = ctx.da.status().await?.pruned_through;
+    Ok(Json(HeldRowsResponse {
+        height,
+        data_root: held.data_root,
+        pruned: height <= pruned_through,
+        original_width: held.original_width,
+        rows: held.rows.iter().map(|row| row.index).collect(),
     }))
 }
 

@@ -48,6 +48,7 @@ fn small_body_routes() -> OpenApiRouter<NodeContext> {
         .routes(routes!(handlers::da_share_cell))
         .routes(routes!(handlers::da_blobs))
         .routes(routes!(handlers::da_roots))
+        .routes(routes!(handlers::da_held))
         .routes(routes!(handlers::settlement_height))
         .routes(routes!(settlement::batches))
         .routes(routes!(settlement::batch))

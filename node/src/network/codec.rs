@@ -1,7 +1,8 @@
 //! The sync protocol (`/lamina/sync/1`): one request, one response, on its own stream.
 //!
-//! Peers use it to learn each other's chain and height ([`SyncRequest::Status`]) and to
-//! download committed blocks ([`SyncRequest::Blocks`]). Each message is a big-endian `u32`
+//! Peers use it to learn each other's chain and height ([`SyncRequest::Status`]), to
+//! download committed blocks ([`SyncRequest::Blocks`]) and to gather the erasure-coded rows
+//! a peer keeps of a pruned height ([`SyncRequest::Shares`]). Each message is a big-endian `u32`
 //! length followed by that many bytes of borsh. Both directions have a hard size cap that is
 //! checked against the length prefix before anything is read, and the buffer grows only as
 //! bytes actually arrive, so a peer announcing a large message and sending nothing costs us
@@ -11,6 +12,7 @@ use std::io;
 
 use async_trait::async_trait;
 use borsh::{BorshDeserialize, BorshSerialize};
+use lamina_primitives::interfaces::da::HeldShares;
 use lamina_primitives::{codec, CommittedBlock, Hash};
 use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::request_response;
@@ -50,6 +52,13 @@ pub enum SyncRequest {
         /// How many blocks wanted.
         count: u32,
     },
+    /// Reply: [`SyncResponse::Shares`] with the rows of `height`'s extended square the
+    /// server keeps (all original rows while it still has the height whole, its assigned
+    /// rows once it pruned it), as many as fit in one response.
+    Shares {
+        /// The height.
+        height: u64,
+    },
 }
 
 /// A response on the sync protocol.
@@ -59,6 +68,8 @@ pub enum SyncResponse {
     Status(PeerStatus),
     /// Consecutive committed blocks (possibly none).
     Blocks(Vec<CommittedBlock>),
+    /// Rows of one height's extended square, each to be checked against its row root.
+    Shares(HeldShares),
     /// The server could not answer (e.g. its block store failed).
     Error(String),
 }

@@ -18,7 +18,9 @@
 //! * **sync** (`/lamina/sync/1`), a request-response protocol (see [`codec`]): peers ask each
 //!   other's [`PeerStatus`] every second, which both refuses peers of another chain or with
 //!   incompatible layers (they are disconnected and never redialled) and tracks every peer's
-//!   committed height; [`NetworkHandle::fetch_blocks`] downloads committed blocks.
+//!   committed height; [`NetworkHandle::fetch_blocks`] downloads committed blocks, and
+//!   [`ShareGatherer::gather`] collects the erasure-coded rows peers keep of a pruned height
+//!   (from which the DA layer rebuilds its body; see `crate::archive`).
 //! * **identify**, **kademlia** (one DHT per chain) and **ping**: discovery and liveness. The
 //!   configured peers are dialled at start and redialled while disconnected, so start-up
 //!   order does not matter; peers learned through the DHT are dialled too, so a node that
@@ -34,8 +36,10 @@ mod tests;
 
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use lamina_primitives::interfaces::consensus::ConsensusHandle;
+use lamina_primitives::interfaces::da::{DaHandle, HeldShares};
 use lamina_primitives::{CommittedBlock, Hash};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
@@ -49,6 +53,9 @@ pub const EVENT_CAPACITY: usize = 4096;
 
 /// Capacity of the queue of requests from handles; senders wait when it is full.
 const COMMAND_CAPACITY: usize = 1024;
+
+/// How long [`ShareGatherer::gather`] waits for the slowest peer.
+const SHARE_GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Capacity of the verdict queue. Larger than [`EVENT_CAPACITY`] so that answering every
 /// handed-out message never finds it full.
@@ -285,6 +292,11 @@ enum Command {
         count: u32,
         reply: oneshot::Sender<Result<Vec<CommittedBlock>, NetworkError>>,
     },
+    FetchShares {
+        peer: PeerId,
+        height: u64,
+        reply: oneshot::Sender<Result<HeldShares, NetworkError>>,
+    },
     Peers {
         reply: oneshot::Sender<Vec<PeerInfo>>,
     },
@@ -314,7 +326,9 @@ struct VerdictReport {
 }
 
 /// Starts the network service: binds `config.listen`, dials `config.peers`, and serves
-/// status and blocks from `blocks`. Returns a handle and the stream of events for the node.
+/// status and blocks from `blocks` (bodies pruned there come from `da`, rebuilt from peers'
+/// shares when needed) and held shares from `da`. Returns a handle and the stream of events
+/// for the node.
 ///
 /// Must be called inside a tokio runtime. The listen address is bound before this returns,
 /// so a port in use is an error here rather than a silent failure later.
@@ -322,8 +336,9 @@ pub fn spawn(
     config: NetworkConfig,
     identity: Keypair,
     blocks: ConsensusHandle,
+    da: DaHandle,
 ) -> Result<(NetworkHandle, mpsc::Receiver<NetworkEvent>), NetworkError> {
-    spawn_with(config, identity, blocks, true)
+    spawn_with(config, identity, blocks, da, true)
 }
 
 /// [`spawn`], optionally without discovery: then the node connects only to its configured
@@ -332,6 +347,7 @@ pub(crate) fn spawn_with(
     config: NetworkConfig,
     identity: Keypair,
     blocks: ConsensusHandle,
+    da: DaHandle,
     discovery: bool,
 ) -> Result<(NetworkHandle, mpsc::Receiver<NetworkEvent>), NetworkError> {
     let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
@@ -342,8 +358,9 @@ pub(crate) fn spawn_with(
     let started = service::Service::start(
         config,
         identity,
-        blocks,
+        service::Layers { blocks, da },
         service::Channels {
+            own_commands: command_tx.downgrade(),
             commands: command_rx,
             verdicts: verdict_rx,
             events: event_tx,
@@ -422,6 +439,13 @@ impl NetworkHandle {
         self.ask(|reply| Command::Peers { reply }).await
     }
 
+    /// What gathers shares of pruned heights from our peers.
+    pub fn share_gatherer(&self) -> ShareGatherer {
+        ShareGatherer {
+            commands: self.commands.clone(),
+        }
+    }
+
     /// Our peer id.
     pub fn local_peer_id(&self) -> PeerId {
         self.local_peer_id
@@ -449,11 +473,61 @@ impl NetworkHandle {
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, NetworkError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(make(reply))
-            .await
-            .map_err(|_| NetworkError::Stopped)?;
-        answer.await.map_err(|_| NetworkError::Stopped)
+        ask(&self.commands, make).await
     }
+}
+
+/// Collects, from every verified peer at once, the rows they keep of a height's extended
+/// square: what the DA layer needs to rebuild a body pruned here. Cheap to clone; the
+/// network's own block-serving tasks use one too.
+#[derive(Debug, Clone)]
+pub struct ShareGatherer {
+    commands: mpsc::Sender<Command>,
+}
+
+impl ShareGatherer {
+    /// The rows every verified peer answers with within a few seconds; peers that fail or
+    /// do not have the height are skipped (logged at debug). The rows are not checked here:
+    /// the DA layer checks each against its row root before using it.
+    pub async fn gather(&self, height: u64) -> Vec<HeldShares> {
+        let Ok(peers) = ask(&self.commands, |reply| Command::Peers { reply }).await else {
+            return Vec::new();
+        };
+        let fetches = peers.into_iter().map(|peer| async move {
+            let fetch = ask(&self.commands, |reply| Command::FetchShares {
+                peer: peer.peer_id,
+                height,
+                reply,
+            });
+            match tokio::time::timeout(SHARE_GATHER_TIMEOUT, fetch).await {
+                Ok(Ok(Ok(held))) => Some(held),
+                Ok(Ok(Err(err))) | Ok(Err(err)) => {
+                    tracing::debug!(peer = %peer.peer_id, height, "no shares from peer: {err}");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %peer.peer_id, height, "no shares from peer in time");
+                    None
+                }
+            }
+        });
+        libp2p::futures::future::join_all(fetches)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
+/// Sends a command and waits for its answer.
+async fn ask<T>(
+    commands: &mpsc::Sender<Command>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, NetworkError> {
+    let (reply, answer) = oneshot::channel();
+    commands
+        .send(make(reply))
+        .await
+        .map_err(|_| NetworkError::Stopped)?;
+    answer.await.map_err(|_| NetworkError::Stopped)
 }

@@ -2,14 +2,17 @@
 //! protocol events into [`NetworkEvent`]s.
 //!
 //! Nothing here waits on anything but the swarm and its own queues: inbound sync requests
-//! are answered by spawned tasks (they ask the consensus engine), which hand the response
-//! back through a channel, and events to the node are sent without waiting.
+//! are answered by spawned tasks (they ask the consensus engine and the DA layer, and to
+//! serve a pruned block they gather shares from other peers through this very service),
+//! which hand the response back through a channel, and events to the node are sent without
+//! waiting.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use lamina_primitives::interfaces::consensus::ConsensusHandle;
+use lamina_primitives::interfaces::da::{DaHandle, HeldShares};
 use lamina_primitives::{CommittedBlock, Hash};
 use libp2p::core::ConnectedPoint;
 use libp2p::futures::StreamExt;
@@ -25,12 +28,14 @@ use tokio::time::{interval, interval_at, Instant, MissedTickBehavior};
 
 use super::behaviour::{self, Behaviour, BehaviourEvent};
 use super::codec::{
-    PeerStatus, SyncRequest, SyncResponse, MAX_BLOCKS_PER_REQUEST, SERVE_TARGET_BYTES,
+    PeerStatus, SyncRequest, SyncResponse, MAX_BLOCKS_PER_REQUEST, MAX_RESPONSE_BYTES,
+    SERVE_TARGET_BYTES,
 };
 use super::{
-    Command, MessageId, NetworkConfig, NetworkError, NetworkEvent, PeerInfo, Topic, TopicLimits,
-    Verdict, VerdictReport,
+    Command, MessageId, NetworkConfig, NetworkError, NetworkEvent, PeerInfo, ShareGatherer, Topic,
+    TopicLimits, Verdict, VerdictReport,
 };
+use crate::archive;
 
 /// How often every connected peer is asked for its status.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
@@ -57,8 +62,20 @@ const RESPONSE_QUEUE: usize = 64;
 /// How much of a peer-supplied string goes into a log line.
 const SHOWN_CHARS: usize = 80;
 
+/// The layers the service serves peers from.
+#[derive(Debug, Clone)]
+pub(super) struct Layers {
+    /// Committed blocks and the chain's height.
+    pub(super) blocks: ConsensusHandle,
+    /// Shares, and the bodies the block store pruned.
+    pub(super) da: DaHandle,
+}
+
 /// The queues between the handles, the node and the service.
 pub(super) struct Channels {
+    /// Our own command queue, for serving tasks that gather shares from peers. Weak, so
+    /// that the service still stops once every handle is dropped.
+    pub(super) own_commands: mpsc::WeakSender<Command>,
     pub(super) commands: mpsc::Receiver<Command>,
     pub(super) verdicts: mpsc::Receiver<VerdictReport>,
     pub(super) events: mpsc::Sender<NetworkEvent>,
@@ -121,6 +138,10 @@ enum Pending {
         count: u32,
         reply: oneshot::Sender<Result<Vec<CommittedBlock>, NetworkError>>,
     },
+    Shares {
+        height: u64,
+        reply: oneshot::Sender<Result<HeldShares, NetworkError>>,
+    },
 }
 
 /// The network service's state.
@@ -130,7 +151,7 @@ pub(super) struct Service {
     /// Dial peers found through Kademlia (off: configured peers only).
     discovery: bool,
     chain: Arc<Chain>,
-    blocks: ConsensusHandle,
+    layers: Layers,
     topic_limits: TopicLimits,
     topics: HashMap<TopicHash, Topic>,
     kad_protocol: StreamProtocol,
@@ -154,7 +175,7 @@ impl Service {
     pub(super) fn start(
         config: NetworkConfig,
         identity: Keypair,
-        blocks: ConsensusHandle,
+        layers: Layers,
         channels: Channels,
         discovery: bool,
     ) -> Result<Started, NetworkError> {
@@ -202,7 +223,7 @@ impl Service {
                 genesis_hash: config.genesis_hash,
                 compat: config.compat,
             }),
-            blocks,
+            layers,
             topic_limits: config.topic_limits,
             topics,
             channels,
@@ -282,6 +303,26 @@ impl Service {
                     .send_request(&peer, SyncRequest::Blocks { from, count });
                 self.pending
                     .insert(request_id, Pending::Blocks { from, count, reply });
+            }
+            Command::FetchShares {
+                peer,
+                height,
+                reply,
+            } => {
+                if peer == self.local_peer_id {
+                    let _ = reply.send(Err(NetworkError::Request {
+                        peer,
+                        reason: "cannot fetch shares from ourselves".into(),
+                    }));
+                    return;
+                }
+                let request_id = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(&peer, SyncRequest::Shares { height });
+                self.pending
+                    .insert(request_id, Pending::Shares { height, reply });
             }
             Command::Peers { reply } => {
                 let peers = self
@@ -623,6 +664,9 @@ impl Service {
                     Some(Pending::Blocks { from, count, reply }) => {
                         let _ = reply.send(blocks_answer(peer, from, count, response));
                     }
+                    Some(Pending::Shares { height, reply }) => {
+                        let _ = reply.send(shares_answer(peer, height, response));
+                    }
                     None => {}
                 },
             },
@@ -648,6 +692,12 @@ impl Service {
                         reason: error.to_string(),
                     }));
                 }
+                Some(Pending::Shares { reply, .. }) => {
+                    let _ = reply.send(Err(NetworkError::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
                 None => {}
             },
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -666,18 +716,29 @@ impl Service {
         channel: ResponseChannel<SyncResponse>,
     ) {
         tracing::trace!(%peer, ?request, "serving sync request");
-        let blocks = self.blocks.clone();
+        let layers = self.layers.clone();
         let chain = self.chain.clone();
         let responses = self.responses_tx.clone();
         let permits = self.serve_permits.clone();
+        let gatherer = self
+            .channels
+            .own_commands
+            .upgrade()
+            .map(|commands| ShareGatherer { commands });
         tokio::spawn(async move {
             let response = match request {
-                SyncRequest::Status => status_response(&blocks, &chain).await,
+                SyncRequest::Status => status_response(&layers.blocks, &chain).await,
                 SyncRequest::Blocks { from, count } => {
                     let Ok(_permit) = permits.acquire_owned().await else {
                         return;
                     };
-                    blocks_response(&blocks, from, count).await
+                    blocks_response(&layers, gatherer.as_ref(), from, count).await
+                }
+                SyncRequest::Shares { height } => {
+                    let Ok(_permit) = permits.acquire_owned().await else {
+                        return;
+                    };
+                    shares_response(&layers.da, height).await
                 }
             };
             let _ = responses.send((channel, response)).await;
@@ -724,8 +785,8 @@ impl Service {
                 tracing::debug!(peer = %peer_id, "peer cannot tell its status: {message}");
                 return;
             }
-            SyncResponse::Blocks(_) => {
-                tracing::debug!(peer = %peer_id, "peer answered a status request with blocks");
+            SyncResponse::Blocks(_) | SyncResponse::Shares(_) => {
+                tracing::debug!(peer = %peer_id, "peer answered a status request with data");
                 return;
             }
         };
@@ -1013,9 +1074,11 @@ async fn status_response(blocks: &ConsensusHandle, chain: &Chain) -> SyncRespons
 
 /// Committed blocks from `from`, stopping at the first missing height, after `count` (at
 /// most [`MAX_BLOCKS_PER_REQUEST`]) blocks, or before passing [`SERVE_TARGET_BYTES`] (but
-/// always with at least one block when `from` is committed).
+/// always with at least one block when `from` is committed). A block whose body the store
+/// pruned is served with its body rebuilt from shares (ours and `gatherer`'s peers').
 pub(super) async fn blocks_response(
-    blocks: &ConsensusHandle,
+    layers: &Layers,
+    gatherer: Option<&ShareGatherer>,
     from: u64,
     count: u32,
 ) -> SyncResponse {
@@ -1027,7 +1090,7 @@ pub(super) async fn blocks_response(
         let Some(height) = from.checked_add(offset) else {
             break;
         };
-        match blocks.block(height).await {
+        match archive::committed_block(&layers.blocks, &layers.da, gatherer, height).await {
             Ok(Some(block)) => {
                 let len = borsh::object_length(&*block).unwrap_or(usize::MAX);
                 if !answer.is_empty() && size.saturating_add(len) > SERVE_TARGET_BYTES {
@@ -1049,6 +1112,60 @@ pub(super) async fn blocks_response(
     SyncResponse::Blocks(answer)
 }
 
+/// The rows we keep of `height`'s square, cut to what fits in one response (a peer gathers
+/// from several nodes anyway).
+async fn shares_response(da: &DaHandle, height: u64) -> SyncResponse {
+    let mut held = match da.held_shares(height).await {
+        Ok(held) => held,
+        Err(err) => return SyncResponse::Error(format!("no shares of height {height}: {err}")),
+    };
+    // Room for the enum tag, the height, root, width and vector prefixes.
+    let mut size = 1024;
+    let fits = held
+        .rows
+        .iter()
+        .take_while(|row| {
+            size += row.shares.len() + 16;
+            size <= MAX_RESPONSE_BYTES
+        })
+        .count();
+    held.rows.truncate(fits);
+    SyncResponse::Shares(held)
+}
+
+/// Checks a peer's answer to a shares request: rows of the height asked for, each index
+/// once. Whether the rows are right is the DA layer's to check, against its row roots.
+fn shares_answer(
+    peer: PeerId,
+    height: u64,
+    response: SyncResponse,
+) -> Result<HeldShares, NetworkError> {
+    let invalid = |reason: String| NetworkError::InvalidResponse { peer, reason };
+    let held = match response {
+        SyncResponse::Shares(held) => held,
+        SyncResponse::Error(message) => {
+            return Err(NetworkError::Remote {
+                peer,
+                message: shown(&message),
+            })
+        }
+        SyncResponse::Status(_) | SyncResponse::Blocks(_) => {
+            return Err(invalid("something else than shares".into()))
+        }
+    };
+    if held.height != height {
+        return Err(invalid(format!(
+            "shares of height {} for a request of height {height}",
+            held.height
+        )));
+    }
+    let mut seen = HashSet::new();
+    if let Some(row) = held.rows.iter().find(|row| !seen.insert(row.index)) {
+        return Err(invalid(format!("row {} sent twice", row.index)));
+    }
+    Ok(held)
+}
+
 /// Checks a peer's answer to a block request: consecutive heights from `from`, no more than
 /// asked for.
 fn blocks_answer(
@@ -1066,7 +1183,9 @@ fn blocks_answer(
                 message: shown(&message),
             })
         }
-        SyncResponse::Status(_) => return Err(invalid("a status instead of blocks".into())),
+        SyncResponse::Status(_) | SyncResponse::Shares(_) => {
+            return Err(invalid("something else than blocks".into()))
+        }
     };
     if blocks.len() > count as usize {
         return Err(invalid(format!(

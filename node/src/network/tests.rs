@@ -9,7 +9,8 @@ use std::time::Duration;
 use lamina_primitives::interfaces::consensus::{
     ConsensusHandle, ConsensusRequest, ConsensusStatus,
 };
-use lamina_primitives::interfaces::{Events, Mailbox};
+use lamina_primitives::interfaces::da::{DaError, ShareHolder};
+use lamina_primitives::interfaces::{Events, Mailbox, RequestError};
 use lamina_primitives::{
     Address, Blob, Block, BlockHeader, Certificate, CommittedBlock, Hash, Namespace,
 };
@@ -19,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::codec::{SyncResponse, MAX_BLOCKS_PER_REQUEST, SERVE_TARGET_BYTES};
-use super::service::blocks_response;
+use super::service::{blocks_response, Layers};
 use super::*;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -75,16 +76,35 @@ fn consensus(blocks: impl IntoIterator<Item = CommittedBlock>) -> ConsensusHandl
                         validator: None,
                         round: 0,
                         validators: 1,
+                        pruned_through: 0,
                     });
                 }
                 ConsensusRequest::GetBlock { height, reply } => {
                     let _ = reply.send(Ok(store.get(&height).cloned()));
+                }
+                ConsensusRequest::GetHeader { height, reply } => {
+                    let _ = reply.send(Ok(store.get(&height).map(|block| block.header_only())));
+                }
+                // Nothing is ever pruned here: every body stays servable.
+                ConsensusRequest::PruneBodies { reply, .. } => {
+                    let _ = reply.send(Ok(0));
                 }
                 _ => {}
             }
         }
     });
     ConsensusHandle::new(mailbox, Events::new(16))
+}
+
+/// A real DA layer of `kind` over a temporary database.
+fn da_layer(kind: lamina_da::DaKind) -> DaHandle {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let config = lamina_da::DaConfig {
+        kind,
+        threads: 1,
+        ..lamina_da::DaConfig::default()
+    };
+    lamina_da::spawn(config, &db).unwrap()
 }
 
 fn config(peers: Vec<Multiaddr>) -> NetworkConfig {
@@ -114,10 +134,21 @@ impl Node {
     }
 
     fn with_blocks(config: NetworkConfig, discovery: bool, blocks: Vec<CommittedBlock>) -> Node {
+        let da = da_layer(lamina_da::DaKind::Replicated);
+        Node::with_layers(config, discovery, blocks, da)
+    }
+
+    fn with_layers(
+        config: NetworkConfig,
+        discovery: bool,
+        blocks: Vec<CommittedBlock>,
+        da: DaHandle,
+    ) -> Node {
         let (net, events) = spawn_with(
             config,
             Keypair::generate_ed25519(),
             consensus(blocks),
+            da,
             discovery,
         )
         .unwrap();
@@ -306,11 +337,78 @@ async fn fetch_blocks_returns_consecutive_blocks_within_caps() {
     ));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pruned_height_is_rebuilt_from_rows_gathered_from_peers() {
+    // Three nodes store the same block at height 5, then keep only their own rows of it.
+    let body = vec![Blob {
+        namespace: Namespace(*b"rollup-1"),
+        data: (0..20_000u32).map(|i| (i % 251) as u8).collect(),
+    }];
+    let store = |da: DaHandle, height: u64, body: Vec<Blob>| async move {
+        let commitment = da.commit(Arc::new(body.clone())).await.unwrap();
+        let mut header = block(height, 0).block.header;
+        header.data_root = commitment.data_root;
+        header.body_size = commitment.body_size;
+        da.store(Arc::new(Block { header, body })).await.unwrap();
+    };
+    let mut das = Vec::new();
+    for index in 0..3 {
+        let da = da_layer(lamina_da::DaKind::ReedSolomon);
+        store(da.clone(), 5, body.clone()).await;
+        // Two later blocks push height 5 out of the layer's memory.
+        for height in [7, 8] {
+            store(da.clone(), height, Vec::new()).await;
+        }
+        da.prune(5, ShareHolder { index, count: 3 }).await.unwrap();
+        das.push(da);
+    }
+    let a = Node::with_layers(config(vec![]), false, Vec::new(), das[0].clone());
+    let b = Node::with_layers(config(vec![a.addr()]), false, Vec::new(), das[1].clone());
+    let c = Node::with_layers(config(vec![a.addr()]), false, Vec::new(), das[2].clone());
+    eventually("A to verify B and C", || async {
+        let peers = a.verified_peers().await;
+        peers.contains(&b.id()) && peers.contains(&c.id())
+    })
+    .await;
+
+    // A's own rows are not enough; with B's and C's it rebuilds the very body.
+    assert!(matches!(
+        das[0].body(5).await,
+        Err(RequestError::Layer(DaError::Pruned { height: 5 }))
+    ));
+    assert!(matches!(
+        das[0].restore(5, Vec::new()).await,
+        Err(RequestError::Layer(DaError::NotEnoughShares { .. }))
+    ));
+    let held = a.net.share_gatherer().gather(5).await;
+    assert_eq!(held.len(), 2, "one answer from each peer");
+    for answer in &held {
+        assert_eq!(answer.height, 5);
+        assert!(!answer.rows.is_empty());
+        let holds_all = |index| {
+            let holder = ShareHolder { index, count: 3 };
+            answer.rows.iter().all(|row| holder.holds_row(5, row.index))
+        };
+        assert!(
+            holds_all(1) || holds_all(2),
+            "a peer sends the rows it keeps"
+        );
+    }
+    let rebuilt = das[0].restore(5, held).await.unwrap();
+    assert_eq!(*rebuilt, body);
+    // Nobody has height 6: every peer answers an error, so nothing is gathered.
+    assert!(a.net.share_gatherer().gather(6).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_answers_respect_the_byte_target_but_always_carry_one_block() {
     let big = SERVE_TARGET_BYTES / 4;
-    let store = consensus((1..=8).map(|height| block(height, big)));
-    let SyncResponse::Blocks(blocks) = blocks_response(&store, 1, 8).await else {
+    let layers = |blocks: Vec<CommittedBlock>| Layers {
+        blocks: consensus(blocks),
+        da: da_layer(lamina_da::DaKind::Replicated),
+    };
+    let store = layers((1..=8).map(|height| block(height, big)).collect());
+    let SyncResponse::Blocks(blocks) = blocks_response(&store, None, 1, 8).await else {
         panic!("expected blocks");
     };
     // Four blocks of a quarter of the target each, plus framing, overshoot: three fit.
@@ -321,8 +419,8 @@ async fn block_answers_respect_the_byte_target_but_always_carry_one_block() {
         .sum();
     assert!(size <= SERVE_TARGET_BYTES);
 
-    let store = consensus([block(1, SERVE_TARGET_BYTES + 1), block(2, 1)]);
-    let SyncResponse::Blocks(blocks) = blocks_response(&store, 1, 2).await else {
+    let store = layers(vec![block(1, SERVE_TARGET_BYTES + 1), block(2, 1)]);
+    let SyncResponse::Blocks(blocks) = blocks_response(&store, None, 1, 2).await else {
         panic!("expected blocks");
     };
     assert_eq!(
@@ -331,8 +429,8 @@ async fn block_answers_respect_the_byte_target_but_always_carry_one_block() {
         "an oversize first block is still served alone"
     );
 
-    let store = consensus((1..=300).map(|height| block(height, 1)));
-    let SyncResponse::Blocks(blocks) = blocks_response(&store, 1, u32::MAX).await else {
+    let store = layers((1..=300).map(|height| block(height, 1)).collect());
+    let SyncResponse::Blocks(blocks) = blocks_response(&store, None, 1, u32::MAX).await else {
         panic!("expected blocks");
     };
     assert_eq!(blocks.len(), MAX_BLOCKS_PER_REQUEST as usize);
@@ -437,6 +535,7 @@ async fn publishing_alone_is_fine_and_a_taken_port_is_an_error() {
             .collect(),
         ..config(vec![])
     };
-    let err = spawn(taken, Keypair::generate_ed25519(), consensus([])).unwrap_err();
+    let da = da_layer(lamina_da::DaKind::Replicated);
+    let err = spawn(taken, Keypair::generate_ed25519(), consensus([]), da).unwrap_err();
     assert!(matches!(err, NetworkError::Listen { .. }), "{err}");
 }
