@@ -97,11 +97,11 @@ async fn prune(
     holder: ShareHolder,
 ) -> Result<u64, DaError> {
     if holder.index >= holder.count {
-        tracing::warn!(
-            index = holder.index,
-            count = holder.count,
-            "pruning as a holder of no rows: pruned heights keep only their roots here"
-        );
+        // Such a holder keeps no rows: pruning would throw the data away.
+        return Err(DaError::Storage(format!(
+            "refusing to prune as holder {} of {}: it holds no rows",
+            holder.index, holder.count
+        )));
     }
     let through = through.min(scheme.stored_height());
     for height in scheme.unpruned_through(through)? {

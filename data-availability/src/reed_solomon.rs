@@ -263,20 +263,12 @@ impl ReedSolomon {
 
     /// Keeps `height`'s square, rebuilt from peers' rows, in memory.
     pub(crate) fn remember_restored(&mut self, height: u64, square: Arc<ExtendedSquare>) {
-        self.restored.retain(|(h, _)| *h != height);
-        if self.restored.len() >= RESTORED_CACHE_LEN {
-            self.restored.pop_front();
-        }
-        self.restored.push_back((height, square));
+        keep_latest(&mut self.restored, RESTORED_CACHE_LEN, height, square);
     }
 
     /// Keeps `height`'s square in memory, dropping the oldest beyond the cache's size.
     pub(crate) fn remember(&mut self, height: u64, square: Arc<ExtendedSquare>) {
-        self.squares.retain(|(h, _)| *h != height);
-        if self.squares.len() >= SQUARE_CACHE_LEN {
-            self.squares.pop_front();
-        }
-        self.squares.push_back((height, square));
+        keep_latest(&mut self.squares, SQUARE_CACHE_LEN, height, square);
     }
 
     /// `height`'s stored original data and root, to rebuild its square from; `Pruned` when
@@ -642,6 +634,20 @@ fn cell_of(width: u64, height: u64, position: SharePosition) -> Result<(u64, u64
         }
     };
     Ok(cell)
+}
+
+/// Puts `height`'s square last in `cache`, dropping the oldest beyond `len`.
+fn keep_latest(
+    cache: &mut VecDeque<(u64, Arc<ExtendedSquare>)>,
+    len: usize,
+    height: u64,
+    square: Arc<ExtendedSquare>,
+) {
+    cache.retain(|(h, _)| *h != height);
+    if cache.len() >= len {
+        cache.pop_front();
+    }
+    cache.push_back((height, square));
 }
 
 /// Share `position` of `height`'s square with its proof.

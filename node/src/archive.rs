@@ -11,13 +11,19 @@ use std::sync::Arc;
 use lamina_primitives::interfaces::consensus::{ConsensusError, ConsensusHandle};
 use lamina_primitives::interfaces::da::{DaError, DaHandle, ShareHolder};
 use lamina_primitives::interfaces::RequestError;
-use lamina_primitives::CommittedBlock;
-use tokio::sync::watch;
+use lamina_primitives::{Blob, CommittedBlock};
+use tokio::sync::{watch, Semaphore};
 
 use crate::network::ShareGatherer;
 
-/// Most heights pruned per request to the DA layer (each costs one square extension).
-const PRUNE_STEP: u64 = 8;
+/// Most heights pruned per request to the DA layer: each costs one square extension in the
+/// DA layer's request loop, where block proposals wait for their commitments.
+const PRUNE_STEP: u64 = 1;
+
+/// Fewest validators for which pruning saves space: each keeps `2/n` of a height's
+/// original data as its rows, so with one or two validators pruning would keep as much as
+/// the body, or more.
+pub const MIN_VALIDATORS_TO_PRUNE: u32 = 3;
 
 /// Why a committed block could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -49,13 +55,7 @@ pub async fn committed_block(
         return Ok(None);
     };
     let body = match da.body(height).await {
-        Err(RequestError::Layer(DaError::Pruned { .. })) => {
-            let held = match gatherer {
-                Some(gatherer) => gatherer.gather(height).await,
-                None => Vec::new(),
-            };
-            da.restore(height, held).await?
-        }
+        Err(RequestError::Layer(DaError::Pruned { .. })) => restore(da, gatherer, height).await?,
         other => other?,
     };
     Ok(Some(Arc::new(
@@ -63,12 +63,30 @@ pub async fn committed_block(
     )))
 }
 
+/// Rebuilds pruned `height` in the DA layer from its own rows and those `gatherer` collects
+/// from peers; the DA layer then keeps the square in memory for a while. One rebuild at a
+/// time per node: the DA layer runs each in its request loop, where block proposals wait
+/// for their commitments, so queued rebuilds must not pile up in front of them.
+pub async fn restore(
+    da: &DaHandle,
+    gatherer: Option<&ShareGatherer>,
+    height: u64,
+) -> Result<Arc<Vec<Blob>>, RequestError<DaError>> {
+    static ONE_AT_A_TIME: Semaphore = Semaphore::const_new(1);
+    let held = match gatherer {
+        Some(gatherer) => gatherer.gather(height).await,
+        None => Vec::new(),
+    };
+    let _turn = ONE_AT_A_TIME.acquire().await;
+    da.restore(height, held).await
+}
+
 /// Prunes old heights to this node's share of them, in the DA layer first (it keeps the
 /// assigned rows) and then in the block store (it drops the bodies), `window` blocks behind
 /// the executed height it is told about.
 #[derive(Debug)]
 pub struct Pruner {
-    /// Source of old blocks.
+    /// Drops old bodies from its block store.
     pub consensus: ConsensusHandle,
     /// Keeps the assigned rows.
     pub da: DaHandle,
@@ -82,7 +100,11 @@ impl Pruner {
     /// Runs until `executed` closes. A failed prune is logged and retried at the next
     /// executed height: pruning late costs disk, never data.
     pub async fn run(self, mut executed: watch::Receiver<u64>) {
-        let mut pruned = 0;
+        // Where the last run stopped; pruning again below it would be a no-op per height.
+        let mut pruned = match self.da.status().await {
+            Ok(status) => status.pruned_through,
+            Err(_) => return,
+        };
         loop {
             let through = executed.borrow_and_update().saturating_sub(self.window);
             // A few heights per request, so that a node switching the window on over a

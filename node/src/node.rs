@@ -14,7 +14,7 @@ use lamina_primitives::{Genesis, Keypair, Transaction};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::archive::Pruner;
+use crate::archive::{Pruner, MIN_VALIDATORS_TO_PRUNE};
 use crate::config::{kind_of, ConfigError, NodeConfig};
 use crate::http;
 use crate::metrics::Metrics;
@@ -261,6 +261,13 @@ impl RunningNode {
         let (executed_tx, executed_rx) = watch::channel(0);
         let window = context.config.data_availability.retention_window;
         match holder {
+            Some(holder) if window > 0 && holder.count < MIN_VALIDATORS_TO_PRUNE => {
+                tracing::warn!(
+                    validators = holder.count,
+                    "retention_window is ignored: with fewer than {MIN_VALIDATORS_TO_PRUNE} \
+                     validators each would keep as much of every height as the body itself"
+                );
+            }
             Some(holder) if window > 0 => {
                 let pruner = Pruner {
                     consensus: layers.consensus.clone(),

@@ -329,7 +329,8 @@ pub async fn latest_block(State(ctx): State<NodeContext>) -> Result<Json<BlockRe
 #[utoipa::path(get, path = "/v1/blocks/{height}", tag = "chain",
     params(("height" = u64, Path, description = "Block height, from 1")),
     responses((status = 200, body = BlockResponse), (status = 400, body = ErrorBody),
-              (status = 404, body = ErrorBody)))]
+              (status = 404, body = ErrorBody),
+              (status = 503, description = "Pruned here and too few peers' rows to rebuild it", body = ErrorBody)))]
 pub async fn block_at(
     State(ctx): State<NodeContext>,
     Path(height): Path<u64>,
@@ -654,7 +655,8 @@ impl From<ShareWithProof> for ShareResponse {
 #[utoipa::path(get, path = "/v1/da/shares/{height}/{index}", tag = "data availability",
     params(("height" = u64, Path, description = "Block height"), ("index" = u64, Path, description = "Share index, from 0 (reed-solomon: row × width + col)")),
     responses((status = 200, body = ShareResponse), (status = 400, body = ErrorBody),
-              (status = 404, body = ErrorBody)))]
+              (status = 404, body = ErrorBody),
+              (status = 503, description = "Pruned here and too few peers' rows to rebuild it", body = ErrorBody)))]
 pub async fn da_share(
     State(ctx): State<NodeContext>,
     Path((height, index)): Path<(u64, u64)>,
@@ -671,7 +673,8 @@ pub async fn da_share(
            ("row" = u64, Path, description = "Row, from 0 (replicated: always 0)"),
            ("col" = u64, Path, description = "Column, from 0")),
     responses((status = 200, body = ShareResponse), (status = 400, body = ErrorBody),
-              (status = 404, body = ErrorBody)))]
+              (status = 404, body = ErrorBody),
+              (status = 503, description = "Pruned here and too few peers' rows to rebuild it", body = ErrorBody)))]
 pub async fn da_share_cell(
     State(ctx): State<NodeContext>,
     Path((height, row, col)): Path<(u64, u64, u64)>,
@@ -713,7 +716,8 @@ pub struct BlobEntry {
     params(("height" = u64, Path, description = "Block height"),
            ("namespace" = String, Path, description = "Namespace, 16 hex characters")),
     responses((status = 200, body = NamespaceBlobsResponse), (status = 400, body = ErrorBody),
-              (status = 404, body = ErrorBody)))]
+              (status = 404, body = ErrorBody),
+              (status = 503, description = "Pruned here and too few peers' rows to rebuild it", body = ErrorBody)))]
 pub async fn da_blobs(
     State(ctx): State<NodeContext>,
     Path((height, namespace)): Path<(u64, String)>,
@@ -756,11 +760,8 @@ where
 {
     match read().await {
         Err(RequestError::Layer(DaError::Pruned { .. })) => {
-            let held = match &ctx.network {
-                Some(network) => network.share_gatherer().gather(height).await,
-                None => Vec::new(),
-            };
-            ctx.da.restore(height, held).await?;
+            let gatherer = ctx.network.as_ref().map(NetworkHandle::share_gatherer);
+            archive::restore(&ctx.da, gatherer.as_ref(), height).await?;
             Ok(read().await?)
         }
         other => Ok(other?),
@@ -866,8 +867,14 @@ pub async fn check_bad_encoding(
              encoded",
         ));
     }
-    let block = block_response(&ctx, request.height).await?;
-    let data_root = block.0.header.data_root;
+    // The header alone: a pruned body need not be rebuilt to check a proof about it.
+    let Some(committed) = ctx.consensus.header(request.height).await? else {
+        return Err(ApiError::not_found(
+            "block_not_found",
+            format!("no block at height {}", request.height),
+        ));
+    };
+    let data_root = committed.header.data_root;
     request
         .proof
         .verify(&data_root, da.codec)

@@ -68,10 +68,11 @@ pub enum SyncResponse {
     Status(PeerStatus),
     /// Consecutive committed blocks (possibly none).
     Blocks(Vec<CommittedBlock>),
-    /// Rows of one height's extended square, each to be checked against its row root.
-    Shares(HeldShares),
     /// The server could not answer (e.g. its block store failed).
     Error(String),
+    /// Rows of one height's extended square, each to be checked against its row root.
+    /// Last, so that the tags of the variants before it stay what they were.
+    Shares(HeldShares),
 }
 
 /// What a peer tells about itself: which chain it is on and how far it has committed.
@@ -218,6 +219,26 @@ mod tests {
         let mut bytes = len.to_be_bytes().to_vec();
         bytes.extend_from_slice(body);
         bytes
+    }
+
+    #[test]
+    fn variant_tags_are_those_of_the_wire_format() {
+        let tag = |bytes: Vec<u8>| bytes[0];
+        assert_eq!(tag(codec::encode(&SyncRequest::Status)), 0);
+        assert_eq!(
+            tag(codec::encode(&SyncRequest::Blocks { from: 1, count: 1 })),
+            1
+        );
+        assert_eq!(tag(codec::encode(&SyncRequest::Shares { height: 1 })), 2);
+        assert_eq!(tag(codec::encode(&SyncResponse::Blocks(Vec::new()))), 1);
+        assert_eq!(tag(codec::encode(&SyncResponse::Error(String::new()))), 2);
+        let held = HeldShares {
+            height: 1,
+            data_root: Hash::ZERO,
+            original_width: 1,
+            rows: Vec::new(),
+        };
+        assert_eq!(tag(codec::encode(&SyncResponse::Shares(held))), 3);
     }
 
     #[tokio::test]

@@ -11,8 +11,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use lamina_primitives::interfaces::consensus::ConsensusHandle;
+use lamina_primitives::interfaces::consensus::{ConsensusError, ConsensusHandle};
 use lamina_primitives::interfaces::da::{DaHandle, HeldShares};
+use lamina_primitives::interfaces::RequestError;
 use lamina_primitives::{CommittedBlock, Hash};
 use libp2p::core::ConnectedPoint;
 use libp2p::futures::StreamExt;
@@ -28,14 +29,13 @@ use tokio::time::{interval, interval_at, Instant, MissedTickBehavior};
 
 use super::behaviour::{self, Behaviour, BehaviourEvent};
 use super::codec::{
-    PeerStatus, SyncRequest, SyncResponse, MAX_BLOCKS_PER_REQUEST, MAX_RESPONSE_BYTES,
-    SERVE_TARGET_BYTES,
+    PeerStatus, SyncRequest, SyncResponse, MAX_BLOCKS_PER_REQUEST, SERVE_TARGET_BYTES,
 };
 use super::{
     Command, MessageId, NetworkConfig, NetworkError, NetworkEvent, PeerInfo, ShareGatherer, Topic,
     TopicLimits, Verdict, VerdictReport,
 };
-use crate::archive;
+use crate::archive::{self, ArchiveError};
 
 /// How often every connected peer is asked for its status.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
@@ -55,6 +55,10 @@ const DISCOVERY_TARGET_PEERS: usize = 50;
 
 /// Block requests served at once (each may hold ~16 MiB until it is sent).
 const CONCURRENT_BLOCK_SERVES: usize = 8;
+
+/// Share requests served at once. Apart from block serves: a node serving a pruned block
+/// gathers shares from peers that may themselves be busy serving blocks.
+const CONCURRENT_SHARE_SERVES: usize = 8;
 
 /// Responses computed by serving tasks, waiting for the service loop to send them.
 const RESPONSE_QUEUE: usize = 64;
@@ -159,6 +163,7 @@ pub(super) struct Service {
     responses_tx: mpsc::Sender<(ResponseChannel<SyncResponse>, SyncResponse)>,
     responses_rx: mpsc::Receiver<(ResponseChannel<SyncResponse>, SyncResponse)>,
     serve_permits: Arc<Semaphore>,
+    share_permits: Arc<Semaphore>,
     peers: HashMap<PeerId, Peer>,
     refused: HashSet<PeerId>,
     /// Refused peers to disconnect once their grace period is over.
@@ -230,6 +235,7 @@ impl Service {
             responses_tx,
             responses_rx,
             serve_permits: Arc::new(Semaphore::new(CONCURRENT_BLOCK_SERVES)),
+            share_permits: Arc::new(Semaphore::new(CONCURRENT_SHARE_SERVES)),
             peers: HashMap::new(),
             refused: HashSet::new(),
             disconnect_due: Vec::new(),
@@ -720,6 +726,7 @@ impl Service {
         let chain = self.chain.clone();
         let responses = self.responses_tx.clone();
         let permits = self.serve_permits.clone();
+        let share_permits = self.share_permits.clone();
         let gatherer = self
             .channels
             .own_commands
@@ -735,7 +742,7 @@ impl Service {
                     blocks_response(&layers, gatherer.as_ref(), from, count).await
                 }
                 SyncRequest::Shares { height } => {
-                    let Ok(_permit) = permits.acquire_owned().await else {
+                    let Ok(_permit) = share_permits.acquire_owned().await else {
                         return;
                     };
                     shares_response(&layers.da, height).await
@@ -1075,7 +1082,9 @@ async fn status_response(blocks: &ConsensusHandle, chain: &Chain) -> SyncRespons
 /// Committed blocks from `from`, stopping at the first missing height, after `count` (at
 /// most [`MAX_BLOCKS_PER_REQUEST`]) blocks, or before passing [`SERVE_TARGET_BYTES`] (but
 /// always with at least one block when `from` is committed). A block whose body the store
-/// pruned is served with its body rebuilt from shares (ours and `gatherer`'s peers').
+/// pruned is served with its body rebuilt from shares (ours and `gatherer`'s peers'), and
+/// only first in an answer: each rebuild may wait seconds for peers, so one per request
+/// keeps the answer well within the client's timeout.
 pub(super) async fn blocks_response(
     layers: &Layers,
     gatherer: Option<&ShareGatherer>,
@@ -1090,7 +1099,14 @@ pub(super) async fn blocks_response(
         let Some(height) = from.checked_add(offset) else {
             break;
         };
-        match archive::committed_block(&layers.blocks, &layers.da, gatherer, height).await {
+        let read = match layers.blocks.block(height).await {
+            Err(RequestError::Layer(ConsensusError::BodyPruned { .. })) if answer.is_empty() => {
+                archive::committed_block(&layers.blocks, &layers.da, gatherer, height).await
+            }
+            Err(RequestError::Layer(ConsensusError::BodyPruned { .. })) => break,
+            other => other.map_err(ArchiveError::from),
+        };
+        match read {
             Ok(Some(block)) => {
                 let len = borsh::object_length(&*block).unwrap_or(usize::MAX);
                 if !answer.is_empty() && size.saturating_add(len) > SERVE_TARGET_BYTES {
@@ -1112,8 +1128,8 @@ pub(super) async fn blocks_response(
     SyncResponse::Blocks(answer)
 }
 
-/// The rows we keep of `height`'s square, cut to what fits in one response (a peer gathers
-/// from several nodes anyway).
+/// The rows we keep of `height`'s square, cut to about [`SERVE_TARGET_BYTES`] (a peer
+/// gathers from several nodes anyway, and holds every answer until it has them all).
 async fn shares_response(da: &DaHandle, height: u64) -> SyncResponse {
     let mut held = match da.held_shares(height).await {
         Ok(held) => held,
@@ -1126,9 +1142,10 @@ async fn shares_response(da: &DaHandle, height: u64) -> SyncResponse {
         .iter()
         .take_while(|row| {
             size += row.shares.len() + 16;
-            size <= MAX_RESPONSE_BYTES
+            size <= SERVE_TARGET_BYTES
         })
-        .count();
+        .count()
+        .max(1);
     held.rows.truncate(fits);
     SyncResponse::Shares(held)
 }

@@ -186,8 +186,9 @@ pub struct DaStatus {
     pub pending_blobs: usize,
     /// Their total size in bytes.
     pub pending_blob_bytes: u64,
-    /// `reed-solomon`: heights more than this many blocks below the executed tip are pruned
-    /// to this node's assigned rows (0: every height is kept whole).
+    /// The configured `retention_window`: heights more than this many blocks below the
+    /// applied tip are pruned to this node's assigned rows, if the node prunes at all (it
+    /// does not when it is not a validator, or with fewer than three validators).
     pub retention_window: u64,
     /// Highest height pruned to this node's assigned rows (0: nothing pruned). Heights up
     /// to it keep their roots but no longer their whole body.
@@ -402,8 +403,10 @@ pub enum DaRequest {
     /// data, atomically per height. Roots, [`DaRequest::GetRoots`] and
     /// [`DaRequest::IsAvailable`] keep working; whole-body requests then answer `Pruned`
     /// until the height is rebuilt with [`DaRequest::Restore`]. Idempotent.
-    /// Reply: once flushed, the height pruned through (the highest so far, which may be
-    /// below `through`); `NoSquare` (`replicated`), `Storage`.
+    /// Reply: once flushed, the highest height pruned through so far (below `through` when
+    /// less is stored, above it after an earlier, larger prune); `NoSquare` (`replicated`),
+    /// `Storage` (also for a `holder` whose index is not below its count: it holds no
+    /// rows).
     Prune {
         /// Highest height to prune.
         through: u64,
@@ -415,7 +418,7 @@ pub enum DaRequest {
     /// The rows of `height`'s extended square this node keeps, to give a peer rebuilding
     /// the height: while the height is whole, the original rows `0..k` (enough by
     /// themselves to rebuild it); once pruned, its held rows.
-    /// Reply: the rows, or `HeightNotFound`, `NoSquare` (`replicated`).
+    /// Reply: the rows, or `HeightNotFound`, `NoSquare` (`replicated`), `Storage`.
     GetHeldShares {
         /// The height.
         height: u64,
