@@ -6,6 +6,7 @@
 //! Pruning itself is driven here too ([`Pruner`]): it follows the executed height, so a body
 //! is only ever dropped after every layer has applied its block.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use lamina_primitives::interfaces::consensus::{ConsensusError, ConsensusHandle};
@@ -55,7 +56,9 @@ pub async fn committed_block(
         return Ok(None);
     };
     let body = match da.body(height).await {
-        Err(RequestError::Layer(DaError::Pruned { .. })) => restore(da, gatherer, height).await?,
+        Err(RequestError::Layer(DaError::Pruned { .. })) => {
+            restore_then(da, gatherer, height, || async {}).await?.0
+        }
         other => other?,
     };
     Ok(Some(Arc::new(
@@ -64,21 +67,25 @@ pub async fn committed_block(
 }
 
 /// Rebuilds pruned `height` in the DA layer from its own rows and those `gatherer` collects
-/// from peers; the DA layer then keeps the square in memory for a while. One rebuild at a
-/// time per node: the DA layer runs each in its request loop, where block proposals wait
-/// for their commitments, so queued rebuilds must not pile up in front of them.
-pub async fn restore(
+/// from peers, then runs `then` (e.g. a read of the rebuilt square, which the DA layer keeps
+/// in memory for a while) and answers the body and what `then` gave. One rebuild at a time
+/// per node, `then` included, so no other rebuild can push the square out before `then`
+/// reads it, and since the DA layer runs each rebuild in its request loop, where block
+/// proposals wait for their commitments, queued rebuilds must not pile up there.
+pub async fn restore_then<T, F: Future<Output = T>>(
     da: &DaHandle,
     gatherer: Option<&ShareGatherer>,
     height: u64,
-) -> Result<Arc<Vec<Blob>>, RequestError<DaError>> {
+    then: impl FnOnce() -> F,
+) -> Result<(Arc<Vec<Blob>>, T), RequestError<DaError>> {
     static ONE_AT_A_TIME: Semaphore = Semaphore::const_new(1);
     let held = match gatherer {
         Some(gatherer) => gatherer.gather(height).await,
         None => Vec::new(),
     };
     let _turn = ONE_AT_A_TIME.acquire().await;
-    da.restore(height, held).await
+    let body = da.restore(height, held).await?;
+    Ok((body, then().await))
 }
 
 /// Prunes old heights to this node's share of them, in the DA layer first (it keeps the

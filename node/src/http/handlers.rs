@@ -761,8 +761,9 @@ where
     match read().await {
         Err(RequestError::Layer(DaError::Pruned { .. })) => {
             let gatherer = ctx.network.as_ref().map(NetworkHandle::share_gatherer);
-            archive::restore(&ctx.da, gatherer.as_ref(), height).await?;
-            Ok(read().await?)
+            let (_, again) =
+                archive::restore_then(&ctx.da, gatherer.as_ref(), height, read).await?;
+            Ok(again?)
         }
         other => Ok(other?),
     }
