@@ -83,7 +83,7 @@ pub(crate) fn prune_bodies(
             Ok(Ok((before, after))) => match db.flush_async().await {
                 Ok(_) => {
                     if after > before {
-                        tracing::info!(through = after, "pruned old block bodies");
+                        tracing::debug!(through = after, "pruned old block bodies");
                     }
                     Ok(after)
                 }
