@@ -50,12 +50,9 @@ async fn square_at(scheme: &mut ReedSolomon, height: u64) -> Result<Arc<Extended
     Ok(square)
 }
 
-/// `height`'s square from memory, or rebuilt from its stored original data and checked
-/// against its root, without keeping it.
+/// `height`'s square rebuilt from its stored original data and checked against its root,
+/// without looking in memory or keeping it; `Pruned` when only its held rows are left.
 async fn load_square(scheme: &ReedSolomon, height: u64) -> Result<Arc<ExtendedSquare>, DaError> {
-    if let Some(square) = scheme.cached(height) {
-        return Ok(square);
-    }
     let (original, root) = scheme.original_at(height)?;
     let builder: SquareBuilder = scheme.builder();
     let square = off_the_runtime(move || builder.rebuild(&original)).await?;
@@ -105,8 +102,8 @@ async fn prune(
     }
     let through = through.min(scheme.stored_height());
     for height in scheme.unpruned_through(through)? {
-        // Not kept in memory: pruning walks old heights, which would push out the recent
-        // squares that share requests are about.
+        // Neither looked for nor kept in memory: pruning walks old heights, which are not
+        // there and would push out the recent squares that share requests are about.
         let square = load_square(scheme, height).await?;
         scheme.prune_height(height, &square, holder)?;
         tracing::debug!(height, "pruned block data to this node's rows");

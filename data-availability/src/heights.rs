@@ -115,22 +115,20 @@ impl HeightStore {
             .collect()
     }
 
-    /// Replaces `height`'s data with `kept`, stored under `height` in `to`, and records
-    /// `(meta_key, meta_value)`, in one transaction, so that a crash leaves either the data
-    /// or what replaces it, never neither. The root stays. Writes but does not flush.
+    /// Replaces `height`'s data with `kept`, stored under `height` in `to`, in one
+    /// transaction, so that a crash leaves either the data or what replaces it, never
+    /// neither. The root stays. Writes but does not flush.
     pub(crate) fn replace_data(
         &self,
         height: u64,
         to: &sled::Tree,
         kept: &[u8],
-        (meta_key, meta_value): (&str, u64),
     ) -> Result<(), DaError> {
         let key = height.to_be_bytes();
-        (&self.data, to, &self.meta)
-            .transaction(|(data, to, meta)| {
+        (&self.data, to)
+            .transaction(|(data, to)| {
                 data.remove(&key)?;
                 to.insert(&key, kept)?;
-                meta.insert(meta_key, &meta_value.to_be_bytes())?;
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(transaction_failed)

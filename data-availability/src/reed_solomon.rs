@@ -134,10 +134,8 @@ impl SquareBuilder {
 /// What a pruned height keeps on disk (borsh, in [`HELD_TREE`]).
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 struct HeldEntry {
-    /// `k`.
-    original_width: u64,
-    /// The square's `2k` row roots: each held row is checked against its own, and any
-    /// share of it is proven through it.
+    /// The square's `2k` row roots (which give `k`): each held row is checked against its
+    /// own, and any share of it is proven through it.
     row_roots: Vec<Hash>,
     /// The square's `2k` column roots (with the row roots, they hash to `data_root`).
     col_roots: Vec<Hash>,
@@ -309,9 +307,6 @@ impl ReedSolomon {
         let entry = HeldEntry::try_from_slice(&bytes).map_err(|e| corrupt(&e))?;
         let roots =
             AxisRoots::new(entry.row_roots, entry.col_roots, &root).map_err(|e| corrupt(&e))?;
-        if roots.original_width() as u64 != entry.original_width {
-            return Err(corrupt(&"its width disagrees with its roots"));
-        }
         Ok((
             PrunedHeight {
                 roots,
@@ -383,10 +378,7 @@ impl ReedSolomon {
         let roots = &pruned.roots;
         let width = roots.width() as u64;
         let (row, col) = cell_of(width, height, position)?;
-        let k = roots.original_width() as u64;
-        if self.withhold_parity && (row >= k || col >= k) {
-            return Err(DaError::Withheld { height, row, col });
-        }
+        self.check_not_withheld(roots.original_width(), height, row, col)?;
         let held = pruned
             .rows
             .iter()
@@ -416,15 +408,7 @@ impl ReedSolomon {
             line_proof: extended.prove(c).ok_or_else(missing)?,
             root_proof: roots.prove(Axis::Row, r).ok_or_else(missing)?,
         };
-        Ok(ShareWithProof {
-            height,
-            index: row * width + col,
-            row,
-            col,
-            share,
-            data_root,
-            proof: DataProof::Square(proof),
-        })
+        Ok(served(height, width, (row, col), share, data_root, proof))
     }
 
     /// Every height up to `through` still stored whole, in increasing order.
@@ -433,8 +417,8 @@ impl ReedSolomon {
     }
 
     /// Prunes `height`, whose committed square is `square` (checked against its root by
-    /// the caller): keeps `holder`'s rows and the roots, deletes the original data, in one
-    /// transaction. Writes but does not flush.
+    /// the caller): keeps `holder`'s rows and the roots and deletes the original data, in
+    /// one transaction, then raises `pruned_through`. Writes but does not flush.
     pub(crate) fn prune_height(
         &mut self,
         height: u64,
@@ -458,20 +442,16 @@ impl ReedSolomon {
             })
             .collect::<Result<Vec<_>, DaError>>()?;
         let entry = HeldEntry {
-            original_width: k as u64,
             row_roots: square.row_roots().to_vec(),
             col_roots: square.col_roots().to_vec(),
             rows,
         };
         let bytes = borsh::to_vec(&entry).map_err(storage)?;
-        let pruned_through = self.pruned_through.max(height);
-        self.heights.replace_data(
-            height,
-            &self.held,
-            &bytes,
-            (PRUNED_THROUGH_KEY, pruned_through),
-        )?;
-        self.pruned_through = pruned_through;
+        self.heights.replace_data(height, &self.held, &bytes)?;
+        // Written apart from the entry: after a crash in between, `pruned_through` only
+        // lags, which is harmless since whether a height is pruned is read from its entry
+        // and pruning it again finds nothing left to do.
+        self.set_pruned_through(height)?;
         Ok(())
     }
 
@@ -498,15 +478,18 @@ impl ReedSolomon {
         position: SharePosition,
     ) -> Result<ShareWithProof, DaError> {
         let share = share_of(square, height, position)?;
-        let k = square.original_width() as u64;
-        if self.withhold_parity && (share.row >= k || share.col >= k) {
-            return Err(DaError::Withheld {
-                height,
-                row: share.row,
-                col: share.col,
-            });
-        }
+        self.check_not_withheld(square.original_width(), height, share.row, share.col)?;
         Ok(share)
+    }
+
+    /// Fault injection (`DaConfig::withhold_parity`): `Withheld` for cell `(row, col)` of
+    /// `height`'s square (original width `k`) when it lies outside the original quadrant.
+    fn check_not_withheld(&self, k: usize, height: u64, row: u64, col: u64) -> Result<(), DaError> {
+        let k = k as u64;
+        if self.withhold_parity && (row >= k || col >= k) {
+            return Err(DaError::Withheld { height, row, col });
+        }
+        Ok(())
     }
 
     /// Highest height whose data is stored.
@@ -669,15 +652,28 @@ fn share_of(
     };
     let share = square.share(r, c).ok_or_else(out_of_range)?.to_vec();
     let proof = square.prove(r, c, Axis::Row).ok_or_else(out_of_range)?;
-    Ok(ShareWithProof {
+    let data_root = square.data_root();
+    Ok(served(height, width, (row, col), share, data_root, proof))
+}
+
+/// Share `(row, col)` of `height`'s `width`-wide square, proven by `proof`, as served.
+fn served(
+    height: u64,
+    width: u64,
+    (row, col): (u64, u64),
+    share: Vec<u8>,
+    data_root: Hash,
+    proof: ShareProof,
+) -> ShareWithProof {
+    ShareWithProof {
         height,
         index: row * width + col,
         row,
         col,
         share,
-        data_root: square.data_root(),
+        data_root,
         proof: DataProof::Square(proof),
-    })
+    }
 }
 
 /// See `DaRequest::GetNamespace`, on `height`'s square.
