@@ -15,6 +15,7 @@ use lamina_primitives::interfaces::RequestError;
 use lamina_primitives::{Blob, CommittedBlock};
 use tokio::sync::{watch, Semaphore};
 
+use crate::metrics::Metrics;
 use crate::network::ShareGatherer;
 
 /// Most heights pruned per request to the DA layer: each costs one square extension in the
@@ -101,6 +102,8 @@ pub struct Pruner {
     pub holder: ShareHolder,
     /// Heights kept whole below the executed height.
     pub window: u64,
+    /// Where the pruned height is shown.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Pruner {
@@ -112,6 +115,7 @@ impl Pruner {
             Ok(status) => status.pruned_through,
             Err(_) => return,
         };
+        self.metrics.pruned_height.set(pruned);
         loop {
             let through = executed.borrow_and_update().saturating_sub(self.window);
             // A few heights per request, so that a node switching the window on over a
@@ -119,7 +123,10 @@ impl Pruner {
             while pruned < through {
                 let step = through.min(pruned + PRUNE_STEP);
                 match self.prune(step).await {
-                    Ok(()) => pruned = step,
+                    Ok(()) => {
+                        pruned = step;
+                        self.metrics.pruned_height.set(pruned);
+                    }
                     Err(err) => {
                         tracing::warn!(through = step, "pruning old heights failed: {err}");
                         break;

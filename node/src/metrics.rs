@@ -17,6 +17,8 @@ pub struct Metrics {
     pub executed_height: Gauge<u64, AtomicU64>,
     /// Highest settled height.
     pub settled_height: Gauge<u64, AtomicU64>,
+    /// Heights at or below it are kept only as this validator's rows (0: none).
+    pub pruned_height: Gauge<u64, AtomicU64>,
     /// Transactions executed (successful or failed).
     pub transactions_executed: Counter,
     /// Transactions that failed at execution.
@@ -39,6 +41,7 @@ impl Metrics {
         let committed_height = Gauge::default();
         let executed_height = Gauge::default();
         let settled_height = Gauge::default();
+        let pruned_height = Gauge::default();
         let transactions_executed = Counter::default();
         let transactions_failed = Counter::default();
         let transactions_accepted = Counter::default();
@@ -58,6 +61,11 @@ impl Metrics {
             "settled_height",
             "Highest settled block height",
             settled_height.clone(),
+        );
+        registry.register(
+            "pruned_height",
+            "Heights at or below it are kept only as this validator's rows of their data",
+            pruned_height.clone(),
         );
         registry.register(
             "transactions_executed",
@@ -84,6 +92,7 @@ impl Metrics {
             committed_height,
             executed_height,
             settled_height,
+            pruned_height,
             transactions_executed,
             transactions_failed,
             transactions_accepted,

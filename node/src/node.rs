@@ -274,6 +274,7 @@ impl RunningNode {
                     da: layers.da.clone(),
                     holder,
                     window,
+                    metrics: metrics.clone(),
                 };
                 tokio::spawn(pruner.run(executed_rx));
             }

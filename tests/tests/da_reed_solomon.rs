@@ -332,6 +332,19 @@ fn old_heights_are_kept_as_each_nodes_rows_and_rebuilt_from_peers() {
         );
         held_rows.extend(rows);
     }
+    let metrics = lamina_tests::http()
+        .get(format!("{}/metrics", testnet.node(0).url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let pruned: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("lamina_pruned_height "))
+        .expect("a pruned height gauge")
+        .parse()
+        .unwrap();
+    assert!(pruned >= height, "{metrics}");
     let kept = held_rows.len();
     held_rows.sort_unstable();
     held_rows.dedup();
