@@ -42,7 +42,7 @@ pub enum ArchiveError {
 /// The committed block at `height` with its body, or `None` above the committed height.
 /// A body the block store pruned comes from the DA layer: from its original data while it
 /// has it, else rebuilt from its held rows plus those `gatherer` collects from peers (none
-/// without a network: a single node holds every row of its own chain).
+/// without a network).
 pub async fn committed_block(
     consensus: &ConsensusHandle,
     da: &DaHandle,
@@ -118,8 +118,8 @@ impl Pruner {
         self.metrics.pruned_height.set(pruned);
         loop {
             let through = executed.borrow_and_update().saturating_sub(self.window);
-            // A few heights per request, so that a node switching the window on over a
-            // long history does not hold its DA layer up for the whole backlog at once.
+            // One height per request, so that a node switching the window on over a long
+            // history does not hold its DA layer up for the whole backlog at once.
             while pruned < through {
                 let step = through.min(pruned + PRUNE_STEP);
                 match self.prune(step).await {
