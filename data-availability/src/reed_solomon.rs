@@ -24,6 +24,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use crate::heights::{storage, HeightStore, Stored};
 use crate::square::layout::{self, LayoutError};
 use crate::square::line::ExtendedRow;
+use crate::square::parallel;
 use crate::square::{
     square_width_for, Axis, AxisRoots, Codec, CodecKind, ExtendedSquare, PartialSquare, ShareProof,
     MAX_ORIGINAL_BYTES,
@@ -535,38 +536,56 @@ pub(crate) fn rebuild_pruned(
             fits
         })
         .flat_map(|held| held.rows);
-    for row in kept.rows.into_iter().chain(theirs) {
-        // k full rows give every column k shares: enough, so stop checking there.
-        if verified_count >= k {
+    let mut candidates = kept.rows.into_iter().chain(theirs).filter_map(|row| {
+        let index = usize::try_from(row.index).ok().filter(|i| *i < width);
+        if index.is_none() {
+            tracing::debug!(height, row = row.index, "dropped a row outside the square");
+        }
+        index.map(|index| (index, row))
+    });
+    // k full rows give every column k shares: enough. Each round checks, on every thread,
+    // just as many new rows as are still missing, so honest rows take one round and each
+    // wrong one costs only its own check.
+    while verified_count < k {
+        let mut in_batch = vec![false; width];
+        let mut batch = Vec::with_capacity(k - verified_count);
+        for (index, row) in candidates.by_ref() {
+            if !verified[index] && !in_batch[index] {
+                in_batch[index] = true;
+                batch.push((index, row));
+                if batch.len() == k - verified_count {
+                    break;
+                }
+            }
+        }
+        if batch.is_empty() {
             break;
         }
-        let Some(index) = usize::try_from(row.index).ok().filter(|i| *i < width) else {
-            tracing::debug!(height, row = row.index, "dropped a row outside the square");
-            continue;
-        };
-        if verified[index] {
-            continue;
-        }
-        let extended = match ExtendedRow::extend(&codec, &row.shares) {
-            Ok(extended) => extended,
-            Err(error) => {
-                tracing::debug!(height, row = index, %error, "dropped a malformed row");
-                continue;
+        // A few rows per thread at a time: each rebuilt row is copied into the square and
+        // dropped before the next window, so memory stays small and warm.
+        let threads = builder.threads.max(1);
+        for window in batch.chunks(threads * ROWS_PER_THREAD_AT_ONCE) {
+            let per_thread = window.len().div_ceil(threads);
+            let checked = parallel::run(window.chunks(per_thread).collect(), |rows| {
+                rows.iter()
+                    .map(|(index, row)| (*index, check_row(&codec, &roots, *index, &row.shares)))
+                    .collect::<Vec<_>>()
+            });
+            for (index, checked) in checked.into_iter().flatten() {
+                match checked {
+                    Ok(extended) => {
+                        for (col, share) in extended.shares().chunks_exact(SHARE_SIZE).enumerate() {
+                            partial.insert(index, col, share).map_err(storage)?;
+                        }
+                        verified[index] = true;
+                        verified_count += 1;
+                    }
+                    Err(reason) => {
+                        tracing::debug!(height, row = index, "dropped a row: {reason}");
+                    }
+                }
             }
-        };
-        if roots.root(Axis::Row, index) != Some(extended.root()) {
-            tracing::debug!(
-                height,
-                row = index,
-                "dropped a row that does not match its root"
-            );
-            continue;
         }
-        for (col, share) in extended.shares().chunks_exact(SHARE_SIZE).enumerate() {
-            partial.insert(index, col, share).map_err(storage)?;
-        }
-        verified[index] = true;
-        verified_count += 1;
     }
     if verified_count < k {
         return Err(DaError::NotEnoughShares {
@@ -588,6 +607,23 @@ pub(crate) fn rebuild_pruned(
         )));
     }
     Ok(square)
+}
+
+/// Rows each thread checks per window of [`rebuild_pruned`].
+const ROWS_PER_THREAD_AT_ONCE: usize = 4;
+
+/// Row `index` rebuilt from its first `k` shares, if it is the committed row.
+fn check_row(
+    codec: &Codec,
+    roots: &AxisRoots,
+    index: usize,
+    left: &[u8],
+) -> Result<ExtendedRow, String> {
+    let extended = ExtendedRow::extend(codec, left).map_err(|error| error.to_string())?;
+    if roots.root(Axis::Row, index) != Some(extended.root()) {
+        return Err("it does not match its root".to_string());
+    }
+    Ok(extended)
 }
 
 /// The `(row, col)` that `position` names in a `width`-wide square of `height`.

@@ -26,7 +26,7 @@ pub(crate) mod extended;
 mod hash;
 pub mod layout;
 pub(crate) mod line;
-mod parallel;
+pub(crate) mod parallel;
 mod proof;
 pub mod repair;
 mod roots;
