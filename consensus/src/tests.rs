@@ -176,6 +176,23 @@ pub(crate) async fn stop(handle: ConsensusHandle) {
 
 /// Checks every committed block from 1 to `height`: certificate, parent chain, timestamps,
 /// and the DA commitment of its body.
+/// A `solo` engine of `key` without empty blocks, over `db`, on fake layers.
+fn spawn_solo(
+    db: &sled::Db,
+    genesis: &Genesis,
+    key: &Keypair,
+    fakes: &Arc<Fakes>,
+) -> ConsensusHandle {
+    spawn(
+        config(false),
+        genesis,
+        Some(key.clone()),
+        db,
+        fake_deps(fakes),
+    )
+    .unwrap()
+}
+
 async fn check_chain(consensus: &ConsensusHandle, genesis: &Genesis, height: u64) -> Vec<Block> {
     let validators = genesis.validator_set();
     let mut parent = genesis.hash();
@@ -335,14 +352,7 @@ async fn commits_chained_certified_blocks_only_with_content() {
     let key = Keypair::deterministic("validator");
     let genesis = genesis(&[&key]);
     let fakes = Arc::new(Fakes::default());
-    let consensus = spawn(
-        config(false),
-        &genesis,
-        Some(key.clone()),
-        &db,
-        fake_deps(&fakes),
-    )
-    .unwrap();
+    let consensus = spawn_solo(&db, &genesis, &key, &fakes);
     let mut events = consensus.subscribe();
 
     // Nothing to include: ticks come and go without a block.
@@ -416,27 +426,13 @@ async fn restart_resumes_from_the_stored_tip() {
     let genesis = genesis(&[&key]);
     let fakes = Arc::new(Fakes::default());
 
-    let consensus = spawn(
-        config(false),
-        &genesis,
-        Some(key.clone()),
-        &db,
-        fake_deps(&fakes),
-    )
-    .unwrap();
+    let consensus = spawn_solo(&db, &genesis, &key, &fakes);
     fakes.add_transactions([tx(0), tx(1), tx(2), tx(3)]);
     wait_for_height(&consensus, 2).await;
     let tip = consensus.status().await.unwrap();
     stop(consensus).await;
 
-    let consensus = spawn(
-        config(false),
-        &genesis,
-        Some(key.clone()),
-        &db,
-        fake_deps(&fakes),
-    )
-    .unwrap();
+    let consensus = spawn_solo(&db, &genesis, &key, &fakes);
     assert_eq!(consensus.status().await.unwrap(), tip);
     fakes.add_transactions([tx(4)]);
     wait_for_height(&consensus, 3).await;
@@ -499,14 +495,7 @@ async fn pruned_bodies_keep_their_headers_and_the_chain_goes_on() {
     let key = Keypair::deterministic("validator");
     let genesis = genesis(&[&key]);
     let fakes = Arc::new(Fakes::default());
-    let consensus = spawn(
-        config(false),
-        &genesis,
-        Some(key.clone()),
-        &db,
-        fake_deps(&fakes),
-    )
-    .unwrap();
+    let consensus = spawn_solo(&db, &genesis, &key, &fakes);
     // At most two transactions per block: blocks 1, 2 and 3.
     fakes.add_transactions((0..6).map(tx));
     wait_for_height(&consensus, 3).await;
@@ -559,14 +548,7 @@ async fn pruned_bodies_keep_their_headers_and_the_chain_goes_on() {
     stop(consensus).await;
 
     // And restarts on it: the genesis check reads block 1's header.
-    let consensus = spawn(
-        config(false),
-        &genesis,
-        Some(key.clone()),
-        &db,
-        fake_deps(&fakes),
-    )
-    .unwrap();
+    let consensus = spawn_solo(&db, &genesis, &key, &fakes);
     assert_eq!(consensus.status().await.unwrap(), tip);
     fakes.add_transactions([tx(7)]);
     wait_for_height(&consensus, 5).await;
