@@ -405,19 +405,34 @@ impl OptimisticMode {
             .saturating_sub(Blob::ENCODED_PREFIX_BYTES)
             .min(MAX_BLOB_BYTES);
         let applied = self.ledger.applied_height();
-        let candidates = self
-            .claim(height)
-            .into_iter()
-            .chain(self.challenges())
-            .chain(self.submitted.iter().cloned());
+        // Drop submitted messages the ledger would now skip (e.g. finalized already); the
+        // survivors need no second check below.
+        let ledger = &self.ledger;
+        let chain_id = &self.chain_id;
+        self.submitted
+            .retain(|message| match ledger.check(message, chain_id) {
+                Ok(()) => true,
+                Err(reason) => {
+                    tracing::debug!(?message, %reason, "dropping a submitted settlement message");
+                    false
+                }
+            });
+        // Our own claim and challenges are built from the ledger as it stands, but checked
+        // all the same: a claim may not be ours to make yet.
+        let own = self.claim(height).into_iter().chain(self.challenges());
+        let own = own.filter(|message| match self.ledger.check(message, &self.chain_id) {
+            Ok(()) => true,
+            Err(reason) => {
+                tracing::debug!(?message, %reason, "not offering a settlement message");
+                false
+            }
+        });
+        let candidates: Vec<SettlementMessage> =
+            own.chain(self.submitted.iter().cloned()).collect();
         let mut size = codec::VEC_PREFIX_BYTES;
         let mut messages = Vec::new();
         let mut hashes = Vec::new();
         for message in candidates {
-            if let Err(reason) = self.ledger.check(&message, &self.chain_id) {
-                tracing::debug!(?message, %reason, "not offering a settlement message");
-                continue;
-            }
             let encoded = codec::encode(&message);
             let hash = Hash::digest(&encoded);
             // Already in a proposal that may be committed but not yet applied: offering it
@@ -434,11 +449,6 @@ impl OptimisticMode {
             messages.push(message);
             hashes.push(hash);
         }
-        // Drop submitted messages the ledger would now skip (e.g. finalized already).
-        let ledger = &self.ledger;
-        let chain_id = &self.chain_id;
-        self.submitted
-            .retain(|message| ledger.check(message, chain_id).is_ok());
         if messages.is_empty() {
             return Vec::new();
         }
