@@ -386,18 +386,10 @@ impl ReedSolomon {
             .find(|held| held.index == row)
             .ok_or(DaError::Pruned { height })?;
         let codec = Codec::new(self.builder.codec, roots.original_width()).map_err(storage)?;
-        let extended = ExtendedRow::extend(&codec, &held.shares).map_err(|error| {
-            storage(format!(
-                "held row {row} of height {height} is corrupt: {error}"
-            ))
-        })?;
         // In range, so the conversions and lookups succeed.
         let (r, c) = (row as usize, col as usize);
-        if roots.root(Axis::Row, r) != Some(extended.root()) {
-            return Err(storage(format!(
-                "held row {row} of height {height} does not match its row root"
-            )));
-        }
+        let extended = check_row(&codec, roots, r, &held.shares)
+            .map_err(|reason| storage(format!("held row {row} of height {height}: {reason}")))?;
         let missing = || {
             storage(format!(
                 "share ({row}, {col}) of height {height} is missing"
