@@ -50,9 +50,20 @@ pub async fn committed_block(
     height: u64,
 ) -> Result<Option<Arc<CommittedBlock>>, ArchiveError> {
     match consensus.block(height).await {
-        Err(RequestError::Layer(ConsensusError::BodyPruned { .. })) => {}
-        other => return Ok(other?),
+        Err(RequestError::Layer(ConsensusError::BodyPruned { .. })) => {
+            pruned_block(consensus, da, gatherer, height).await
+        }
+        other => Ok(other?),
     }
+}
+
+/// [`committed_block`] for a height whose body the block store has pruned.
+pub async fn pruned_block(
+    consensus: &ConsensusHandle,
+    da: &DaHandle,
+    gatherer: Option<&ShareGatherer>,
+    height: u64,
+) -> Result<Option<Arc<CommittedBlock>>, ArchiveError> {
     let Some(header) = consensus.header(height).await? else {
         return Ok(None);
     };

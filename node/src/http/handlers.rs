@@ -861,12 +861,10 @@ pub async fn check_bad_encoding(
 ) -> Result<Json<BadEncodingResponse>, ApiError> {
     let da = &ctx.config.data_availability;
     if da.kind != lamina_da::DaKind::ReedSolomon {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "no_square",
-            "this node runs the replicated scheme, which has no extended square to be badly \
-             encoded",
-        ));
+        return Err(DaError::NoSquare {
+            scheme: "replicated".to_string(),
+        }
+        .into());
     }
     // The header alone: a pruned body need not be rebuilt to check a proof about it.
     let Some(committed) = ctx.consensus.header(request.height).await? else {

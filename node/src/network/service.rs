@@ -693,16 +693,10 @@ impl Service {
                     }
                 }
                 Some(Pending::Blocks { reply, .. }) => {
-                    let _ = reply.send(Err(NetworkError::Request {
-                        peer,
-                        reason: error.to_string(),
-                    }));
+                    let _ = reply.send(Err(request_failed(peer, &error)));
                 }
                 Some(Pending::Shares { reply, .. }) => {
-                    let _ = reply.send(Err(NetworkError::Request {
-                        peer,
-                        reason: error.to_string(),
-                    }));
+                    let _ = reply.send(Err(request_failed(peer, &error)));
                 }
                 None => {}
             },
@@ -1101,7 +1095,7 @@ pub(super) async fn blocks_response(
         };
         let read = match layers.blocks.block(height).await {
             Err(RequestError::Layer(ConsensusError::BodyPruned { .. })) if answer.is_empty() => {
-                archive::committed_block(&layers.blocks, &layers.da, gatherer, height).await
+                archive::pruned_block(&layers.blocks, &layers.da, gatherer, height).await
             }
             Err(RequestError::Layer(ConsensusError::BodyPruned { .. })) => break,
             other => other.map_err(ArchiveError::from),
@@ -1126,6 +1120,14 @@ pub(super) async fn blocks_response(
         }
     }
     SyncResponse::Blocks(answer)
+}
+
+/// A request of ours that got no answer.
+fn request_failed(peer: PeerId, error: &OutboundFailure) -> NetworkError {
+    NetworkError::Request {
+        peer,
+        reason: error.to_string(),
+    }
 }
 
 /// The rows we keep of `height`'s square, cut to about [`SERVE_TARGET_BYTES`] (a peer
