@@ -16,7 +16,7 @@ use crate::square::{
     PartialSquare, RepairError, SquareError, MAX_SQUARE_WIDTH,
 };
 use crate::SHARE_SIZE;
-use lamina_primitives::interfaces::da::{DaError, HeldRow, HeldShares, ShareHolder};
+use lamina_primitives::interfaces::da::{DaError, HeldShares, ShareHolder};
 
 /// Largest `k` benchmarked with `reed-solomon-erasure`: above 128 a line has more than 256
 /// shares and that crate switches to its GF(2^16), a table-driven `O(k²)` matrix code
@@ -283,7 +283,6 @@ fn time_restore(
     runs: usize,
 ) -> Result<Duration, BenchError> {
     let (codec, k) = (square.codec(), square.original_width());
-    let width = square.width() as u64;
     let data_root = square.data_root();
     let builder = SquareBuilder {
         codec,
@@ -297,22 +296,7 @@ fn time_restore(
             index,
             count: RESTORE_HOLDERS,
         };
-        let rows = holder
-            .rows(RESTORE_HEIGHT, width)
-            .into_iter()
-            .map(|row| {
-                let shares = usize::try_from(row)
-                    .ok()
-                    .and_then(|row| square.row(row))
-                    .and_then(|row| row.get(..k * SHARE_SIZE))
-                    // Every row of a built square is there: a missing one is a broken square.
-                    .ok_or(BenchError::Mismatch(codec, k))?;
-                Ok(HeldRow {
-                    index: row,
-                    shares: shares.to_vec(),
-                })
-            })
-            .collect::<Result<_, BenchError>>()?;
+        let rows = crate::reed_solomon::held_rows(square, RESTORE_HEIGHT, holder)?;
         Ok(HeldShares {
             height: RESTORE_HEIGHT,
             data_root,

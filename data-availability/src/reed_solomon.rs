@@ -418,22 +418,7 @@ impl ReedSolomon {
         square: &ExtendedSquare,
         holder: ShareHolder,
     ) -> Result<(), DaError> {
-        let k = square.original_width();
-        let rows = holder
-            .rows(height, square.width() as u64)
-            .into_iter()
-            .map(|index| {
-                let shares = usize::try_from(index)
-                    .ok()
-                    .and_then(|index| square.row(index))
-                    .and_then(|row| row.get(..k * SHARE_SIZE))
-                    .ok_or_else(|| storage(format!("row {index} of height {height} is missing")))?;
-                Ok(HeldRow {
-                    index,
-                    shares: shares.to_vec(),
-                })
-            })
-            .collect::<Result<Vec<_>, DaError>>()?;
+        let rows = held_rows(square, height, holder)?;
         let entry = HeldEntry {
             row_roots: square.row_roots().to_vec(),
             col_roots: square.col_roots().to_vec(),
@@ -603,6 +588,30 @@ pub(crate) fn rebuild_pruned(
 
 /// Rows each thread checks per window of [`rebuild_pruned`].
 const ROWS_PER_THREAD_AT_ONCE: usize = 4;
+
+/// The rows of `square` that `holder` keeps at `height`, each as its first `k` shares.
+pub(crate) fn held_rows(
+    square: &ExtendedSquare,
+    height: u64,
+    holder: ShareHolder,
+) -> Result<Vec<HeldRow>, DaError> {
+    let k = square.original_width();
+    holder
+        .rows(height, square.width() as u64)
+        .into_iter()
+        .map(|index| {
+            let shares = usize::try_from(index)
+                .ok()
+                .and_then(|index| square.row(index))
+                .and_then(|row| row.get(..k * SHARE_SIZE))
+                .ok_or_else(|| storage(format!("row {index} of height {height} is missing")))?;
+            Ok(HeldRow {
+                index,
+                shares: shares.to_vec(),
+            })
+        })
+        .collect()
+}
 
 /// Row `index` rebuilt from its first `k` shares, if it is the committed row.
 fn check_row(
