@@ -267,6 +267,7 @@ impl Actor {
             &transactions,
             &mut output.receipts,
         );
+        let withdrawals_root = self.withdrawals.root_with(&withdrawals);
         let executed = self
             .store
             .commit_block(&BlockCommit {
@@ -277,7 +278,7 @@ impl Actor {
                 output: &output,
                 deposits_credited: u32::try_from(deposits.len()).unwrap_or(u32::MAX),
                 withdrawals: &withdrawals,
-                withdrawals_root: self.withdrawals.root_with(&withdrawals),
+                withdrawals_root,
                 withdrawal_count: self
                     .withdrawals
                     .count()
@@ -286,7 +287,7 @@ impl Actor {
             })
             .map_err(storage)?;
         // Only once committed: a failed commit leaves the tree at the previous height.
-        self.withdrawals.append(&withdrawals);
+        self.withdrawals.append(&withdrawals, withdrawals_root);
         self.executed_height = height;
         self.state_root = executed.state_root;
 

@@ -144,13 +144,11 @@ impl WithdrawalTree {
         merkle::root(&leaves)
     }
 
-    /// Appends `added` (the next ids), once they are committed.
-    pub(crate) fn append(&mut self, added: &[Withdrawal]) {
-        if added.is_empty() {
-            return;
-        }
+    /// Appends `added` (the next ids), once they are committed; `root` is what
+    /// [`WithdrawalTree::root_with`] gave for them, so the tree is not hashed twice.
+    pub(crate) fn append(&mut self, added: &[Withdrawal], root: Hash) {
         self.leaves.extend(added.iter().map(leaf));
-        self.root = merkle::root(&self.leaves);
+        self.root = root;
     }
 
     /// The proof of withdrawal `id` in the tree of the first `count` withdrawals; `None` when
@@ -187,7 +185,7 @@ mod tests {
         assert_eq!(tree.root_with(&all[3..]), withdrawals_root(&all));
         // Taking the root appends nothing.
         assert_eq!(tree.count(), 3);
-        tree.append(&all[3..]);
+        tree.append(&all[3..], tree.root_with(&all[3..]));
         assert_eq!(tree.root_with(&[]), withdrawals_root(&all));
         for count in 0..=7u64 {
             for id in 0..8u64 {
