@@ -42,7 +42,7 @@ pub struct ClaimTarget {
     pub first_height: u64,
     /// Last height of the batch: the claim is valid only in a block above it.
     pub last_height: u64,
-    /// The proposer whose turn it is (see [`OptimisticParams::designated`](super::OptimisticParams::designated)).
+    /// The proposer whose turn it is (the ledger rotates the turn among unjailed proposers).
     pub designated: Address,
     /// From this block height on, any listed proposer may claim (the designated one did
     /// not).
