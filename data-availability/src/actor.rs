@@ -2,7 +2,10 @@
 //! ([`Replicated`] or [`ReedSolomon`]) and the blob pool, awaits the flush that makes a
 //! store (or a prune) durable before it answers, and runs the extension, repair and parsing
 //! of a square (tens of milliseconds for a full block) on the blocking pool rather than on
-//! an async worker.
+//! an async worker. Requests that need nothing of the scheme but its [`SquareBuilder`]
+//! (dispersing a proposal, checking and reassembling its rows) run in a task of their own
+//! that answers them, so the loop does not wait for them and many peers' rows are checked
+//! at once.
 
 use std::sync::Arc;
 
@@ -11,7 +14,7 @@ use lamina_primitives::interfaces::da::{
 };
 use lamina_primitives::interfaces::Events;
 use lamina_primitives::{Blob, Block, Hash};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::heights::Stored;
 use crate::pool::BlobPool;
@@ -156,6 +159,28 @@ async fn flushed<T>(db: &sled::Db, result: Result<T, DaError>) -> Result<T, DaEr
     Ok(value)
 }
 
+/// Answers `reply` with `work` of `scheme`'s builder, run on the blocking pool by a task of
+/// its own so the loop goes on meanwhile: for requests that need no other state of the
+/// scheme. `NoSquare` at once for `replicated`.
+fn beside_the_loop<T: Send + 'static>(
+    scheme: &Scheme,
+    reply: oneshot::Sender<Result<T, DaError>>,
+    work: impl FnOnce(SquareBuilder) -> Result<T, DaError> + Send + 'static,
+) {
+    match scheme {
+        Scheme::Replicated(_) => {
+            let _ = reply.send(Err(no_square()));
+        }
+        Scheme::ReedSolomon(scheme) => {
+            let builder = scheme.builder();
+            tokio::spawn(async move {
+                let _ = reply.send(off_the_runtime(move || work(builder)).await);
+            });
+        }
+    }
+}
+
+/// The answer of the `replicated` scheme to requests about an extended square.
 fn no_square() -> DaError {
     DaError::NoSquare {
         scheme: "replicated".to_string(),
@@ -355,6 +380,24 @@ pub(crate) async fn run(
                     tracing::debug!(height, %error, "could not rebuild block data");
                 }
                 let _ = reply.send(result);
+            }
+            DaRequest::Disperse {
+                height,
+                body,
+                holders,
+                reply,
+            } => beside_the_loop(&scheme, reply, move |builder| {
+                reed_solomon::disperse(&builder, height, &body, holders)
+            }),
+            DaRequest::CheckRows { roots, rows, reply } => {
+                beside_the_loop(&scheme, reply, move |builder| {
+                    reed_solomon::check_rows(&builder, roots, &rows)
+                });
+            }
+            DaRequest::Reassemble { roots, rows, reply } => {
+                beside_the_loop(&scheme, reply, move |builder| {
+                    reed_solomon::reassemble(&builder, roots, rows)
+                });
             }
         }
     }

@@ -595,6 +595,83 @@ mod tests {
         assert_eq!((status.retention_window, status.pruned_through), (0, 0));
     }
 
+    #[tokio::test]
+    async fn reed_solomon_disperses_checks_and_reassembles_a_proposal() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let config = DaConfig {
+            kind: DaKind::ReedSolomon,
+            ..DaConfig::default()
+        };
+        let da = spawn(config, &db).unwrap();
+        let body = Arc::new(chain(1).remove(0).body.clone());
+        let height = 5;
+        let dispersal = da.disperse(height, Arc::clone(&body), 4).await.unwrap();
+        let commitment = da.commit(Arc::clone(&body)).await.unwrap();
+        assert_eq!(dispersal.roots.data_root, commitment.data_root);
+        assert_eq!(dispersal.parts.len(), 4);
+        // Many peers' parts are checked at once: the loop answers each on its own.
+        let roots = &dispersal.roots;
+        let parts = &dispersal.parts;
+        let (a, b, c, d) = tokio::join!(
+            da.check_rows(roots.clone(), parts[0].clone()),
+            da.check_rows(roots.clone(), parts[1].clone()),
+            da.check_rows(roots.clone(), parts[2].clone()),
+            da.check_rows(roots.clone(), parts[3].clone()),
+        );
+        assert_eq!([a, b, c, d], [Ok(()), Ok(()), Ok(()), Ok(())]);
+        let mut tampered = parts[2].clone();
+        tampered.rows[0].shares[0] ^= 1;
+        assert!(matches!(
+            da.check_rows(roots.clone(), tampered.clone()).await,
+            Err(RequestError::Layer(DaError::InvalidShares(_)))
+        ));
+        let given = vec![tampered, parts[1].clone(), parts[3].clone()];
+        assert_eq!(da.reassemble(roots.clone(), given).await.unwrap(), body);
+        assert_eq!(
+            da.reassemble(roots.clone(), vec![parts[0].clone()]).await,
+            layer(DaError::NotEnoughShares {
+                height,
+                rows: parts[0].rows.len() as u64,
+                needed: 4
+            })
+        );
+        assert!(matches!(
+            da.disperse(height, body, 0).await,
+            Err(RequestError::Layer(DaError::Storage(_)))
+        ));
+        // Nothing was stored.
+        assert_eq!(da.status().await.unwrap().stored_height, 0);
+        assert!(!da.is_available(height, roots.data_root).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn replicated_has_no_square_to_disperse() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let da = spawn(DaConfig::default(), &db).unwrap();
+        let body = Arc::new(chain(1).remove(0).body.clone());
+        let no_square = || DaError::NoSquare {
+            scheme: "replicated".into(),
+        };
+        assert_eq!(da.disperse(1, body, 4).await, layer(no_square()));
+        let roots = lamina_primitives::interfaces::da::SquareRoots {
+            height: 1,
+            data_root: Hash::ZERO,
+            row_roots: vec![],
+            col_roots: vec![],
+        };
+        let rows = lamina_primitives::interfaces::da::HeldShares {
+            height: 1,
+            data_root: Hash::ZERO,
+            original_width: 1,
+            rows: vec![],
+        };
+        assert_eq!(
+            da.check_rows(roots.clone(), rows.clone()).await,
+            layer(no_square())
+        );
+        assert_eq!(da.reassemble(roots, vec![rows]).await, layer(no_square()));
+    }
+
     #[test]
     fn retention_window_needs_reed_solomon_and_is_not_committed() {
         let replicated = DaConfig {

@@ -15,6 +15,11 @@
 //! availability and the shares of its held rows; anything that needs the whole square
 //! needs it rebuilt from `k` verified rows gathered from peers ([`rebuild_pruned`]), which
 //! is kept in memory only, so the height stays pruned on disk.
+//!
+//! Dispersal: a proposer cuts a proposed body's square into each holder's rows
+//! ([`disperse`]); a validator checks a peer's rows against the proposal's roots
+//! ([`check_rows`]) and rebuilds the body from `k` verified rows ([`reassemble`]), trusting
+//! peers' rows exactly as a pruned height's rebuild does. None of it touches storage.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -31,8 +36,8 @@ use crate::square::{
 };
 use crate::{SetupError, SHARE_SIZE};
 use lamina_primitives::interfaces::da::{
-    DaError, DataCommitment, DataProof, HeldRow, HeldShares, NamespaceData, ShareHolder,
-    SharePosition, ShareWithProof,
+    DaError, DataCommitment, DataProof, Dispersal, HeldRow, HeldShares, NamespaceData, ShareHolder,
+    SharePosition, ShareWithProof, SquareRoots,
 };
 use lamina_primitives::{Blob, Hash, Namespace};
 
@@ -477,10 +482,7 @@ impl ReedSolomon {
 }
 
 /// Rebuilds pruned `height` (root `data_root`, keeping `kept`) from its own rows and the
-/// rows peers gave (`given`): rows for another height, root or width are ignored, every row
-/// is extended from its first `k` shares and dropped unless its root is the committed row
-/// root, and `k` distinct verified rows rebuild the square, checked against `data_root`.
-/// A row a peer lied about can only be dropped, never change the result.
+/// rows peers gave (`given`); see [`rebuild_from_rows`].
 pub(crate) fn rebuild_pruned(
     builder: &SquareBuilder,
     height: u64,
@@ -488,7 +490,25 @@ pub(crate) fn rebuild_pruned(
     kept: PrunedHeight,
     given: Vec<HeldShares>,
 ) -> Result<ExtendedSquare, DaError> {
-    let roots = kept.roots;
+    rebuild_from_rows(builder, height, data_root, kept.roots, kept.rows, given)
+}
+
+/// Rebuilds the square of `height` whose checked axis roots are `roots` (under
+/// `data_root`) from rows of its own (`own`, a pruned height's held rows; none for a
+/// proposal) and the rows peers gave (`given`): rows for another height, root or width are
+/// ignored, every row is extended from its first `k` shares and dropped unless its root is
+/// the committed row root, and `k` distinct verified rows rebuild the square, checked
+/// against `data_root`. A row a peer lied about can only be dropped, never change the
+/// result. Shared by the restore of a pruned height and the reassembly of a proposal, so
+/// both trust peers' rows exactly as far.
+pub(crate) fn rebuild_from_rows(
+    builder: &SquareBuilder,
+    height: u64,
+    data_root: Hash,
+    roots: AxisRoots,
+    own: Vec<HeldRow>,
+    given: Vec<HeldShares>,
+) -> Result<ExtendedSquare, DaError> {
     let k = roots.original_width();
     let width = roots.width();
     let codec = Codec::new(builder.codec, k).map_err(storage)?;
@@ -513,28 +533,40 @@ pub(crate) fn rebuild_pruned(
             fits
         })
         .flat_map(|held| held.rows);
-    let mut candidates = kept.rows.into_iter().chain(theirs).filter_map(|row| {
+    let mut candidates = own.into_iter().chain(theirs).filter_map(|row| {
         let index = usize::try_from(row.index).ok().filter(|i| *i < width);
         if index.is_none() {
             tracing::debug!(height, row = row.index, "dropped a row outside the square");
         }
         index.map(|index| (index, row))
     });
+    // Another copy of a row already in a round's batch, kept for a later round: the copy
+    // in the batch may be the wrong one, and then this one is still needed.
+    let mut deferred = VecDeque::new();
     // k full rows give every column k shares: enough. Each round checks, on every thread,
     // just as many new rows as are still missing, so honest rows take one round and each
     // wrong one costs only its own check.
     while verified_count < k {
+        let needed = k - verified_count;
         let mut in_batch = vec![false; width];
-        let mut batch = Vec::with_capacity(k - verified_count);
-        for (index, row) in candidates.by_ref() {
-            if !verified[index] && !in_batch[index] {
-                in_batch[index] = true;
-                batch.push((index, row));
-                if batch.len() == k - verified_count {
-                    break;
-                }
+        let mut batch = Vec::with_capacity(needed);
+        let mut again = Vec::new();
+        while batch.len() < needed {
+            let Some((index, row)) = deferred.pop_front().or_else(|| candidates.next()) else {
+                break;
+            };
+            if verified[index] {
+                continue;
             }
+            if in_batch[index] {
+                again.push((index, row));
+                continue;
+            }
+            in_batch[index] = true;
+            batch.push((index, row));
         }
+        // Only after the round, so a round never meets its own copies again.
+        deferred.extend(again);
         if batch.is_empty() {
             break;
         }
@@ -586,8 +618,141 @@ pub(crate) fn rebuild_pruned(
     Ok(square)
 }
 
-/// Rows each thread checks per window of [`rebuild_pruned`].
+/// Rows each thread checks per window of [`rebuild_from_rows`].
 const ROWS_PER_THREAD_AT_ONCE: usize = 4;
+
+/// See `DaRequest::Disperse`: `body`'s square, proposed for `height`, cut into the rows of
+/// each of `holders` holders, for the proposer to send each validator its own part rather
+/// than the whole body.
+pub(crate) fn disperse(
+    builder: &SquareBuilder,
+    height: u64,
+    body: &[Blob],
+    holders: u32,
+) -> Result<Dispersal, DaError> {
+    if holders == 0 {
+        // Nobody would hold a row, so the body could never be reassembled.
+        return Err(storage(format!(
+            "cannot disperse the body of height {height} among 0 holders: nobody would hold \
+             a row"
+        )));
+    }
+    // Limited as `Commit` is: this is a proposal, not yet a committed block.
+    let (_, square) = builder.build(body, true)?;
+    let data_root = square.data_root();
+    let original_width = square.original_width() as u64;
+    let parts = (0..holders)
+        .map(|index| {
+            let holder = ShareHolder {
+                index,
+                count: holders,
+            };
+            Ok(HeldShares {
+                height,
+                data_root,
+                original_width,
+                rows: held_rows(&square, height, holder)?,
+            })
+        })
+        .collect::<Result<Vec<_>, DaError>>()?;
+    Ok(Dispersal {
+        roots: SquareRoots {
+            height,
+            data_root,
+            row_roots: square.row_roots().to_vec(),
+            col_roots: square.col_roots().to_vec(),
+        },
+        parts,
+    })
+}
+
+/// See `DaRequest::CheckRows`: `Ok` when every row of `rows`, a peer's part of a proposed
+/// square, is the committed row of the square `roots` commits to, else `InvalidShares`
+/// saying which row is wrong and how. Unlike [`reassemble`], which drops a wrong row, this
+/// answers for the part as a whole, so a validator can tell a peer's part is bad.
+pub(crate) fn check_rows(
+    builder: &SquareBuilder,
+    roots: SquareRoots,
+    rows: &HeldShares,
+) -> Result<(), DaError> {
+    let (height, data_root) = (roots.height, roots.data_root);
+    let roots = checked_roots(roots)?;
+    let (k, width) = (roots.original_width(), roots.width());
+    if (rows.height, rows.data_root, rows.original_width) != (height, data_root, k as u64) {
+        return Err(DaError::InvalidShares(format!(
+            "rows of height {}, root {}, width {} checked against the roots of height \
+             {height}, root {data_root}, width {k}",
+            rows.height, rows.data_root, rows.original_width
+        )));
+    }
+    // The cheap checks first, so a malformed part costs no extension.
+    let row_bytes = k * SHARE_SIZE;
+    let mut previous: Option<u64> = None;
+    for row in &rows.rows {
+        let index = row.index;
+        if index >= width as u64 {
+            return Err(DaError::InvalidShares(format!(
+                "row {index} of height {height} is outside the {width}-row square"
+            )));
+        }
+        if let Some(previous) = previous.filter(|previous| index <= *previous) {
+            return Err(DaError::InvalidShares(format!(
+                "row {index} of height {height} comes after row {previous}: rows must be \
+                 given by increasing index, each once"
+            )));
+        }
+        if row.shares.len() != row_bytes {
+            return Err(DaError::InvalidShares(format!(
+                "row {index} of height {height} is {} bytes, not {row_bytes} ({k} shares)",
+                row.shares.len()
+            )));
+        }
+        previous = Some(index);
+    }
+    let codec = Codec::new(builder.codec, k).map_err(storage)?;
+    // A contiguous run of rows per thread; each extended row is dropped once checked, so
+    // memory stays at one row per thread. The first wrong row, in row order, is reported.
+    let threads = builder.threads.max(1);
+    let per_thread = rows.rows.len().div_ceil(threads).max(1);
+    let verdicts = parallel::run(rows.rows.chunks(per_thread).collect(), |run| {
+        run.iter().try_for_each(|row| {
+            // Below `width` (checked above), so the conversion is exact.
+            check_row(&codec, &roots, row.index as usize, &row.shares)
+                .map(drop)
+                .map_err(|reason| {
+                    DaError::InvalidShares(format!(
+                        "row {} of height {height}: {reason}",
+                        row.index
+                    ))
+                })
+        })
+    });
+    verdicts.into_iter().collect()
+}
+
+/// See `DaRequest::Reassemble`: the proposed body `roots` commits to, rebuilt from rows
+/// gathered from peers. Each row is checked against its root and a wrong one dropped (see
+/// [`rebuild_from_rows`]), so nothing but that body can come out.
+pub(crate) fn reassemble(
+    builder: &SquareBuilder,
+    roots: SquareRoots,
+    rows: Vec<HeldShares>,
+) -> Result<Arc<Vec<Blob>>, DaError> {
+    let (height, data_root) = (roots.height, roots.data_root);
+    let roots = checked_roots(roots)?;
+    // No rows of its own: a proposal is only held, in parts, by the validators.
+    let square = rebuild_from_rows(builder, height, data_root, roots, Vec::new(), rows)?;
+    BodySource::Square(Arc::new(square)).parse(height)
+}
+
+/// `roots` as [`AxisRoots`], once they hash to their `data_root`: a peer's claim about a
+/// proposed square is trusted no further than that.
+fn checked_roots(roots: SquareRoots) -> Result<AxisRoots, DaError> {
+    let (height, data_root) = (roots.height, roots.data_root);
+    AxisRoots::new(roots.row_roots, roots.col_roots, &data_root).map_err(|error| {
+        DaError::InvalidShares(format!("the roots given for height {height}: {error}"))
+    })
+}
 
 /// The rows of `square` that `holder` keeps at `height`, each as its first `k` shares.
 pub(crate) fn held_rows(
@@ -1183,6 +1348,179 @@ mod tests {
         ));
     }
 
+    /// The reason of an `InvalidShares`, failing the test on anything else.
+    fn invalid_reason<T: std::fmt::Debug>(result: Result<T, DaError>) -> String {
+        match result {
+            Err(DaError::InvalidShares(reason)) => reason,
+            other => panic!("expected InvalidShares, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_dispersed_body_checks_part_by_part_and_any_two_parts_reassemble_it() {
+        let (body, height) = (body(), 9);
+        let dispersal = disperse(&builder(), height, &body, 4).unwrap();
+        let roots = dispersal.roots.clone();
+        let (commitment, square) = builder().build(&body, true).unwrap();
+        assert_eq!(roots.height, height);
+        assert_eq!(roots.data_root, commitment.data_root);
+        assert_eq!(roots.row_roots, square.row_roots());
+        assert_eq!(roots.col_roots, square.col_roots());
+
+        // Each holder gets exactly its rows, as it would keep them after pruning.
+        assert_eq!(dispersal.parts.len(), 4);
+        assert_eq!(dispersal.parts, holders_shares(height, &body, 4));
+        for (index, part) in (0u32..).zip(&dispersal.parts) {
+            let holder = ShareHolder { index, count: 4 };
+            assert_eq!(
+                part.rows.iter().map(|row| row.index).collect::<Vec<_>>(),
+                holder.rows(height, 8),
+                "holder {index}"
+            );
+            assert_eq!((part.height, part.original_width), (height, 4));
+            assert_eq!(part.data_root, roots.data_root);
+            check_rows(&builder(), roots.clone(), part).unwrap();
+        }
+        // Several threads check the same way.
+        let threaded = SquareBuilder {
+            threads: 3,
+            ..builder()
+        };
+        let everything = HeldShares {
+            rows: held_rows(&square, height, ShareHolder { index: 0, count: 1 }).unwrap(),
+            ..dispersal.parts[0].clone()
+        };
+        check_rows(&threaded, roots.clone(), &everything).unwrap();
+
+        // Any two parts of four (2 rows each, k = 4) reassemble the body; one does not.
+        let parts = &dispersal.parts;
+        let given = vec![parts[1].clone(), parts[3].clone()];
+        assert_eq!(*reassemble(&builder(), roots.clone(), given).unwrap(), body);
+        for a in 0..4 {
+            for b in a + 1..4 {
+                let given = vec![parts[a].clone(), parts[b].clone()];
+                assert_eq!(*reassemble(&threaded, roots.clone(), given).unwrap(), body);
+            }
+            assert_eq!(
+                reassemble(&builder(), roots.clone(), vec![parts[a].clone()]),
+                Err(DaError::NotEnoughShares {
+                    height,
+                    rows: 2,
+                    needed: 4
+                })
+            );
+        }
+
+        // No holders, or a body over the limit: nothing to disperse.
+        assert!(matches!(
+            disperse(&builder(), height, &body, 0),
+            Err(DaError::Storage(reason)) if reason.contains("0 holders")
+        ));
+        let small = SquareBuilder {
+            max_body_bytes: 100,
+            ..builder()
+        };
+        assert!(matches!(
+            disperse(&small, height, &body, 4),
+            Err(DaError::BodyTooLarge { limit: 100, .. })
+        ));
+        // More holders than rows: some get none, and an empty part is no wrong part.
+        let thin = disperse(&builder(), height, &body, 10).unwrap();
+        assert!(thin.parts.iter().any(|part| part.rows.is_empty()));
+        assert_eq!(
+            thin.parts.iter().map(|part| part.rows.len()).sum::<usize>(),
+            8
+        );
+        for part in &thin.parts {
+            check_rows(&builder(), thin.roots.clone(), part).unwrap();
+        }
+    }
+
+    #[test]
+    fn wrong_rows_fail_their_check_and_are_dropped_from_a_reassembly() {
+        let (body, height) = (body(), 9);
+        let Dispersal { roots, parts } = disperse(&builder(), height, &body, 4).unwrap();
+        let check = |rows: &HeldShares| check_rows(&builder(), roots.clone(), rows);
+        let reassembled = |rows: Vec<HeldShares>| reassemble(&builder(), roots.clone(), rows);
+
+        // A tampered share: the part fails its check, naming the row; a reassembly drops
+        // the row and still succeeds with enough good ones, else falls short.
+        let mut tampered = parts[1].clone();
+        tampered.rows[1].shares[3] ^= 1;
+        let wrong_row = tampered.rows[1].index;
+        let reason = invalid_reason(check(&tampered));
+        assert!(
+            reason.contains(&format!("row {wrong_row} ")) && reason.contains("root"),
+            "{reason}"
+        );
+        let given = vec![tampered.clone(), parts[2].clone(), parts[3].clone()];
+        assert_eq!(*reassembled(given).unwrap(), body);
+        assert_eq!(
+            reassembled(vec![tampered.clone(), parts[2].clone()]),
+            Err(DaError::NotEnoughShares {
+                height,
+                rows: 3,
+                needed: 4
+            })
+        );
+        // The right copy of the row, given after the wrong one, still counts.
+        let given = vec![tampered, parts[1].clone(), parts[2].clone()];
+        assert_eq!(*reassembled(given).unwrap(), body);
+
+        // Roots that do not hash to their data_root are refused by both.
+        let mut forged = roots.clone();
+        forged.row_roots[0] = Hash::digest(b"forged");
+        let mut other_root = roots.clone();
+        other_root.data_root = Hash::digest(b"other");
+        let mut uneven = roots.clone();
+        uneven.col_roots.pop();
+        for bad in [forged, other_root, uneven] {
+            let reason = invalid_reason(check_rows(&builder(), bad.clone(), &parts[0]));
+            assert!(reason.contains("roots given for height 9"), "{reason}");
+            invalid_reason(reassemble(&builder(), bad, parts.clone()));
+        }
+
+        // Parts for another height or root fail their check and are ignored when
+        // reassembling.
+        let mut elsewhere = parts[1].clone();
+        elsewhere.height += 1;
+        let mut other = parts[2].clone();
+        other.data_root = Hash::ZERO;
+        let mut wide = parts[3].clone();
+        wide.original_width = 8;
+        for wrong in [&elsewhere, &other, &wide] {
+            let reason = invalid_reason(check(wrong));
+            assert!(reason.contains("checked against the roots"), "{reason}");
+        }
+        assert_eq!(
+            reassembled(vec![parts[0].clone(), elsewhere, other, wide]),
+            Err(DaError::NotEnoughShares {
+                height,
+                rows: 2,
+                needed: 4
+            })
+        );
+
+        // A row twice, rows out of order, outside the square or of the wrong size.
+        let mut twice = parts[0].clone();
+        twice.rows.push(twice.rows[1].clone());
+        let mut reversed = parts[0].clone();
+        reversed.rows.reverse();
+        let mut outside = parts[0].clone();
+        outside.rows[1].index = 8;
+        let mut short = parts[0].clone();
+        short.rows[0].shares.pop();
+        for (wrong, expected) in [
+            (twice, "each once"),
+            (reversed, "each once"),
+            (outside, "outside the 8-row square"),
+            (short, "is 2047 bytes, not 2048 (4 shares)"),
+        ] {
+            let reason = invalid_reason(check(&wrong));
+            assert!(reason.contains(expected), "{reason}");
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
         #[test]
@@ -1204,9 +1542,18 @@ mod tests {
             let mut scheme = temporary_scheme();
             let holder = ShareHolder { index: 0, count };
             let square = stored_and_pruned(&mut scheme, height, &body, holder);
-            let rebuilt = rebuild(&scheme, height, shares).unwrap();
+            let rebuilt = rebuild(&scheme, height, shares.clone()).unwrap();
             proptest::prop_assert_eq!(&rebuilt, &*square);
-            proptest::prop_assert_eq!(body_of(&rebuilt), body);
+            proptest::prop_assert_eq!(body_of(&rebuilt), body.clone());
+            // A proposer's dispersal gives each holder what it keeps once it prunes, and
+            // together the parts check and reassemble the body.
+            let dispersal = disperse(&builder(), height, &body, count).unwrap();
+            proptest::prop_assert_eq!(&dispersal.parts, &shares);
+            for part in &dispersal.parts {
+                proptest::prop_assert_eq!(check_rows(&builder(), dispersal.roots.clone(), part), Ok(()));
+            }
+            let reassembled = reassemble(&builder(), dispersal.roots, dispersal.parts).unwrap();
+            proptest::prop_assert_eq!(&*reassembled, &body);
         }
     }
 }

@@ -122,6 +122,9 @@ pub struct NetworkSection {
     pub peers: Vec<String>,
     /// The node's network identity (hex ed25519 secret), created on first start if missing.
     pub key_file: PathBuf,
+    /// How this node sends the blocks it proposes. Every node receives both ways, so nodes
+    /// of one network may differ here.
+    pub dissemination: Dissemination,
 }
 
 impl Default for NetworkSection {
@@ -130,8 +133,22 @@ impl Default for NetworkSection {
             listen: None,
             peers: Vec::new(),
             key_file: PathBuf::from("node.key"),
+            dissemination: Dissemination::Whole,
         }
     }
+}
+
+/// How a proposer sends its block to the other validators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dissemination {
+    /// The whole block, gossiped to every peer.
+    #[default]
+    Whole,
+    /// Each validator gets only its assigned rows of the extended square, forwards them to
+    /// the others, and every node rebuilds the body from the rows it gathers
+    /// (`reed-solomon` data availability only).
+    Rows,
 }
 
 impl NetworkSection {
@@ -273,6 +290,17 @@ impl NodeConfig {
             return Err(invalid(
                 "network",
                 "the bft consensus engine talks to other validators: set listen (and peers)".into(),
+            ));
+        }
+        if self.network.dissemination == Dissemination::Rows
+            && self.data_availability.kind != lamina_da::DaKind::ReedSolomon
+        {
+            return Err(invalid(
+                "network",
+                "dissemination = \"rows\" sends rows of the extended square, which only the \
+                 reed-solomon scheme has: set [data_availability] kind = \"reed-solomon\" or \
+                 dissemination = \"whole\""
+                    .into(),
             ));
         }
         if self.network.listen.is_none() && !self.network.peers.is_empty() {
@@ -428,6 +456,14 @@ mod tests {
             "{optimistic}[consensus]\ncreate_empty_blocks = true\n"
         ))
         .unwrap();
+        let rows = "[network]\ndissemination = \"rows\"\n";
+        let err = parse(rows).unwrap_err().to_string();
+        assert!(err.contains("kind = \"reed-solomon\""), "{err}");
+        let config = parse(&format!(
+            "{rows}[data_availability]\nkind = \"reed-solomon\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.network.dissemination, Dissemination::Rows);
     }
 
     #[test]

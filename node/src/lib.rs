@@ -5,6 +5,7 @@ pub mod archive;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod dissemination;
 pub mod http;
 pub mod metrics;
 pub mod network;

@@ -27,6 +27,15 @@ pub struct Metrics {
     pub transactions_accepted: Counter,
     /// Transactions refused by the mempool over HTTP.
     pub transactions_rejected: Counter,
+    /// Bytes of this node's proposals gossiped whole (each message once, however many peers
+    /// it reaches).
+    pub proposal_whole_bytes_sent: Counter,
+    /// Parts (one holder's rows) of this node's proposals sent.
+    pub proposal_parts_sent: Counter,
+    /// Bytes of those parts.
+    pub proposal_part_bytes_sent: Counter,
+    /// Other validators' proposals rebuilt here from their rows.
+    pub proposals_rebuilt: Counter,
 }
 
 impl Default for Metrics {
@@ -46,6 +55,10 @@ impl Metrics {
         let transactions_failed = Counter::default();
         let transactions_accepted = Counter::default();
         let transactions_rejected = Counter::default();
+        let proposal_whole_bytes_sent = Counter::default();
+        let proposal_parts_sent = Counter::default();
+        let proposal_part_bytes_sent = Counter::default();
+        let proposals_rebuilt = Counter::default();
         let mut registry = Registry::with_prefix("lamina");
         registry.register(
             "committed_height",
@@ -87,6 +100,26 @@ impl Metrics {
             "Transactions refused by the mempool",
             transactions_rejected.clone(),
         );
+        registry.register(
+            "proposal_whole_bytes_sent",
+            "Bytes of this node's proposals gossiped whole, each message counted once",
+            proposal_whole_bytes_sent.clone(),
+        );
+        registry.register(
+            "proposal_parts_sent",
+            "Parts (one validator's rows) of this node's proposals sent",
+            proposal_parts_sent.clone(),
+        );
+        registry.register(
+            "proposal_part_bytes_sent",
+            "Bytes of the parts of this node's proposals sent",
+            proposal_part_bytes_sent.clone(),
+        );
+        registry.register(
+            "proposals_rebuilt",
+            "Proposals rebuilt here from validators' rows",
+            proposals_rebuilt.clone(),
+        );
         Metrics {
             registry,
             committed_height,
@@ -97,6 +130,10 @@ impl Metrics {
             transactions_failed,
             transactions_accepted,
             transactions_rejected,
+            proposal_whole_bytes_sent,
+            proposal_parts_sent,
+            proposal_part_bytes_sent,
+            proposals_rebuilt,
         }
     }
 

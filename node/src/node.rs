@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use lamina_primitives::interfaces::consensus::{ConsensusDeps, ConsensusHandle, OUTBOUND_CAPACITY};
@@ -15,7 +15,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::archive::{Pruner, MIN_VALIDATORS_TO_PRUNE};
-use crate::config::{kind_of, ConfigError, NodeConfig};
+use crate::config::{kind_of, ConfigError, Dissemination, NodeConfig};
+use crate::dissemination::{Assemblies, Disseminator};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::network::{self, NetworkConfig, NetworkHandle, TopicLimits};
@@ -106,6 +107,26 @@ fn max_consensus_message_bytes(config: &NodeConfig) -> usize {
     config.consensus.max_block_bytes.saturating_add(64 * 1024)
 }
 
+/// Number of row holders: the validators (saturating; no chain has 2^32 of them).
+fn holders(genesis: &Genesis) -> u32 {
+    u32::try_from(genesis.validators.len()).unwrap_or(u32::MAX)
+}
+
+/// Largest proposal part (one validator's rows of a proposed block, with the header and the
+/// square's roots). A body's original quadrant is at most four times the body (the square's
+/// width is rounded up to a power of two, and the layout adds a little); each validator
+/// holds `2 / n` of the extended rows, rounded up (far less than a quarter of the quadrant
+/// more); the roots and header take under 256 KiB up to the largest square.
+fn max_proposal_part_bytes(config: &NodeConfig, genesis: &Genesis) -> usize {
+    let quadrant = config.consensus.max_block_bytes.saturating_mul(4);
+    let holders = usize::try_from(holders(genesis).max(1)).unwrap_or(usize::MAX);
+    quadrant
+        .saturating_mul(2)
+        .div_ceil(holders)
+        .saturating_add(quadrant / 4)
+        .saturating_add(256 * 1024)
+}
+
 /// The layer settings every node of one network must share, as peers compare them at
 /// handshake: the consensus engine, the DA scheme (it defines `data_root`) and the
 /// settlement mode (it reads the same ledger). Executors may differ: they agree bit for bit.
@@ -194,6 +215,7 @@ impl RunningNode {
             lamina_consensus::spawn(config.consensus.clone(), &genesis, validator_key, &db, deps)
                 .context("starting the consensus engine")?;
 
+        let metrics = Arc::new(Metrics::new());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (network, tx_gossip) = match config.network.listen_addr().map_err(ConfigError::File)? {
             None => (None, None),
@@ -214,11 +236,27 @@ impl RunningNode {
                         ),
                         settlement: MAX_SETTLEMENT_GOSSIP_BYTES,
                         blobs: relay::blob_gossip_limit(config.data_availability.max_blob_bytes),
+                        rows: max_proposal_part_bytes(&config, &genesis),
                     },
+                    holders: holders(&genesis),
+                    holder: holder.map(|holder| holder.index),
                 };
                 let (handle, events) =
                     network::spawn(network_config, identity, consensus.clone(), da.clone())
                         .context("starting the peer-to-peer network")?;
+                let dissemination = Arc::new(Disseminator {
+                    sends_rows: config.network.dissemination == Dissemination::Rows,
+                    network: handle.clone(),
+                    da: da.clone(),
+                    consensus: consensus.clone(),
+                    chain_id: genesis.chain_id.clone(),
+                    validators: genesis.validator_set(),
+                    own: holder.map(|holder| holder.index),
+                    max_part_bytes: max_proposal_part_bytes(&config, &genesis),
+                    metrics: metrics.clone(),
+                    assemblies: Mutex::new(Assemblies::new(holder.map(|holder| holder.index))),
+                    sent: Mutex::default(),
+                });
                 let (tx_gossip, transactions) = mpsc::channel(relay::TX_GOSSIP_CAPACITY);
                 let relay = Relay {
                     network: handle.clone(),
@@ -233,6 +271,7 @@ impl RunningNode {
                     max_blob_bytes: config.data_availability.max_blob_bytes,
                     settlement: settlement.clone(),
                     max_settlement_message_bytes: MAX_SETTLEMENT_GOSSIP_BYTES,
+                    dissemination,
                 };
                 tokio::spawn(relay.run(shutdown_rx.clone()));
                 tracing::info!(address = %handle.listen_addr(), "peer-to-peer network listening");
@@ -240,7 +279,6 @@ impl RunningNode {
             }
         };
 
-        let metrics = Arc::new(Metrics::new());
         let context = NodeContext {
             genesis: Arc::new(genesis),
             config: Arc::new(config),

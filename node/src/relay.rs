@@ -23,6 +23,7 @@ use libp2p::PeerId;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::dissemination::Disseminator;
 use crate::network::{NetworkEvent, NetworkHandle, Topic, Verdict};
 
 /// Gossip messages judged at once; more wait in the network's bounded queue.
@@ -75,6 +76,8 @@ pub struct Relay {
     pub settlement: SettlementHandle,
     /// Largest settlement message accepted on the settlement topic.
     pub max_settlement_message_bytes: usize,
+    /// Sends our proposals as rows (when configured) and rebuilds others' from rows.
+    pub dissemination: Arc<Disseminator>,
 }
 
 /// The `blobs` topic's size limit: one encoded blob of at most `max_blob_bytes` of data.
@@ -100,6 +103,7 @@ impl Relay {
             max_blob_bytes,
             settlement,
             max_settlement_message_bytes,
+            dissemination,
         } = self;
         let (sync_tx, sync_rx) = mpsc::channel(1024);
         let judge = Judge {
@@ -112,10 +116,17 @@ impl Relay {
             max_blob_bytes,
             settlement,
             max_settlement_message_bytes,
+            dissemination: Arc::clone(&dissemination),
         };
         let mut tasks = JoinSet::new();
+        tasks.spawn(Arc::clone(&dissemination).follow_commits(consensus.subscribe()));
         tasks.spawn(inbound(judge, events, sync_tx.clone()));
-        tasks.spawn(publish_outbound(network.clone(), outbound, sync_tx));
+        tasks.spawn(publish_outbound(
+            network.clone(),
+            dissemination,
+            outbound,
+            sync_tx,
+        ));
         tasks.spawn(publish_transactions(
             network.clone(),
             transactions,
@@ -148,6 +159,7 @@ struct Judge {
     max_blob_bytes: u64,
     settlement: SettlementHandle,
     max_settlement_message_bytes: usize,
+    dissemination: Arc<Disseminator>,
 }
 
 impl Judge {
@@ -193,6 +205,7 @@ impl Judge {
                 settlement_verdict(&self.settlement, data, self.max_settlement_message_bytes).await
             }
             Topic::Blobs => blob_verdict(&self.da, data, self.max_blob_bytes).await,
+            Topic::Rows | Topic::HolderRows(_) => self.dissemination.judge(topic, data).await,
         }
     }
 }
@@ -280,17 +293,30 @@ async fn inbound(
 /// Publishes what the consensus engine sends out.
 async fn publish_outbound(
     network: NetworkHandle,
+    dissemination: Arc<Disseminator>,
     mut outbound: mpsc::Receiver<ConsensusOutbound>,
     sync: mpsc::Sender<SyncNews>,
 ) {
     while let Some(message) = outbound.recv().await {
         match message {
             ConsensusOutbound::Broadcast(message) => {
-                if let Err(error) = network
-                    .publish(Topic::Consensus, codec::encode(&message))
-                    .await
-                {
-                    tracing::warn!(%error, "cannot publish a consensus message");
+                if let ConsensusMessage::Proposal(proposal) = &message {
+                    if dissemination.send(proposal).await {
+                        continue;
+                    }
+                }
+                let data = codec::encode(&message);
+                let bytes = data.len() as u64;
+                match network.publish(Topic::Consensus, data).await {
+                    Ok(()) => {
+                        if let ConsensusMessage::Proposal(_) = message {
+                            dissemination
+                                .metrics
+                                .proposal_whole_bytes_sent
+                                .inc_by(bytes);
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot publish a consensus message"),
                 }
             }
             ConsensusOutbound::Behind { .. } => {

@@ -395,3 +395,107 @@ fn old_heights_are_kept_as_each_nodes_rows_and_rebuilt_from_peers() {
     let holder = ShareHolder { index: 3, count: 4 };
     assert_eq!(rows, holder.rows(missed, 2 * k));
 }
+
+/// The value of the metric `name` on node `i`.
+fn metric(testnet: &Testnet, i: usize, name: &str) -> u64 {
+    let text = lamina_tests::http()
+        .get(format!("{}/metrics", testnet.node(i).url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .parse()
+        .unwrap()
+}
+
+/// With `dissemination = "rows"` no proposal travels whole: each validator gets its own
+/// rows of the extended square and forwards them, every node rebuilds every block from the
+/// rows it gathers, and the chain goes on with a validator down (its rows are missing, and
+/// the rest still make `k`).
+#[test]
+fn proposals_travel_as_rows_and_every_node_rebuilds_them() {
+    let mut testnet = Testnet::init_with(
+        4,
+        100,
+        &[
+            "--data-availability",
+            "reed-solomon",
+            "--dissemination",
+            "rows",
+        ],
+    );
+    testnet.edit_configs(|config| {
+        let mut table: toml::Table = toml::from_str(&config).unwrap();
+        table["consensus"]
+            .as_table_mut()
+            .unwrap()
+            .insert("create_empty_blocks".into(), true.into());
+        toml::to_string(&table).unwrap()
+    });
+    for i in 0..4 {
+        testnet.start_node(i);
+    }
+
+    let namespace = Namespace(*b"rows-blb");
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 241) as u8).collect();
+    let (code, accepted) = post_json(
+        &format!("{}/v1/da/blobs", testnet.node(1).url),
+        &json!({"namespace": namespace.to_string(), "data": hex::encode(&data)}),
+    );
+    assert_eq!(code, 202, "{accepted}");
+    let height = wait_for("a block to carry the blob", WAIT, || {
+        let tip = testnet.height(1)?;
+        (1..=tip).find(|h| {
+            let (_, block) = testnet.node(1).get(&format!("/v1/blocks/{h}"));
+            block["blobs"].as_array().is_some_and(|blobs| {
+                blobs
+                    .iter()
+                    .any(|b| b["namespace"] == namespace.to_string())
+            })
+        })
+    });
+    testnet.wait_for_height(height, WAIT);
+    testnet.assert_same_chain(height);
+    for i in 0..4 {
+        let (code, answer) = testnet
+            .node(i)
+            .get(&format!("/v1/da/blobs/{height}/{namespace}"));
+        assert_eq!(code, 200, "node{i}: {answer}");
+        let commitment = Blob {
+            namespace,
+            data: data.clone(),
+        }
+        .commitment();
+        assert_eq!(
+            answer["blobs"][0]["commitment"],
+            commitment.to_string(),
+            "node{i}"
+        );
+    }
+    let mut parts = 0;
+    for i in 0..4 {
+        assert_eq!(
+            metric(&testnet, i, "lamina_proposal_whole_bytes_sent_total"),
+            0,
+            "node{i} sent a whole proposal"
+        );
+        parts += metric(&testnet, i, "lamina_proposal_parts_sent_total");
+    }
+    assert!(parts >= 4 * height, "{parts} parts for {height} blocks");
+    // Every block a node did not propose itself, it rebuilt.
+    wait_for("every node to have rebuilt proposals", WAIT, || {
+        (0..4)
+            .all(|i| metric(&testnet, i, "lamina_proposals_rebuilt_total") > 0)
+            .then_some(())
+    });
+
+    // Without node 3's rows the others still gather k rows of every block.
+    testnet.kill_node(3);
+    let tip = testnet.height(0).unwrap();
+    testnet.wait_for_height(tip + 3, WAIT);
+    testnet.assert_same_chain(tip + 3);
+}

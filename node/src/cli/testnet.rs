@@ -27,7 +27,7 @@ use tokio::process::{Child, Command};
 
 use super::init::{dev_accounts_of, dev_genesis, write_secret};
 use super::{StatusLine, UsageError};
-use crate::config::NodeConfig;
+use crate::config::{Dissemination, NodeConfig};
 use crate::testnet_file::{TestnetFile, TestnetNode};
 
 /// Chain id of every testnet.
@@ -120,6 +120,11 @@ pub struct TestnetLayerArgs {
     /// old bodies from its peers' rows when asked for them [default: 0, keep everything].
     #[arg(long, value_name = "BLOCKS")]
     pub retention_window: Option<u64>,
+    /// How every node of a new testnet sends the blocks it proposes: `whole`, or `rows`
+    /// (each validator gets only its rows of the extended square and forwards them; needs
+    /// --data-availability reed-solomon) [default: whole].
+    #[arg(long, value_enum)]
+    pub dissemination: Option<Dissemination>,
 }
 
 /// `--execution` values.
@@ -257,6 +262,8 @@ pub struct Layout {
     pub faulty_executor: Option<u32>,
     /// `[data_availability] retention_window` of every node.
     pub retention_window: u64,
+    /// `[network] dissemination` of every node.
+    pub dissemination: Dissemination,
 }
 
 impl Layout {
@@ -316,6 +323,7 @@ impl Layout {
             settlement: SettlementKind::Attested,
             faulty_executor: None,
             retention_window: 0,
+            dissemination: Dissemination::Whole,
         })
     }
 
@@ -348,6 +356,16 @@ impl Layout {
                 ));
             }
             self.retention_window = window;
+        }
+        if layers.dissemination == Some(Dissemination::Rows) {
+            if self.data_availability != DaKind::ReedSolomon {
+                return Err(UsageError(
+                    "--dissemination rows needs --data-availability reed-solomon: only an \
+                     erasure-coded block has rows to send"
+                        .into(),
+                ));
+            }
+            self.dissemination = Dissemination::Rows;
         }
         Ok(self)
     }
@@ -426,6 +444,7 @@ impl Layout {
         config.execution.kind = self.execution;
         config.data_availability.kind = self.data_availability;
         config.data_availability.retention_window = self.retention_window;
+        config.network.dissemination = self.dissemination;
         config.settlement.kind = self.settlement;
         if self.settlement == SettlementKind::Optimistic {
             config.consensus.create_empty_blocks = true;
@@ -972,11 +991,12 @@ async fn start(args: TestnetStartArgs, log_filter: Option<&str>) -> anyhow::Resu
             || layers.settlement.is_some()
             || layers.faulty_executor.is_some()
             || layers.retention_window.is_some()
+            || layers.dissemination.is_some()
         {
             return Err(UsageError(format!(
                 "{} holds a testnet already; --execution, --data-availability, --settlement, \
-                 --faulty-executor and --retention-window only shape a new one (edit the node \
-                 configs in it to change them)",
+                 --faulty-executor, --retention-window and --dissemination only shape a new one \
+                 (edit the node configs in it to change them)",
                 dir.display()
             ))
             .into());
@@ -1307,6 +1327,7 @@ mod tests {
             settlement: Some(SettlementChoice::Optimistic),
             faulty_executor: Some(2),
             retention_window: Some(16),
+            dissemination: Some(Dissemination::Rows),
         };
         let layout = Layout::new(4, 26600, 200, &[])
             .unwrap()
@@ -1321,6 +1342,7 @@ mod tests {
             assert!(config.consensus.create_empty_blocks);
             assert_eq!(config.execution.report_wrong_roots, i == 2);
             assert_eq!(config.data_availability.retention_window, 16);
+            assert_eq!(config.network.dissemination, Dissemination::Rows);
         }
         let beyond = TestnetLayerArgs {
             faulty_executor: Some(4),

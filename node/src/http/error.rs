@@ -174,9 +174,12 @@ impl From<DaError> for ApiError {
                 "data_unavailable",
                 err.to_string(),
             ),
-            DaError::RootMismatch(_) | DaError::BodyTooLarge { .. } | DaError::Storage(_) => {
-                ApiError::storage(err)
-            }
+            // Peers' shares are checked by the node, never by an HTTP request: reaching
+            // here is the node's own failure.
+            DaError::RootMismatch(_)
+            | DaError::BodyTooLarge { .. }
+            | DaError::InvalidShares(_)
+            | DaError::Storage(_) => ApiError::storage(err),
         }
     }
 }

@@ -142,7 +142,7 @@ fn gossipsub(key: &Keypair, config: &NetworkConfig) -> Result<gossipsub::Behavio
         .heartbeat_interval(HEARTBEAT)
         .flood_publish(true)
         .max_transmit_size(largest.saturating_add(MESSAGE_FRAMING_BYTES + RPC_FRAMING_BYTES));
-    for topic in Topic::ALL {
+    for topic in config.topics() {
         // Gossipsub drops (and penalises) messages well over a topic's limit on its own; the
         // exact payload limit is checked when the message is handed out.
         builder.set_topic_max_transmit_size(
@@ -156,11 +156,12 @@ fn gossipsub(key: &Keypair, config: &NetworkConfig) -> Result<gossipsub::Behavio
     let mut gossipsub =
         gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), gossip_config)
             .map_err(|e| NetworkError::Config(format!("gossipsub: {e}")))?;
-    let topics: HashMap<TopicHash, TopicScoreParams> = Topic::ALL
-        .iter()
+    let topics: HashMap<TopicHash, TopicScoreParams> = config
+        .topics()
+        .into_iter()
         .map(|topic| {
             (
-                ident_topic(*topic, &config.chain_id).hash(),
+                ident_topic(topic, &config.chain_id).hash(),
                 topic_score_params(),
             )
         })
@@ -168,7 +169,7 @@ fn gossipsub(key: &Keypair, config: &NetworkConfig) -> Result<gossipsub::Behavio
     gossipsub
         .with_peer_score(peer_score_params(topics), peer_score_thresholds())
         .map_err(|e| NetworkError::Config(format!("gossipsub peer scoring: {e}")))?;
-    for topic in Topic::ALL {
+    for topic in config.subscriptions() {
         gossipsub
             .subscribe(&ident_topic(topic, &config.chain_id))
             .map_err(|e| NetworkError::Config(format!("cannot subscribe to {topic}: {e}")))?;

@@ -8,7 +8,9 @@
 //!
 //! What runs on each connection:
 //!
-//! * **gossipsub** on three topics per chain ([`Topic`]), named `lamina/{chain_id}/{topic}/1`.
+//! * **gossipsub** on the chain's topics ([`Topic`]), named `lamina/{chain_id}/{topic}/1`:
+//!   every node subscribes to the shared ones ([`Topic::ALL`]) and a validator also to the
+//!   topic of its own rows of proposed blocks ([`Topic::HolderRows`]).
 //!   Each publication has its own id (SHA-256 of author, sequence number and payload, so a
 //!   re-sent consensus message is not suppressed as a duplicate) and is validated by the node
 //!   before it is relayed: every [`NetworkEvent::Gossip`] must be answered with
@@ -78,6 +80,28 @@ pub struct NetworkConfig {
     pub compat: String,
     /// Largest payload accepted on each gossip topic.
     pub topic_limits: TopicLimits,
+    /// Number of row holders (the validators): the [`Topic::HolderRows`] topics that exist.
+    pub holders: u32,
+    /// This node's holder index, if it is a validator: it subscribes to that holder's topic.
+    pub holder: Option<u32>,
+}
+
+impl NetworkConfig {
+    /// Every topic of the chain: the shared ones and each holder's.
+    pub fn topics(&self) -> Vec<Topic> {
+        Topic::ALL
+            .into_iter()
+            .chain((0..self.holders).map(Topic::HolderRows))
+            .collect()
+    }
+
+    /// The topics this node subscribes to: the shared ones and its own holder's.
+    pub fn subscriptions(&self) -> Vec<Topic> {
+        Topic::ALL
+            .into_iter()
+            .chain(self.holder.map(Topic::HolderRows))
+            .collect()
+    }
 }
 
 /// A gossip topic. On the wire its name is `lamina/{chain_id}/{topic}/1`, so chains never
@@ -93,36 +117,41 @@ pub enum Topic {
     /// Outside blobs for the DA layer's pool (`POST /v1/da/blobs` on any node reaches
     /// whichever validator proposes next).
     Blobs,
+    /// Rows of proposed blocks that their holders forward to everyone (and the proposer's
+    /// own share of them), from which every node rebuilds the body.
+    Rows,
+    /// The rows of a proposed block that the proposer sends holder `i` (validator `i`):
+    /// only that validator subscribes, so each gets its own rows and no one else's.
+    HolderRows(u32),
 }
 
 impl Topic {
-    /// Every topic; a node subscribes to all of them.
-    pub const ALL: [Topic; 4] = [
+    /// The shared topics; every node subscribes to all of them.
+    pub const ALL: [Topic; 5] = [
         Topic::Consensus,
         Topic::Transactions,
         Topic::Settlement,
         Topic::Blobs,
+        Topic::Rows,
     ];
-
-    /// Short name of the topic (`consensus`, `transactions`, `settlement`, `blobs`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Topic::Consensus => "consensus",
-            Topic::Transactions => "transactions",
-            Topic::Settlement => "settlement",
-            Topic::Blobs => "blobs",
-        }
-    }
 
     /// The topic's gossipsub name on chain `chain_id`.
     pub fn name(self, chain_id: &str) -> String {
-        format!("lamina/{chain_id}/{}/1", self.as_str())
+        format!("lamina/{chain_id}/{self}/1")
     }
 }
 
 impl fmt::Display for Topic {
+    /// Short name: `consensus`, `transactions`, `settlement`, `blobs`, `rows`, `rows-{i}`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        match self {
+            Topic::Consensus => f.write_str("consensus"),
+            Topic::Transactions => f.write_str("transactions"),
+            Topic::Settlement => f.write_str("settlement"),
+            Topic::Blobs => f.write_str("blobs"),
+            Topic::Rows => f.write_str("rows"),
+            Topic::HolderRows(index) => write!(f, "rows-{index}"),
+        }
     }
 }
 
@@ -138,6 +167,8 @@ pub struct TopicLimits {
     pub settlement: usize,
     /// Limit of [`Topic::Blobs`].
     pub blobs: usize,
+    /// Limit of [`Topic::Rows`] and every [`Topic::HolderRows`].
+    pub rows: usize,
 }
 
 impl TopicLimits {
@@ -148,6 +179,7 @@ impl TopicLimits {
             Topic::Transactions => self.transactions,
             Topic::Settlement => self.settlement,
             Topic::Blobs => self.blobs,
+            Topic::Rows | Topic::HolderRows(_) => self.rows,
         }
     }
 }
@@ -315,6 +347,8 @@ struct Inspection {
     refused: Vec<PeerId>,
     /// Our gossip mesh of each topic.
     mesh: std::collections::HashMap<Topic, Vec<PeerId>>,
+    /// The peers subscribed to each topic, as they told us.
+    subscribed: std::collections::HashMap<Topic, Vec<PeerId>>,
 }
 
 /// A verdict on a handed-out gossip message.

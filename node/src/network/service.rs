@@ -196,12 +196,13 @@ impl Service {
             })?;
         let listen_addr = Arc::new(RwLock::new(listen));
 
-        let topics = Topic::ALL
-            .iter()
+        let topics = config
+            .topics()
+            .into_iter()
             .map(|topic| {
                 (
-                    behaviour::ident_topic(*topic, &config.chain_id).hash(),
-                    *topic,
+                    behaviour::ident_topic(topic, &config.chain_id).hash(),
+                    topic,
                 )
             })
             .collect();
@@ -353,10 +354,17 @@ impl Service {
                         (*topic, gossipsub.mesh_peers(&hash).copied().collect())
                     })
                     .collect();
+                let mut subscribed: HashMap<Topic, Vec<PeerId>> = HashMap::new();
+                for (peer, hashes) in gossipsub.all_peers() {
+                    for topic in hashes.into_iter().filter_map(|hash| self.topics.get(hash)) {
+                        subscribed.entry(*topic).or_default().push(*peer);
+                    }
+                }
                 let _ = reply.send(super::Inspection {
                     connected: self.swarm.connected_peers().copied().collect(),
                     refused: self.refused.iter().copied().collect(),
                     mesh,
+                    subscribed,
                 });
             }
         }

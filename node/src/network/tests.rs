@@ -119,7 +119,10 @@ fn config(peers: Vec<Multiaddr>) -> NetworkConfig {
             transactions: 1024,
             settlement: 4096,
             blobs: 4096,
+            rows: 64 << 10,
         },
+        holders: 2,
+        holder: None,
     }
 }
 
@@ -259,6 +262,48 @@ async fn gossip_is_relayed_only_after_acceptance() {
     b.net.report(good_id, good_source, Verdict::Accept);
     let (_, _, _, a_data) = a.next_gossip().await;
     assert_eq!(a_data, b"good");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holders_rows_reach_that_holder_only() {
+    let proposer = Node::start(config(vec![]), false);
+    let holder = |index| NetworkConfig {
+        holder: Some(index),
+        ..config(vec![proposer.addr()])
+    };
+    let mut first = Node::start(holder(0), false);
+    let mut second = Node::start(holder(1), false);
+    eventually("the proposer learns each holder's topic", || async {
+        let subscribed = proposer.net.inspect().await.unwrap().subscribed;
+        let on = |topic| subscribed.get(&topic).cloned().unwrap_or_default();
+        on(Topic::HolderRows(0)) == vec![first.id()]
+            && on(Topic::HolderRows(1)) == vec![second.id()]
+            && on(Topic::Rows).len() == 2
+    })
+    .await;
+
+    proposer
+        .net
+        .publish(Topic::HolderRows(0), b"rows of 0".to_vec())
+        .await
+        .unwrap();
+    proposer
+        .net
+        .publish(Topic::HolderRows(1), b"rows of 1".to_vec())
+        .await
+        .unwrap();
+    // Both go down one connection each, in order: had holder 0's rows reached holder 1,
+    // they would come first.
+    let (topic, _, source, data) = second.next_gossip().await;
+    assert_eq!(
+        (topic, source, data.as_slice()),
+        (Topic::HolderRows(1), proposer.id(), &b"rows of 1"[..])
+    );
+    let (topic, _, _, data) = first.next_gossip().await;
+    assert_eq!(
+        (topic, data.as_slice()),
+        (Topic::HolderRows(0), &b"rows of 0"[..])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

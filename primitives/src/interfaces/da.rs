@@ -87,7 +87,17 @@ pub struct ShareWithProof {
 
 /// Every row and column root of a height's extended square: with them a client checks
 /// `data_root` and rebuilds the square from any sufficient set of shares.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    BorshSerialize,
+    BorshDeserialize,
+    utoipa::ToSchema,
+)]
 pub struct SquareRoots {
     /// The height.
     pub height: u64,
@@ -171,6 +181,17 @@ pub struct HeldShares {
     pub original_width: u64,
     /// The rows, by increasing index.
     pub rows: Vec<HeldRow>,
+}
+
+/// A proposed body cut into its holders' rows ([`DaRequest::Disperse`]): what a proposer
+/// sends each validator instead of the whole body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispersal {
+    /// The extended square's roots (they hash to the body's `data_root`).
+    pub roots: SquareRoots,
+    /// Holder `i`'s rows at index `i`: the rows [`ShareHolder::rows`] gives holder `i` of
+    /// `holders` at the height, each as its first `k` shares.
+    pub parts: Vec<HeldShares>,
 }
 
 /// The layer's state.
@@ -282,6 +303,10 @@ pub enum DaError {
         /// The height.
         height: u64,
     },
+    /// Shares a peer sent do not match the roots they claim, or the roots do not match
+    /// their `data_root`.
+    #[error("invalid shares: {0}")]
+    InvalidShares(String),
     /// Too few rows that verify against their row roots were given to rebuild a pruned
     /// height.
     #[error("cannot rebuild height {height}: {rows} verified rows gathered, {needed} needed")]
@@ -448,6 +473,49 @@ pub enum DaRequest {
         height: u64,
         /// Rows gathered from peers.
         held: Vec<HeldShares>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Arc<Vec<Blob>>, DaError>>,
+    },
+    /// Extend a proposed `body` for `height` and cut its square into the rows of each of
+    /// `holders` holders ([`ShareHolder`] `{ index, count: holders }`), for a proposer to
+    /// send each validator its own. Stores nothing.
+    /// Reply: the roots and every holder's rows, or `NoSquare` (`replicated`),
+    /// `BodyTooLarge`, `Storage` (`holders` is 0).
+    Disperse {
+        /// The height being proposed (the rows a holder gets rotate with it).
+        height: u64,
+        /// The body.
+        body: Arc<Vec<Blob>>,
+        /// Number of holders (validators).
+        holders: u32,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Dispersal, DaError>>,
+    },
+    /// Check rows a peer sent against a proposed square's `roots`: the roots hash to
+    /// `roots.data_root` (`2k` of each, `k` a power of two), and every row of `rows` (same
+    /// height, root and width as `roots`, inside the square, no index twice) extends from its
+    /// first `k` shares to its row root. Stores nothing.
+    /// Reply: `Ok` when everything checks, `InvalidShares` saying what does not, `NoSquare`
+    /// (`replicated`).
+    CheckRows {
+        /// The square's roots, as the sender claims them.
+        roots: SquareRoots,
+        /// The rows.
+        rows: HeldShares,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<(), DaError>>,
+    },
+    /// Rebuild a proposed body from rows gathered from peers: rows for another height,
+    /// root or width are ignored and each row is checked against its root in `roots` (a
+    /// wrong one is dropped), so only the square `roots` commits to can come out. Stores
+    /// nothing.
+    /// Reply: the body, or `InvalidShares` (the roots do not hash to `roots.data_root`),
+    /// `NotEnoughShares` (fewer than `k` distinct verified rows), `NoSquare` (`replicated`).
+    Reassemble {
+        /// The square's roots, checked against `roots.data_root`.
+        roots: SquareRoots,
+        /// Rows gathered from peers.
+        rows: Vec<HeldShares>,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<Arc<Vec<Blob>>, DaError>>,
     },
@@ -620,6 +688,51 @@ impl DaHandle {
                     held,
                     reply,
                 })
+                .await,
+        )
+    }
+
+    /// See [`DaRequest::Disperse`].
+    pub async fn disperse(
+        &self,
+        height: u64,
+        body: Arc<Vec<Blob>>,
+        holders: u32,
+    ) -> Result<Dispersal, RequestError<DaError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| DaRequest::Disperse {
+                    height,
+                    body,
+                    holders,
+                    reply,
+                })
+                .await,
+        )
+    }
+
+    /// See [`DaRequest::CheckRows`].
+    pub async fn check_rows(
+        &self,
+        roots: SquareRoots,
+        rows: HeldShares,
+    ) -> Result<(), RequestError<DaError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| DaRequest::CheckRows { roots, rows, reply })
+                .await,
+        )
+    }
+
+    /// See [`DaRequest::Reassemble`].
+    pub async fn reassemble(
+        &self,
+        roots: SquareRoots,
+        rows: Vec<HeldShares>,
+    ) -> Result<Arc<Vec<Blob>>, RequestError<DaError>> {
+        flatten(
+            self.mailbox
+                .ask(|reply| DaRequest::Reassemble { roots, rows, reply })
                 .await,
         )
     }
