@@ -7,10 +7,11 @@
 //! one that arrived whole.
 //!
 //! A validator hands a proposal over (and so can vote for it) only once its *own* rows have
-//! arrived and verify: a proposer that withholds rows from more than a third of the voting
-//! power gets no quorum, and a committed block's rows are held by validators with more than
-//! two thirds of the power, enough to rebuild it. Any `k` of the `2k` rows rebuild the body,
-//! so with `n = 3f + 1` validators the rows of the `2f + 1` honest ones always suffice.
+//! arrived and verify, and only with the whole body rebuilt: a proposer that withholds rows
+//! from more than a third of the voting power gets no quorum, and every honest validator
+//! that voted for a committed block holds all of it. The proposer keeps its own rows (a
+//! lone validator excepted): with `n = 3f + 1` validators, the `2f` honest ones besides it
+//! hold `4fk / (3f + 1)` rows between them, at least the `k` any rebuild needs.
 //!
 //! Every node receives both ways, whatever it sends, so the setting may differ between the
 //! nodes of one network. [`Assemblies`] is the synchronous bookkeeping (which rows of which
@@ -374,15 +375,17 @@ impl Disseminator {
                     self.max_part_bytes
                 ));
             }
-            // Our own holder's rows go straight to everyone, as their holder would forward
-            // them; every other validator gets its rows on its own topic.
-            let topic = if Some(holder) == self.own {
-                lock(&self.assemblies).own_proposal(part);
-                Topic::Rows
-            } else {
-                Topic::HolderRows(holder)
-            };
-            parts.push((topic, data));
+            if Some(holder) != self.own {
+                parts.push((Topic::HolderRows(holder), data));
+                continue;
+            }
+            lock(&self.assemblies).own_proposal(part);
+            // The other validators' rows are `2 (n - 1) / n` of the square: at least the `k`
+            // rows a rebuild needs, even with a third of them missing once `n >= 4`. Only a
+            // lone validator's rows must go out, for the nodes that follow it.
+            if holders == 1 {
+                parts.push((Topic::Rows, data));
+            }
         }
         let parts = Arc::new(parts);
         let mut sent = lock(&self.sent);

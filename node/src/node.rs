@@ -112,19 +112,20 @@ fn holders(genesis: &Genesis) -> u32 {
     u32::try_from(genesis.validators.len()).unwrap_or(u32::MAX)
 }
 
-/// Largest proposal part (one validator's rows of a proposed block, with the header and the
-/// square's roots). A body's original quadrant is at most four times the body (the square's
-/// width is rounded up to a power of two, and the layout adds a little); each validator
-/// holds `2 / n` of the extended rows, rounded up (far less than a quarter of the quadrant
-/// more); the roots and header take under 256 KiB up to the largest square.
+/// Largest proposal part (one validator's `2 / n` of the extended rows, with the header and
+/// the square's roots): room for a square up to four times the block (its width is rounded
+/// up to a power of two) plus 256 KiB for the roots, but never more than twice the consensus
+/// topic's limit, which only a network too small to gain from rows would reach. A proposer
+/// whose parts come out larger sends the block whole.
 fn max_proposal_part_bytes(config: &NodeConfig, genesis: &Genesis) -> usize {
-    let quadrant = config.consensus.max_block_bytes.saturating_mul(4);
     let holders = usize::try_from(holders(genesis).max(1)).unwrap_or(usize::MAX);
-    quadrant
-        .saturating_mul(2)
+    let rows = config
+        .consensus
+        .max_block_bytes
+        .saturating_mul(8)
         .div_ceil(holders)
-        .saturating_add(quadrant / 4)
-        .saturating_add(256 * 1024)
+        .saturating_add(256 * 1024);
+    rows.min(max_consensus_message_bytes(config).saturating_mul(2))
 }
 
 /// The layer settings every node of one network must share, as peers compare them at

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::config::{kind_of, ConfigError, NodeConfig};
+use crate::config::{kind_of, ConfigError, Dissemination, NodeConfig};
 use crate::node::{compatibility, load_genesis, load_key};
 
 /// `lamina config check`
@@ -85,8 +85,12 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
     out!("  http        {}", config.http.listen);
     match &config.network.listen {
         Some(listen) => out!(
-            "  network     {listen}, {} configured peers",
-            config.network.peers.len()
+            "  network     {listen}, {} configured peers, proposals sent {}",
+            config.network.peers.len(),
+            match config.network.dissemination {
+                Dissemination::Whole => "whole",
+                Dissemination::Rows => "as rows",
+            }
         ),
         None => out!("  network     none (no [network] listen)"),
     }
