@@ -180,14 +180,14 @@ impl Assemblies {
         }
     }
 
-    /// Whether a part for `key` from `holder` would be kept: asked before its rows are
-    /// checked, which costs an extension of each.
+    /// Whether a part for `key` from `holder` is still of use: asked before its rows are
+    /// checked, which costs an extension of each. Once a proposal is being rebuilt (or is
+    /// ours) no more of its rows are needed.
     pub(crate) fn wants(&self, key: Key, holder: u32) -> bool {
         key.0 >= self.floor
-            && self
-                .entries
-                .get(&key)
-                .is_none_or(|assembly| !assembly.parts.contains_key(&holder))
+            && self.entries.get(&key).is_none_or(|assembly| {
+                assembly.stage == Stage::Gathering && !assembly.parts.contains_key(&holder)
+            })
     }
 
     /// Keeps a checked part and says whether its proposal can now be rebuilt.
@@ -297,8 +297,9 @@ pub struct Disseminator {
     pub(crate) max_part_bytes: usize,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) assemblies: Mutex<Assemblies>,
-    /// Our recent proposals' encoded parts, by block hash, for re-sends.
-    pub(crate) sent: Mutex<VecDeque<(Hash, EncodedParts)>>,
+    /// Our recent proposals' encoded parts, for re-sends (a block proposed again in a later
+    /// round is a new proposal: its parts carry the round).
+    pub(crate) sent: Mutex<VecDeque<(ProposalData, EncodedParts)>>,
 }
 
 impl Disseminator {
@@ -316,6 +317,12 @@ impl Disseminator {
                 return false;
             }
         };
+        tracing::debug!(
+            height = proposal.data.height,
+            round = proposal.data.round,
+            parts = parts.len(),
+            "sending a proposal as rows"
+        );
         for (topic, data) in parts.iter() {
             let bytes = data.len() as u64;
             match self.network.publish(*topic, data.clone()).await {
@@ -332,14 +339,10 @@ impl Disseminator {
     }
 
     /// The encoded parts of our `proposal`: from the last send, or cut now.
-    async fn parts_of(
-        &self,
-        proposal: &SignedProposal,
-    ) -> Result<EncodedParts, String> {
-        let hash = proposal.data.block_hash;
+    async fn parts_of(&self, proposal: &SignedProposal) -> Result<EncodedParts, String> {
         let known = lock(&self.sent)
             .iter()
-            .find(|(sent, _)| *sent == hash)
+            .find(|(sent, _)| *sent == proposal.data)
             .map(|(_, parts)| Arc::clone(parts));
         if let Some(parts) = known {
             return Ok(parts);
@@ -392,7 +395,7 @@ impl Disseminator {
         if sent.len() >= MAX_OWN_PROPOSALS {
             sent.pop_front();
         }
-        sent.push_back((hash, Arc::clone(&parts)));
+        sent.push_back((proposal.data.clone(), Arc::clone(&parts)));
         Ok(parts)
     }
 
@@ -425,6 +428,7 @@ impl Disseminator {
             }
         }
         let ours = Some(part.holder) == self.own;
+        tracing::debug!(%topic, height = part.proposal.height, round = part.proposal.round, holder = part.holder, "checked a proposal part");
         let admission = lock(&self.assemblies).admit(part);
         if ours && topic != Topic::Rows {
             // Our rows, from the proposer: everyone else needs them too.
@@ -432,15 +436,14 @@ impl Disseminator {
                 tracing::warn!(%error, "cannot forward our rows of a proposal");
             }
         }
-        match admission {
-            Admission::Stale | Admission::Duplicate => Verdict::Ignore,
-            Admission::Kept => Verdict::Accept,
-            Admission::Ready(rebuild) => {
-                let this = Arc::clone(self);
-                tokio::spawn(async move { this.rebuild(*rebuild).await });
-                Verdict::Accept
-            }
+        if let Admission::Ready(rebuild) = admission {
+            let this = Arc::clone(self);
+            tokio::spawn(async move { this.rebuild(*rebuild).await });
         }
+        // Never relayed: a part on `rows` came straight from its holder, which sends it to
+        // every peer itself, and one on `rows-<i>` has no other subscriber. Gossip relays
+        // would only add copies of megabytes (a two-level broadcast, as RaptorCast does).
+        Verdict::Ignore
     }
 
     /// Rebuilds a proposal's body from its rows and hands the proposal to the engine.
@@ -597,10 +600,10 @@ mod tests {
         assert_eq!(rebuild.rows.len(), 3);
         assert!(rebuild.proposal.block.body.is_empty());
         assert_eq!(rebuild.proposal.data, part(key, 5, 0, 0).proposal);
-        // Rebuilding: more rows are kept (and relayed) but start nothing.
+        // Rebuilding: no more rows are wanted, and one checked meanwhile starts nothing.
+        assert!(!assemblies.wants(part(key, 5, 0, 3).key(), 3));
         assert_eq!(assemblies.admit(part(key, 5, 0, 3)), Admission::Kept);
         assert_eq!(assemblies.admit(part(key, 5, 0, 0)), Admission::Duplicate);
-        assert!(!assemblies.wants(part(key, 5, 0, 0).key(), 0));
         // A different round is a different proposal.
         assert!(assemblies.wants(part(key, 5, 1, 0).key(), 0));
     }
@@ -628,6 +631,7 @@ mod tests {
         assemblies.admit(part(key, 5, 0, 0));
         let rebuild = ready(assemblies.admit(part(key, 5, 0, 1)));
         assemblies.rebuilt(rebuild.key, false);
+        assert!(assemblies.wants(part(key, 5, 0, 2).key(), 2));
         let again = ready(assemblies.admit(part(key, 5, 0, 2)));
         assert_eq!(again.rows.len(), 3);
         assemblies.rebuilt(again.key, true);
@@ -640,6 +644,7 @@ mod tests {
         let mut assemblies = Assemblies::new(Some(0));
         assemblies.own_proposal(part(key, 5, 0, 0));
         for holder in 1..HOLDERS {
+            assert!(!assemblies.wants(part(key, 5, 0, holder).key(), holder));
             assert_eq!(assemblies.admit(part(key, 5, 0, holder)), Admission::Kept);
         }
     }
