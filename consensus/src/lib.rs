@@ -27,6 +27,10 @@ mod serve;
 mod solo;
 mod store;
 
+/// Who proposes at each `(height, round)` under `bft`: for the node, which checks the signer
+/// of a proposal that reaches it in pieces before it spends anything on them.
+pub use bft::proposer::ProposerSchedule;
+
 use lamina_primitives::interfaces::consensus::{ConsensusDeps, ConsensusHandle};
 use lamina_primitives::interfaces::{
     Events, Mailbox, DEFAULT_EVENT_CAPACITY, DEFAULT_MAILBOX_CAPACITY,

@@ -14,7 +14,7 @@ use lamina_primitives::interfaces::da::{
 };
 use lamina_primitives::interfaces::Events;
 use lamina_primitives::{Blob, Block, Hash};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::heights::Stored;
 use crate::pool::BlobPool;
@@ -159,11 +159,17 @@ async fn flushed<T>(db: &sled::Db, result: Result<T, DaError>) -> Result<T, DaEr
     Ok(value)
 }
 
+/// Requests answered beside the loop that run at once; more wait for a turn, so that peers
+/// sending many parts cannot make the node extend them all at the same time.
+const BESIDE_THE_LOOP_AT_ONCE: usize = 4;
+
 /// Answers `reply` with `work` of `scheme`'s builder, run on the blocking pool by a task of
 /// its own so the loop goes on meanwhile: for requests that need no other state of the
-/// scheme. `NoSquare` at once for `replicated`.
+/// scheme. At most [`BESIDE_THE_LOOP_AT_ONCE`] run at a time (`turns`). `NoSquare` at once
+/// for `replicated`.
 fn beside_the_loop<T: Send + 'static>(
     scheme: &Scheme,
+    turns: &Arc<Semaphore>,
     reply: oneshot::Sender<Result<T, DaError>>,
     work: impl FnOnce(SquareBuilder) -> Result<T, DaError> + Send + 'static,
 ) {
@@ -173,7 +179,12 @@ fn beside_the_loop<T: Send + 'static>(
         }
         Scheme::ReedSolomon(scheme) => {
             let builder = scheme.builder();
+            let turns = Arc::clone(turns);
             tokio::spawn(async move {
+                // The semaphore is never closed, so a turn always comes.
+                let Ok(_turn) = turns.acquire_owned().await else {
+                    return;
+                };
                 let _ = reply.send(off_the_runtime(move || work(builder)).await);
             });
         }
@@ -222,6 +233,7 @@ pub(crate) async fn run(
     mut requests: mpsc::Receiver<DaRequest>,
     events: Events<DaEvent>,
 ) {
+    let turns = Arc::new(Semaphore::new(BESIDE_THE_LOOP_AT_ONCE));
     while let Some(request) = requests.recv().await {
         // A send error only means the caller stopped waiting; the work is done either way.
         match request {
@@ -386,16 +398,16 @@ pub(crate) async fn run(
                 body,
                 holders,
                 reply,
-            } => beside_the_loop(&scheme, reply, move |builder| {
+            } => beside_the_loop(&scheme, &turns, reply, move |builder| {
                 reed_solomon::disperse(&builder, height, &body, holders)
             }),
             DaRequest::CheckRows { roots, rows, reply } => {
-                beside_the_loop(&scheme, reply, move |builder| {
+                beside_the_loop(&scheme, &turns, reply, move |builder| {
                     reed_solomon::check_rows(&builder, roots, &rows)
                 });
             }
             DaRequest::Reassemble { roots, rows, reply } => {
-                beside_the_loop(&scheme, reply, move |builder| {
+                beside_the_loop(&scheme, &turns, reply, move |builder| {
                     reed_solomon::reassemble(&builder, roots, rows)
                 });
             }

@@ -9,19 +9,24 @@
 //! A validator hands a proposal over (and so can vote for it) only once its *own* rows have
 //! arrived and verify, and only with the whole body rebuilt: a proposer that withholds rows
 //! from more than a third of the voting power gets no quorum, and every honest validator
-//! that voted for a committed block holds all of it. The proposer keeps its own rows (a
-//! lone validator excepted): with `n = 3f + 1` validators, the `2f` honest ones besides it
-//! hold `4fk / (3f + 1)` rows between them, at least the `k` any rebuild needs.
+//! that voted for a committed block holds all of it. The proposer keeps its own rows, and
+//! sends a block whole when the others' would not make `k` with the most rows that faulty
+//! holders may withhold taken away (small squares, a lone validator); with `n = 3f + 1`
+//! equal validators and a large square, the `2f` honest ones besides the proposer hold
+//! `4fk / (3f + 1)` rows between them, at least the `k` any rebuild needs. Parts are never
+//! relayed by gossip: the proposer sends each to its holder, each holder sends its own to
+//! every peer, a two-level broadcast as RaptorCast does.
 //!
 //! Every node receives both ways, whatever it sends, so the setting may differ between the
 //! nodes of one network. [`Assemblies`] is the synchronous bookkeeping (which rows of which
 //! proposal arrived, when one is complete); [`Disseminator`] wires it to the network, the
 //! DA layer (which extends, checks and rebuilds squares) and the consensus engine.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use borsh::{BorshDeserialize, BorshSerialize};
+use lamina_consensus::ProposerSchedule;
 use lamina_primitives::interfaces::consensus::{ConsensusEvent, ConsensusHandle, ConsensusMessage};
 use lamina_primitives::interfaces::da::{DaError, DaHandle, HeldShares, ShareHolder, SquareRoots};
 use lamina_primitives::interfaces::RequestError;
@@ -36,6 +41,9 @@ use crate::network::{NetworkHandle, Topic, Verdict};
 /// Proposals whose rows are gathered at once; beyond it the lowest (height, round) is
 /// dropped. Each holds up to twice its body, so this bounds what peers can make a node keep.
 const MAX_ASSEMBLIES: usize = 8;
+
+/// Heights gathered beyond the next one to commit.
+const HEIGHTS_AHEAD: u64 = 1;
 
 /// Own proposals whose parts are kept, so a re-sent proposal is not extended again.
 const MAX_OWN_PROPOSALS: usize = 4;
@@ -64,10 +72,17 @@ pub struct ProposalPart {
 }
 
 impl ProposalPart {
-    /// Checks what needs neither the DA layer nor the consensus engine: the signature is a
-    /// validator's over this header, the roots and rows are for this header's height and
-    /// `data_root`, and the rows are exactly the holder's. `Err` says what is wrong.
-    fn check(&self, chain_id: &str, validators: &ValidatorSet) -> Result<(), String> {
+    /// Checks what needs no extension: the signature is the round's proposer's over this
+    /// header, the roots and rows are for this header's height and `data_root`, the square
+    /// is `2k` wide for a power of two `k`, the rows are exactly the holder's, and a part on
+    /// a holder's own topic is that holder's. `Err` says what is wrong.
+    fn check(
+        &self,
+        chain_id: &str,
+        validators: &ValidatorSet,
+        schedule: &ProposerSchedule,
+        topic: Topic,
+    ) -> Result<(), String> {
         let height = self.header.height;
         if self.proposal.height != height || self.proposal.block_hash != self.header.hash() {
             return Err("the signed proposal is not for this header".into());
@@ -78,22 +93,31 @@ impl ProposalPart {
         if self.rows.height != height || self.rows.data_root != self.header.data_root {
             return Err("the rows are not this header's".into());
         }
-        if validators.power_of(&self.proposer).is_none() {
-            return Err(format!("{} is not a validator", self.proposer));
+        if schedule.proposer(height, self.proposal.round) != Some(self.proposer) {
+            return Err(format!(
+                "{} is not the proposer of height {height}, round {}",
+                self.proposer, self.proposal.round
+            ));
         }
         self.proposal
             .verify(chain_id, &self.proposer, &self.signature)
             .map_err(|_| "bad proposal signature".to_string())?;
         let count = u32::try_from(validators.len()).unwrap_or(u32::MAX);
+        if self.holder >= count {
+            return Err(format!("holder {} of {count} does not exist", self.holder));
+        }
+        if matches!(topic, Topic::HolderRows(holder) if holder != self.holder) {
+            return Err(format!("holder {}'s rows on {topic}", self.holder));
+        }
+        let width = self.roots.row_roots.len();
+        if width < 2 || !width.is_power_of_two() || self.roots.col_roots.len() != width {
+            return Err(format!("a square {width} rows wide cannot be extended"));
+        }
         let holder = ShareHolder {
             index: self.holder,
             count,
         };
-        if self.holder >= count {
-            return Err(format!("holder {} of {count} does not exist", self.holder));
-        }
-        let width = self.roots.row_roots.len() as u64;
-        let expected = holder.rows(height, width);
+        let expected = holder.rows(height, width as u64);
         if !self.rows.rows.iter().map(|row| row.index).eq(expected) {
             return Err(format!("the rows are not holder {}'s", self.holder));
         }
@@ -118,8 +142,8 @@ type EncodedParts = Arc<Vec<(Topic, Vec<u8>)>>;
 /// What becomes of a part offered to [`Assemblies::admit`].
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Admission {
-    /// For a height already committed here, or for a proposal crowded out by newer ones:
-    /// dropped.
+    /// For a height not gathered here (committed already, or too far ahead), or for a
+    /// proposal crowded out by others: dropped.
     Stale,
     /// This holder's rows of this proposal are here already.
     Duplicate,
@@ -145,8 +169,9 @@ pub(crate) struct Rebuild {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Gathering,
-    Rebuilding,
-    /// Rebuilt and handed over, or our own proposal: later rows are only relayed.
+    /// Handed to a rebuild (which is not retried: rows that each match their root and yet
+    /// do not rebuild the body mean a badly encoded square, which more rows cannot fix), or
+    /// our own proposal: no more rows are wanted.
     Done,
 }
 
@@ -159,15 +184,18 @@ struct Assembly {
     stage: Stage,
 }
 
-/// The proposals whose rows are being gathered: synchronous and deterministic, fed parts
-/// that already passed their checks.
+/// The proposals whose rows are being gathered: synchronous and deterministic. A part is
+/// first claimed (it is of use and not being checked already), then checked by the caller,
+/// then admitted (or released if it failed).
 #[derive(Debug)]
 pub(crate) struct Assemblies {
     /// This node's holder index (a validator): it waits for its own rows.
     own: Option<u32>,
-    /// Lowest height still wanted: the one after the highest committed here.
+    /// Lowest height gathered: the one after the highest committed here.
     floor: u64,
     entries: BTreeMap<Key, Assembly>,
+    /// Parts being checked now, so that copies of one are not checked at the same time.
+    checking: HashSet<(Key, u32)>,
 }
 
 impl Assemblies {
@@ -177,26 +205,41 @@ impl Assemblies {
             own,
             floor: 0,
             entries: BTreeMap::new(),
+            checking: HashSet::new(),
         }
     }
 
-    /// Whether a part for `key` from `holder` is still of use: asked before its rows are
-    /// checked, which costs an extension of each. Once a proposal is being rebuilt (or is
-    /// ours) no more of its rows are needed.
-    pub(crate) fn wants(&self, key: Key, holder: u32) -> bool {
-        key.0 >= self.floor
+    /// Whether proposals for `height` are gathered: the next height to commit and the one
+    /// after (whose proposal the engine keeps until it gets there), not further ones.
+    pub(crate) fn is_current(&self, height: u64) -> bool {
+        (self.floor..=self.floor.saturating_add(HEIGHTS_AHEAD)).contains(&height)
+    }
+
+    /// Claims `holder`'s part of proposal `key` for checking, which costs an extension of
+    /// each row: `true` when it is of use (its height is gathered, the proposal still wants
+    /// rows and has none of this holder's) and no copy of it is being checked already. The
+    /// caller then [`admit`](Self::admit)s it or [`release`](Self::release)s the claim.
+    pub(crate) fn claim(&mut self, key: Key, holder: u32) -> bool {
+        let useful = self.is_current(key.0)
             && self.entries.get(&key).is_none_or(|assembly| {
                 assembly.stage == Stage::Gathering && !assembly.parts.contains_key(&holder)
-            })
+            });
+        useful && self.checking.insert((key, holder))
+    }
+
+    /// Gives up a claim whose part failed its check.
+    pub(crate) fn release(&mut self, key: Key, holder: u32) {
+        self.checking.remove(&(key, holder));
     }
 
     /// Keeps a checked part and says whether its proposal can now be rebuilt.
     pub(crate) fn admit(&mut self, mut part: ProposalPart) -> Admission {
         let key = part.key();
-        if key.0 < self.floor || !self.make_room(key) {
+        let holder = part.holder;
+        self.checking.remove(&(key, holder));
+        if !self.is_current(key.0) || !self.make_room(key) {
             return Admission::Stale;
         }
-        let holder = part.holder;
         let rows = HeldShares {
             rows: std::mem::take(&mut part.rows.rows),
             ..part.rows.clone()
@@ -214,23 +257,24 @@ impl Assemblies {
         self.ready(key)
     }
 
-    /// Whether `key` has, or can get, a place: when every place is taken, the lowest
-    /// (height, round) below it gives up its own.
+    /// Whether `key` has, or can get, a place: when every place is taken, the highest
+    /// (height, round) above it gives up its own, so proposals for far rounds (which only
+    /// their proposer can sign, but it can sign many) cannot crowd out the current one.
     fn make_room(&mut self, key: Key) -> bool {
         if self.entries.contains_key(&key) || self.entries.len() < MAX_ASSEMBLIES {
             return true;
         }
-        match self.entries.first_key_value() {
-            Some((lowest, _)) if *lowest < key => {
-                let lowest = *lowest;
-                self.entries.remove(&lowest);
+        match self.entries.last_key_value() {
+            Some((highest, _)) if *highest > key => {
+                let highest = *highest;
+                self.entries.remove(&highest);
                 true
             }
             _ => false,
         }
     }
 
-    /// `Ready` (and the assembly marked rebuilding) when `key` has enough rows, else `Kept`.
+    /// `Ready` (and the assembly done) when `key` has enough rows, else `Kept`.
     fn ready(&mut self, key: Key) -> Admission {
         let Some(assembly) = self.entries.get_mut(&key) else {
             return Admission::Stale;
@@ -241,12 +285,12 @@ impl Assemblies {
         if assembly.stage != Stage::Gathering || rows < k || !own_here {
             return Admission::Kept;
         }
-        assembly.stage = Stage::Rebuilding;
+        assembly.stage = Stage::Done;
         let first = &assembly.first;
         Admission::Ready(Box::new(Rebuild {
             key,
             roots: first.roots.clone(),
-            rows: assembly.parts.values().cloned().collect(),
+            rows: std::mem::take(&mut assembly.parts).into_values().collect(),
             proposal: SignedProposal {
                 data: first.proposal.clone(),
                 block: Block {
@@ -258,19 +302,19 @@ impl Assemblies {
         }))
     }
 
-    /// Records how a rebuild ended: on failure (rows that checked alone but not together,
-    /// which an honest proposer never sends) the proposal waits for more rows.
-    pub(crate) fn rebuilt(&mut self, key: Key, ok: bool) {
-        if let Some(assembly) = self.entries.get_mut(&key) {
-            assembly.stage = if ok { Stage::Done } else { Stage::Gathering };
-        }
-    }
-
-    /// Marks `part`'s proposal as ours: we have its body, and only relay its rows.
-    pub(crate) fn own_proposal(&mut self, part: ProposalPart) {
+    /// Marks `part`'s proposal as ours: we have its body and want none of its rows.
+    pub(crate) fn own_proposal(&mut self, mut part: ProposalPart) {
         let key = part.key();
-        if let Admission::Ready(_) | Admission::Kept = self.admit(part) {
-            self.rebuilt(key, true);
+        if self.is_current(key.0) && self.make_room(key) {
+            part.rows.rows = Vec::new();
+            self.entries.insert(
+                key,
+                Assembly {
+                    first: part,
+                    parts: BTreeMap::new(),
+                    stage: Stage::Done,
+                },
+            );
         }
     }
 
@@ -279,6 +323,35 @@ impl Assemblies {
         self.floor = self.floor.max(height);
         self.entries = self.entries.split_off(&(self.floor, 0, Hash::default()));
     }
+}
+
+/// How many validators may fail at once: the most, smallest first, whose voting power is
+/// below a third of the total (what `bft` tolerates).
+fn max_faulty(validators: &ValidatorSet) -> usize {
+    let total = u128::from(validators.total_power());
+    let mut powers: Vec<u64> = validators.validators().iter().map(|v| v.power).collect();
+    powers.sort_unstable();
+    let mut sum = 0u128;
+    powers
+        .into_iter()
+        .take_while(|power| {
+            sum += u128::from(*power);
+            sum * 3 < total
+        })
+        .count()
+}
+
+/// Whether the rows a proposer (holder `own`) sends out make the `k` a rebuild needs even
+/// when the `faulty` holders with the most of them withhold theirs. Not so for small
+/// squares (two rows in all when `k = 1`) or a lone validator: those blocks go whole.
+fn rows_survive(parts: &[HeldShares], own: u32, faulty: usize, k: usize) -> bool {
+    let mut counts: Vec<usize> = (0..)
+        .zip(parts)
+        .filter(|(holder, _)| *holder != own)
+        .map(|(_, part)| part.rows.len())
+        .collect();
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    counts.iter().skip(faulty).sum::<usize>() >= k
 }
 
 /// Sends this node's proposals as rows and gathers other nodes' rows into proposals.
@@ -291,27 +364,60 @@ pub struct Disseminator {
     pub(crate) consensus: ConsensusHandle,
     pub(crate) chain_id: String,
     pub(crate) validators: ValidatorSet,
+    /// Who may sign the proposal of each round.
+    pub(crate) schedule: ProposerSchedule,
     /// This node's holder index, if it is a validator.
     pub(crate) own: Option<u32>,
     /// Largest part accepted.
     pub(crate) max_part_bytes: usize,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) assemblies: Mutex<Assemblies>,
-    /// Our recent proposals' encoded parts, for re-sends (a block proposed again in a later
-    /// round is a new proposal: its parts carry the round).
-    pub(crate) sent: Mutex<VecDeque<(ProposalData, EncodedParts)>>,
+    /// How our recent proposals went out, for re-sends: their encoded parts, or `None` for
+    /// whole (a block proposed again in a later round is a new proposal: its parts carry
+    /// the round).
+    pub(crate) sent: Mutex<VecDeque<(ProposalData, Option<EncodedParts>)>>,
 }
 
 impl Disseminator {
+    /// The disseminator of a node that is holder `own` among `validators`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        sends_rows: bool,
+        network: NetworkHandle,
+        da: DaHandle,
+        consensus: ConsensusHandle,
+        chain_id: String,
+        validators: ValidatorSet,
+        own: Option<u32>,
+        max_part_bytes: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Disseminator {
+            sends_rows,
+            network,
+            da,
+            consensus,
+            chain_id,
+            schedule: ProposerSchedule::new(&validators),
+            validators,
+            own,
+            max_part_bytes,
+            metrics,
+            assemblies: Mutex::new(Assemblies::new(own)),
+            sent: Mutex::default(),
+        }
+    }
+
     /// Sends `proposal` as rows. `false` when it must go whole instead: this node sends
-    /// whole blocks, or its DA layer cannot cut this one (then the caller gossips it whole,
-    /// which every node understands).
+    /// whole blocks, the block is too small for its rows to survive faulty holders, or the
+    /// DA layer cannot cut it (then the caller gossips it whole, which every node takes).
     pub(crate) async fn send(&self, proposal: &SignedProposal) -> bool {
         if !self.sends_rows {
             return false;
         }
         let parts = match self.parts_of(proposal).await {
-            Ok(parts) => parts,
+            Ok(Some(parts)) => parts,
+            Ok(None) => return false,
             Err(error) => {
                 tracing::warn!(height = proposal.data.height, %error, "cannot send the proposal as rows; sending it whole");
                 return false;
@@ -338,27 +444,47 @@ impl Disseminator {
         true
     }
 
-    /// The encoded parts of our `proposal`: from the last send, or cut now.
-    async fn parts_of(&self, proposal: &SignedProposal) -> Result<EncodedParts, String> {
+    /// The encoded parts of our `proposal` (`None`: it goes whole), as decided at its first
+    /// send or cut now.
+    async fn parts_of(&self, proposal: &SignedProposal) -> Result<Option<EncodedParts>, String> {
         let known = lock(&self.sent)
             .iter()
             .find(|(sent, _)| *sent == proposal.data)
-            .map(|(_, parts)| Arc::clone(parts));
+            .map(|(_, parts)| parts.clone());
         if let Some(parts) = known {
             return Ok(parts);
         }
-        let holders = u32::try_from(self.validators.len()).map_err(|e| e.to_string())?;
-        let proposer = self
+        let parts = self.cut(proposal).await?;
+        let mut sent = lock(&self.sent);
+        if sent.len() >= MAX_OWN_PROPOSALS {
+            sent.pop_front();
+        }
+        sent.push_back((proposal.data.clone(), parts.clone()));
+        Ok(parts)
+    }
+
+    /// Cuts our `proposal` into every other validator's part, each for its own topic; `None`
+    /// when those rows would not survive faulty holders.
+    async fn cut(&self, proposal: &SignedProposal) -> Result<Option<EncodedParts>, String> {
+        let (own, proposer) = self
             .own
-            .and_then(|own| self.validators.validators().get(own as usize))
-            .map(|validator| validator.address)
+            .and_then(|own| {
+                let validator = self.validators.validators().get(own as usize)?;
+                Some((own, validator.address))
+            })
             .ok_or("this node is not a validator")?;
+        let holders = u32::try_from(self.validators.len()).map_err(|e| e.to_string())?;
         let height = proposal.data.height;
         let dispersal = self
             .da
             .disperse(height, Arc::new(proposal.block.body.clone()), holders)
             .await
             .map_err(|e| e.to_string())?;
+        let k = dispersal.roots.row_roots.len() / 2;
+        if !rows_survive(&dispersal.parts, own, max_faulty(&self.validators), k) {
+            tracing::debug!(height, k, "a square this small goes whole");
+            return Ok(None);
+        }
         let mut parts = Vec::with_capacity(dispersal.parts.len());
         for (holder, rows) in (0..holders).zip(dispersal.parts) {
             let part = ProposalPart {
@@ -370,6 +496,11 @@ impl Disseminator {
                 holder,
                 rows,
             };
+            if holder == own {
+                // Kept: `rows_survive` counted without them.
+                lock(&self.assemblies).own_proposal(part);
+                continue;
+            }
             let data = codec::encode(&part);
             if data.len() > self.max_part_bytes {
                 return Err(format!(
@@ -378,67 +509,59 @@ impl Disseminator {
                     self.max_part_bytes
                 ));
             }
-            if Some(holder) != self.own {
-                parts.push((Topic::HolderRows(holder), data));
-                continue;
-            }
-            lock(&self.assemblies).own_proposal(part);
-            // The other validators' rows are `2 (n - 1) / n` of the square: at least the `k`
-            // rows a rebuild needs, even with a third of them missing once `n >= 4`. Only a
-            // lone validator's rows must go out, for the nodes that follow it.
-            if holders == 1 {
-                parts.push((Topic::Rows, data));
-            }
+            parts.push((Topic::HolderRows(holder), data));
         }
-        let parts = Arc::new(parts);
-        let mut sent = lock(&self.sent);
-        if sent.len() >= MAX_OWN_PROPOSALS {
-            sent.pop_front();
-        }
-        sent.push_back((proposal.data.clone(), Arc::clone(&parts)));
-        Ok(parts)
+        Ok(Some(Arc::new(parts)))
     }
 
-    /// Judges a part gossiped on `topic`: keeps it, forwards it if it is our own rows, and
-    /// rebuilds the proposal once enough rows are here.
+    /// Judges a part gossiped on `topic`: checks it, forwards it if it is our own rows from
+    /// the proposer, keeps it, and rebuilds the proposal once enough rows are here.
     pub(crate) async fn judge(self: &Arc<Self>, topic: Topic, data: &[u8]) -> Verdict {
         let Ok(part) = codec::decode::<ProposalPart>(data, self.max_part_bytes) else {
             return Verdict::Reject;
         };
-        if let Err(reason) = part.check(&self.chain_id, &self.validators) {
+        if let Err(reason) = part.check(&self.chain_id, &self.validators, &self.schedule, topic) {
             tracing::debug!(%topic, %reason, "refused a proposal part");
             return Verdict::Reject;
         }
-        if !lock(&self.assemblies).wants(part.key(), part.holder) {
+        let (key, holder) = (part.key(), part.holder);
+        let (claimed, forward) = {
+            let mut assemblies = lock(&self.assemblies);
+            // Our rows from the proposer are forwarded each time they come: a re-send means
+            // the proposal is still undecided, and a peer may have missed them.
+            let forward = topic == Topic::HolderRows(holder)
+                && Some(holder) == self.own
+                && assemblies.is_current(key.0);
+            (assemblies.claim(key, holder), forward)
+        };
+        if !claimed && !forward {
             return Verdict::Ignore;
         }
-        match self
+        let checked = self
             .da
             .check_rows(part.roots.clone(), part.rows.clone())
-            .await
-        {
-            Ok(()) => {}
-            Err(RequestError::Layer(DaError::InvalidShares(reason))) => {
-                tracing::debug!(%topic, %reason, "refused a proposal part");
-                return Verdict::Reject;
+            .await;
+        if let Err(error) = checked {
+            if claimed {
+                lock(&self.assemblies).release(key, holder);
             }
-            Err(error) => {
-                tracing::debug!(%topic, %error, "cannot check a proposal part");
-                return Verdict::Ignore;
-            }
+            tracing::debug!(%topic, %error, "refused a proposal part");
+            return match error {
+                RequestError::Layer(DaError::InvalidShares(_)) => Verdict::Reject,
+                _ => Verdict::Ignore,
+            };
         }
-        let ours = Some(part.holder) == self.own;
-        tracing::debug!(%topic, height = part.proposal.height, round = part.proposal.round, holder = part.holder, "checked a proposal part");
-        let admission = lock(&self.assemblies).admit(part);
-        if ours && topic != Topic::Rows {
-            // Our rows, from the proposer: everyone else needs them too.
+        tracing::debug!(%topic, height = key.0, round = key.1, holder, "checked a proposal part");
+        if forward {
             if let Err(error) = self.network.publish(Topic::Rows, data.to_vec()).await {
                 tracing::warn!(%error, "cannot forward our rows of a proposal");
             }
         }
-        if let Admission::Ready(rebuild) = admission {
-            let this = Arc::clone(self);
-            tokio::spawn(async move { this.rebuild(*rebuild).await });
+        if claimed {
+            if let Admission::Ready(rebuild) = lock(&self.assemblies).admit(part) {
+                let this = Arc::clone(self);
+                tokio::spawn(async move { this.rebuild(*rebuild).await });
+            }
         }
         // Never relayed: a part on `rows` came straight from its holder, which sends it to
         // every peer itself, and one on `rows-<i>` has no other subscriber. Gossip relays
@@ -458,12 +581,10 @@ impl Disseminator {
             Ok(body) => body,
             Err(error) => {
                 tracing::warn!(height = key.0, round = key.1, %error, "cannot rebuild a proposal from its rows");
-                lock(&self.assemblies).rebuilt(key, false);
                 return;
             }
         };
         proposal.block.body = Arc::unwrap_or_clone(body);
-        lock(&self.assemblies).rebuilt(key, true);
         self.metrics.proposals_rebuilt.inc();
         let verdict = self
             .consensus
@@ -521,12 +642,13 @@ mod tests {
             .collect()
     }
 
-    fn validators(keys: &[Keypair]) -> ValidatorSet {
+    fn validators(powers: &[u64]) -> ValidatorSet {
         ValidatorSet::new(
-            keys.iter()
-                .map(|key| Validator {
-                    address: key.address(),
-                    power: 1,
+            (0..)
+                .zip(powers)
+                .map(|(i, power)| Validator {
+                    address: Keypair::from_seed([i + 1; 32]).address(),
+                    power: *power,
                 })
                 .collect(),
         )
@@ -582,6 +704,12 @@ mod tests {
         }
     }
 
+    /// Claims, then admits, as a node does once the part's rows are checked.
+    fn offer(assemblies: &mut Assemblies, part: ProposalPart) -> Admission {
+        assert!(assemblies.claim(part.key(), part.holder), "not wanted");
+        assemblies.admit(part)
+    }
+
     fn ready(admission: Admission) -> Rebuild {
         match admission {
             Admission::Ready(rebuild) => *rebuild,
@@ -593,111 +721,185 @@ mod tests {
     fn a_validator_hands_over_a_proposal_only_with_k_rows_including_its_own() {
         let key = &keys()[0];
         let mut assemblies = Assemblies::new(Some(2));
-        assert_eq!(assemblies.admit(part(key, 5, 0, 0)), Admission::Kept);
+        assemblies.set_floor(5);
+        assert_eq!(offer(&mut assemblies, part(key, 5, 0, 0)), Admission::Kept);
         // Four rows now, k of them, but not this validator's own.
-        assert_eq!(assemblies.admit(part(key, 5, 0, 1)), Admission::Kept);
-        let rebuild = ready(assemblies.admit(part(key, 5, 0, 2)));
+        assert_eq!(offer(&mut assemblies, part(key, 5, 0, 1)), Admission::Kept);
+        let rebuild = ready(offer(&mut assemblies, part(key, 5, 0, 2)));
         assert_eq!(rebuild.rows.len(), 3);
         assert!(rebuild.proposal.block.body.is_empty());
         assert_eq!(rebuild.proposal.data, part(key, 5, 0, 0).proposal);
-        // Rebuilding: no more rows are wanted, and one checked meanwhile starts nothing.
-        assert!(!assemblies.wants(part(key, 5, 0, 3).key(), 3));
+        // Handed to a rebuild: no more rows are wanted, and one checked meanwhile starts
+        // nothing.
+        assert!(!assemblies.claim(part(key, 5, 0, 3).key(), 3));
         assert_eq!(assemblies.admit(part(key, 5, 0, 3)), Admission::Kept);
-        assert_eq!(assemblies.admit(part(key, 5, 0, 0)), Admission::Duplicate);
         // A different round is a different proposal.
-        assert!(assemblies.wants(part(key, 5, 1, 0).key(), 0));
+        assert!(assemblies.claim(part(key, 5, 1, 0).key(), 0));
     }
 
     #[test]
     fn a_node_that_is_not_a_validator_needs_any_k_rows() {
         let key = &keys()[1];
         let mut assemblies = Assemblies::new(None);
-        assert_eq!(assemblies.admit(part(key, 5, 0, 3)), Admission::Kept);
-        let rebuild = ready(assemblies.admit(part(key, 5, 0, 1)));
-        let mut rows: Vec<u64> = rebuild
-            .rows
-            .iter()
-            .flat_map(|part| part.rows.iter().map(|row| row.index))
-            .collect();
-        rows.sort_unstable();
-        assert_eq!(rows.len(), 4);
+        assemblies.set_floor(5);
+        assert_eq!(offer(&mut assemblies, part(key, 5, 0, 3)), Admission::Kept);
+        let rebuild = ready(offer(&mut assemblies, part(key, 5, 0, 1)));
+        let rows: usize = rebuild.rows.iter().map(|part| part.rows.len()).sum();
+        assert_eq!(rows, 4);
         assert_eq!(rebuild.roots, part(key, 5, 0, 0).roots);
     }
 
     #[test]
-    fn a_failed_rebuild_waits_for_more_rows_and_a_done_one_never_repeats() {
+    fn a_part_is_checked_once_at_a_time_and_a_failed_check_frees_it() {
         let key = &keys()[0];
         let mut assemblies = Assemblies::new(None);
-        assemblies.admit(part(key, 5, 0, 0));
-        let rebuild = ready(assemblies.admit(part(key, 5, 0, 1)));
-        assemblies.rebuilt(rebuild.key, false);
-        assert!(assemblies.wants(part(key, 5, 0, 2).key(), 2));
-        let again = ready(assemblies.admit(part(key, 5, 0, 2)));
-        assert_eq!(again.rows.len(), 3);
-        assemblies.rebuilt(again.key, true);
-        assert_eq!(assemblies.admit(part(key, 5, 0, 3)), Admission::Kept);
+        assemblies.set_floor(5);
+        let first = part(key, 5, 0, 1);
+        assert!(assemblies.claim(first.key(), 1));
+        assert!(!assemblies.claim(first.key(), 1), "a copy is being checked");
+        assemblies.release(first.key(), 1);
+        assert!(assemblies.claim(first.key(), 1));
+        assert_eq!(assemblies.admit(first.clone()), Admission::Kept);
+        assert!(!assemblies.claim(first.key(), 1), "its rows are here");
+        assert_eq!(assemblies.admit(first), Admission::Duplicate);
     }
 
     #[test]
     fn our_own_proposal_is_never_rebuilt() {
         let key = &keys()[0];
         let mut assemblies = Assemblies::new(Some(0));
+        assemblies.set_floor(5);
         assemblies.own_proposal(part(key, 5, 0, 0));
         for holder in 1..HOLDERS {
-            assert!(!assemblies.wants(part(key, 5, 0, holder).key(), holder));
+            assert!(!assemblies.claim(part(key, 5, 0, holder).key(), holder));
             assert_eq!(assemblies.admit(part(key, 5, 0, holder)), Admission::Kept);
         }
     }
 
     #[test]
-    fn committed_heights_are_dropped_and_the_number_kept_is_bounded() {
+    fn only_the_next_two_heights_are_gathered_and_far_rounds_give_way() {
         let key = &keys()[0];
         let mut assemblies = Assemblies::new(Some(3));
-        assemblies.admit(part(key, 5, 0, 0));
+        assemblies.set_floor(5);
+        assert_eq!(offer(&mut assemblies, part(key, 5, 0, 0)), Admission::Kept);
         assemblies.set_floor(6);
-        assert_eq!(assemblies.admit(part(key, 5, 0, 1)), Admission::Stale);
-        assert!(!assemblies.wants(part(key, 5, 0, 1).key(), 1));
         assert!(assemblies.entries.is_empty());
-
-        for round in 0..MAX_ASSEMBLIES as u32 {
-            assert_eq!(assemblies.admit(part(key, 7, round, 0)), Admission::Kept);
+        for (height, wanted) in [(5, false), (6, true), (7, true), (8, false)] {
+            assert_eq!(assemblies.is_current(height), wanted, "height {height}");
+            assert_eq!(assemblies.claim(part(key, height, 0, 1).key(), 1), wanted);
         }
-        // Full: an older proposal finds no place, a newer one pushes out the oldest.
-        assert_eq!(assemblies.admit(part(key, 6, 0, 0)), Admission::Stale);
-        assert_eq!(assemblies.admit(part(key, 8, 0, 0)), Admission::Kept);
+        assert_eq!(assemblies.admit(part(key, 8, 0, 0)), Admission::Stale);
+
+        for round in 10..10 + MAX_ASSEMBLIES as u32 {
+            assert_eq!(
+                offer(&mut assemblies, part(key, 7, round, 0)),
+                Admission::Kept
+            );
+        }
+        // Full: a later round finds no place, an earlier one takes the latest's.
+        assert_eq!(assemblies.admit(part(key, 7, 99, 0)), Admission::Stale);
+        assert_eq!(offer(&mut assemblies, part(key, 6, 0, 0)), Admission::Kept);
         assert_eq!(assemblies.entries.len(), MAX_ASSEMBLIES);
-        assert!(assemblies.wants(part(key, 7, 0, 0).key(), 0));
-        assert!(!assemblies.wants(part(key, 7, 1, 0).key(), 0));
+        let latest = 10 + MAX_ASSEMBLIES as u32 - 1;
+        assert!(assemblies.claim(part(key, 7, latest, 0).key(), 0));
+        assert!(!assemblies.claim(part(key, 7, 10, 0).key(), 0));
     }
 
     #[test]
-    fn a_part_must_be_signed_by_a_validator_and_carry_its_holders_rows() {
-        let keys = keys();
-        let set = validators(&keys);
-        let good = part(&keys[1], 9, 2, 3);
-        assert_eq!(good.check(CHAIN, &set), Ok(()));
-        assert!(good.check("other-chain", &set).is_err());
+    fn faults_tolerated_follow_voting_power() {
+        assert_eq!(max_faulty(&validators(&[1])), 0);
+        assert_eq!(max_faulty(&validators(&[1, 1, 1])), 0);
+        assert_eq!(max_faulty(&validators(&[1, 1, 1, 1])), 1);
+        assert_eq!(max_faulty(&validators(&[1; 7])), 2);
+        // The three small validators together hold 3/13 of the power.
+        assert_eq!(max_faulty(&validators(&[10, 1, 1, 1])), 3);
+    }
 
-        let outsider = Keypair::from_seed([99; 32]);
-        assert!(part(&outsider, 9, 2, 3).check(CHAIN, &set).is_err());
+    /// Every holder's part of a `2k`-wide square, rows counted only.
+    fn parts(height: u64, holders: u32, k: u64) -> Vec<HeldShares> {
+        (0..holders)
+            .map(|index| HeldShares {
+                height,
+                data_root: Hash::default(),
+                original_width: k,
+                rows: ShareHolder {
+                    index,
+                    count: holders,
+                }
+                .rows(height, 2 * k)
+                .into_iter()
+                .map(|index| HeldRow {
+                    index,
+                    shares: Vec::new(),
+                })
+                .collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_squares_whose_rows_survive_faulty_holders_go_as_rows() {
+        for height in 0..8 {
+            // Four validators share 128 rows, 32 each: any two of the three others make 64.
+            assert!(rows_survive(&parts(height, 4, 64), 0, 1, 64));
+            // Seven share 256: the proposer's 36 or 37 kept, two others' missing, enough.
+            assert!(rows_survive(&parts(height, 7, 128), 3, 2, 128));
+            // An empty block's two rows: when the proposer keeps one, a single faulty
+            // holder of the other leaves nobody a row.
+            let proposer_keeps_one = !ShareHolder { index: 0, count: 4 }
+                .rows(height, 2)
+                .is_empty();
+            assert_eq!(
+                rows_survive(&parts(height, 4, 1), 0, 1, 1),
+                !proposer_keeps_one
+            );
+            // A lone validator has nobody to send rows to.
+            assert!(!rows_survive(&parts(height, 1, 64), 0, 0, 64));
+        }
+        // Without faults, three validators' rows do.
+        assert!(rows_survive(&parts(5, 3, 4), 1, 0, 4));
+    }
+
+    #[test]
+    fn a_part_must_be_signed_by_the_rounds_proposer_and_carry_its_holders_rows() {
+        let keys = keys();
+        let set = validators(&[1; HOLDERS as usize]);
+        let schedule = ProposerSchedule::new(&set);
+        let proposer = schedule.proposer(9, 2).unwrap();
+        let key = keys.iter().find(|key| key.address() == proposer).unwrap();
+        let other = keys.iter().find(|key| key.address() != proposer).unwrap();
+        let good = part(key, 9, 2, 3);
+        let check = |part: &ProposalPart, topic| part.check(CHAIN, &set, &schedule, topic);
+        assert_eq!(check(&good, Topic::Rows), Ok(()));
+        assert_eq!(check(&good, Topic::HolderRows(3)), Ok(()));
+        assert!(check(&good, Topic::HolderRows(2)).is_err());
+        assert!(good
+            .check("other-chain", &set, &schedule, Topic::Rows)
+            .is_err());
+
+        // A validator, but not this round's proposer; or a forged signer.
+        assert!(check(&part(other, 9, 2, 3), Topic::Rows).is_err());
         let mut forged = good.clone();
-        forged.proposer = keys[0].address();
-        assert!(forged.check(CHAIN, &set).is_err());
+        forged.proposer = other.address();
+        assert!(check(&forged, Topic::Rows).is_err());
         let mut other_header = good.clone();
         other_header.header.timestamp_ms += 1;
-        assert!(other_header.check(CHAIN, &set).is_err());
+        assert!(check(&other_header, Topic::Rows).is_err());
         let mut other_roots = good.clone();
         other_roots.roots.data_root = Hash::default();
-        assert!(other_roots.check(CHAIN, &set).is_err());
+        assert!(check(&other_roots, Topic::Rows).is_err());
+        let mut uneven = good.clone();
+        uneven.roots.row_roots.push(Hash::default());
+        assert!(check(&uneven, Topic::Rows).is_err());
         let mut wrong_rows = good.clone();
         wrong_rows.rows.rows.pop();
-        assert!(wrong_rows.check(CHAIN, &set).is_err());
+        assert!(check(&wrong_rows, Topic::Rows).is_err());
         let mut someone_elses = good.clone();
         someone_elses.holder = 2;
-        assert!(someone_elses.check(CHAIN, &set).is_err());
+        assert!(check(&someone_elses, Topic::Rows).is_err());
         let mut no_such_holder = good;
         no_such_holder.holder = HOLDERS;
-        assert!(no_such_holder.check(CHAIN, &set).is_err());
+        assert!(check(&no_such_holder, Topic::Rows).is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 use lamina_primitives::interfaces::consensus::{ConsensusDeps, ConsensusHandle, OUTBOUND_CAPACITY};
@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::archive::{Pruner, MIN_VALIDATORS_TO_PRUNE};
 use crate::config::{kind_of, ConfigError, Dissemination, NodeConfig};
-use crate::dissemination::{Assemblies, Disseminator};
+use crate::dissemination::Disseminator;
 use crate::http;
 use crate::metrics::Metrics;
 use crate::network::{self, NetworkConfig, NetworkHandle, TopicLimits};
@@ -221,6 +221,7 @@ impl RunningNode {
         let (network, tx_gossip) = match config.network.listen_addr().map_err(ConfigError::File)? {
             None => (None, None),
             Some(listen) => {
+                let max_part_bytes = max_proposal_part_bytes(&config, &genesis);
                 // A bad key file is the operator's to fix, like the validator key (exit 2).
                 let identity = p2p_key::load_or_create(&config.network.key_file)
                     .map_err(|e| ConfigError::File(format!("{e:#}")))?;
@@ -237,7 +238,7 @@ impl RunningNode {
                         ),
                         settlement: MAX_SETTLEMENT_GOSSIP_BYTES,
                         blobs: relay::blob_gossip_limit(config.data_availability.max_blob_bytes),
-                        rows: max_proposal_part_bytes(&config, &genesis),
+                        rows: max_part_bytes,
                     },
                     holders: holders(&genesis),
                     holder: holder.map(|holder| holder.index),
@@ -245,19 +246,17 @@ impl RunningNode {
                 let (handle, events) =
                     network::spawn(network_config, identity, consensus.clone(), da.clone())
                         .context("starting the peer-to-peer network")?;
-                let dissemination = Arc::new(Disseminator {
-                    sends_rows: config.network.dissemination == Dissemination::Rows,
-                    network: handle.clone(),
-                    da: da.clone(),
-                    consensus: consensus.clone(),
-                    chain_id: genesis.chain_id.clone(),
-                    validators: genesis.validator_set(),
-                    own: holder.map(|holder| holder.index),
-                    max_part_bytes: max_proposal_part_bytes(&config, &genesis),
-                    metrics: metrics.clone(),
-                    assemblies: Mutex::new(Assemblies::new(holder.map(|holder| holder.index))),
-                    sent: Mutex::default(),
-                });
+                let dissemination = Arc::new(Disseminator::new(
+                    config.network.dissemination == Dissemination::Rows,
+                    handle.clone(),
+                    da.clone(),
+                    consensus.clone(),
+                    genesis.chain_id.clone(),
+                    genesis.validator_set(),
+                    holder.map(|holder| holder.index),
+                    max_part_bytes,
+                    metrics.clone(),
+                ));
                 let (tx_gossip, transactions) = mpsc::channel(relay::TX_GOSSIP_CAPACITY);
                 let relay = Relay {
                     network: handle.clone(),

@@ -18,7 +18,7 @@ const PROPOSER_TAG: &[u8] = b"LAMINA_BFT_PROPOSER_V1";
 
 /// The proposer of every `(height, round)` of one validator set.
 #[derive(Debug, Clone)]
-pub(crate) struct ProposerSchedule {
+pub struct ProposerSchedule {
     addresses: Vec<Address>,
     /// Cumulative power: `cumulative[i]` is the power of validators `0..=i`.
     cumulative: Vec<u64>,
@@ -26,7 +26,7 @@ pub(crate) struct ProposerSchedule {
 
 impl ProposerSchedule {
     /// The schedule of `validators` (in genesis order).
-    pub(crate) fn new(validators: &ValidatorSet) -> Self {
+    pub fn new(validators: &ValidatorSet) -> Self {
         let mut total: u64 = 0;
         let mut addresses = Vec::with_capacity(validators.len());
         let mut cumulative = Vec::with_capacity(validators.len());
@@ -42,7 +42,7 @@ impl ProposerSchedule {
     }
 
     /// The proposer of `(height, round)`; `None` only for an empty validator set.
-    pub(crate) fn proposer(&self, height: u64, round: u32) -> Option<Address> {
+    pub fn proposer(&self, height: u64, round: u32) -> Option<Address> {
         let n = self.addresses.len();
         let total = *self.cumulative.last()?;
         let first = if total == 0 {

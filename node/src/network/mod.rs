@@ -117,8 +117,8 @@ pub enum Topic {
     /// Outside blobs for the DA layer's pool (`POST /v1/da/blobs` on any node reaches
     /// whichever validator proposes next).
     Blobs,
-    /// Rows of proposed blocks that their holders forward to everyone (and the proposer's
-    /// own share of them), from which every node rebuilds the body.
+    /// Rows of proposed blocks that their holders forward to everyone, from which every
+    /// node rebuilds the body.
     Rows,
     /// The rows of a proposed block that the proposer sends holder `i` (validator `i`):
     /// only that validator subscribes, so each gets its own rows and no one else's.
