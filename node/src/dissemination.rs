@@ -415,13 +415,8 @@ impl Disseminator {
         if !self.sends_rows {
             return false;
         }
-        let parts = match self.parts_of(proposal).await {
-            Ok(Some(parts)) => parts,
-            Ok(None) => return false,
-            Err(error) => {
-                tracing::warn!(height = proposal.data.height, %error, "cannot send the proposal as rows; sending it whole");
-                return false;
-            }
+        let Some(parts) = self.parts_of(proposal).await else {
+            return false;
         };
         tracing::debug!(
             height = proposal.data.height,
@@ -446,21 +441,24 @@ impl Disseminator {
 
     /// The encoded parts of our `proposal` (`None`: it goes whole), as decided at its first
     /// send or cut now.
-    async fn parts_of(&self, proposal: &SignedProposal) -> Result<Option<EncodedParts>, String> {
+    async fn parts_of(&self, proposal: &SignedProposal) -> Option<EncodedParts> {
         let known = lock(&self.sent)
             .iter()
             .find(|(sent, _)| *sent == proposal.data)
             .map(|(_, parts)| parts.clone());
         if let Some(parts) = known {
-            return Ok(parts);
+            return parts;
         }
-        let parts = self.cut(proposal).await?;
+        let parts = self.cut(proposal).await.unwrap_or_else(|error| {
+            tracing::warn!(height = proposal.data.height, %error, "cannot send the proposal as rows; sending it whole");
+            None
+        });
         let mut sent = lock(&self.sent);
         if sent.len() >= MAX_OWN_PROPOSALS {
             sent.pop_front();
         }
         sent.push_back((proposal.data.clone(), parts.clone()));
-        Ok(parts)
+        parts
     }
 
     /// Cuts our `proposal` into every other validator's part, each for its own topic; `None`
