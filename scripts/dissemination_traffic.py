@@ -5,13 +5,14 @@ Starts `lamina testnet` with N validators and the given dissemination, posts BLO
 SIZE bytes (spread over the nodes), waits until every node committed the block that emptied
 the blob pools, and prints one JSON line: the time taken, the bytes each node's peer-to-peer
 sockets sent meanwhile (`bytes_sent` of `ss -ti`: TCP payload after noise and yamux), and
-the proposal counters of `/metrics`. Linux only (`ss` from iproute2). See docs/benchmarks.md.
+the CPU time all nodes used, and the proposal counters of `/metrics`. Linux only (`ss` from iproute2). See docs/benchmarks.md.
 
     cargo build --release -p lamina-node
     python3 scripts/dissemination_traffic.py --dissemination rows --validators 4 --blobs 12
 """
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -82,6 +83,16 @@ def p2p_bytes_sent(base, n):
     return sent
 
 
+def cpu_seconds(pids):
+    """CPU time (user and system) the processes `pids` have used so far."""
+    ticks = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def metric(base, i, name):
     text = urllib.request.urlopen(f"http://127.0.0.1:{base + i}/metrics").read().decode()
     for line in text.split("\n"):
@@ -95,6 +106,7 @@ def measure(args, n, base):
          lambda: all((status(base, i) or {}).get("height", 0) >= 1 for i in range(n)), 60)
     first_height = max(status(base, i)["height"] for i in range(n))
     before = p2p_bytes_sent(base, n)
+    cpu_before = cpu_seconds(before)
     start = time.time()
     data = bytes((i * 7) % 251 for i in range(args.size)).hex()
     for b in range(args.blobs):
@@ -109,6 +121,7 @@ def measure(args, n, base):
     wait("every node at the tip", lambda: all(status(base, i)["height"] >= tip for i in range(n)))
     seconds = time.time() - start
     after = p2p_bytes_sent(base, n)
+    cpu = cpu_seconds(after) - cpu_before
     sent = [after[pid] - before.get(pid, 0) for pid in after]
     counters = ["proposal_whole_bytes_sent", "proposal_part_bytes_sent", "proposals_rebuilt"]
     return {
@@ -118,6 +131,7 @@ def measure(args, n, base):
         "blob_bytes": args.size,
         "heights": tip - first_height,
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu, 2),
         "p2p_mib_sent_per_node": sorted(round(s / 2**20, 1) for s in sent),
         "p2p_mib_sent": round(sum(sent) / 2**20, 1),
         **{c: sum(metric(base, i, f"lamina_{c}_total") for i in range(n)) for c in counters},

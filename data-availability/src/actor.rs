@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use lamina_primitives::interfaces::da::{
-    DaError, DaEvent, DaRequest, DaStatus, HeldShares, ShareHolder, SquareRoots,
+    DaError, DaEvent, DaRequest, DaStatus, DataCommitment, HeldShares, ShareHolder, SquareRoots,
 };
 use lamina_primitives::interfaces::Events;
 use lamina_primitives::{Blob, Block, Hash};
@@ -198,6 +198,24 @@ fn no_square() -> DaError {
     }
 }
 
+/// See `DaRequest::Commit`: the body's commitment, its square kept for the block that will
+/// carry it (the proposer's, every validator's check of a proposal and every fetched block
+/// commit the body before the block is stored).
+async fn commit(scheme: &mut ReedSolomon, body: Arc<Vec<Blob>>) -> Result<DataCommitment, DaError> {
+    let digest = {
+        let body = Arc::clone(&body);
+        off_the_runtime(move || Ok(reed_solomon::body_digest(&body))).await?
+    };
+    if let Some((commitment, _)) = scheme.proposed(&digest) {
+        // A body committed again (a proposal checked twice): hashing it spared the extension.
+        return Ok(commitment);
+    }
+    let builder = scheme.builder();
+    let (commitment, square) = off_the_runtime(move || builder.build(&body, true)).await?;
+    scheme.remember_proposed(digest, commitment, Arc::new(square));
+    Ok(commitment)
+}
+
 /// Keeps a committed block's data (see `DaRequest::Store`), not yet flushed.
 async fn store(scheme: &mut Scheme, block: Arc<Block>) -> Result<Stored, DaError> {
     let (height, data_root) = (block.height(), block.header.data_root);
@@ -207,12 +225,21 @@ async fn store(scheme: &mut Scheme, block: Arc<Block>) -> Result<Stored, DaError
             if scheme.root_at(height)? == Some(data_root) {
                 return Ok(Stored::AlreadyStored);
             }
-            let builder = scheme.builder();
-            let (_, square) = off_the_runtime(move || builder.build(&block.body, false)).await?;
+            let body = Arc::clone(&block);
+            let digest = off_the_runtime(move || Ok(reed_solomon::body_digest(&body.body))).await?;
+            let square = match scheme.proposed(&digest) {
+                Some((_, square)) => square,
+                None => {
+                    let builder = scheme.builder();
+                    let (_, square) =
+                        off_the_runtime(move || builder.build(&block.body, false)).await?;
+                    Arc::new(square)
+                }
+            };
             if square.data_root() != data_root {
                 return Err(DaError::RootMismatch(data_root));
             }
-            scheme.store(height, Arc::new(square))
+            scheme.store(height, square)
         }
     }
 }
@@ -238,14 +265,9 @@ pub(crate) async fn run(
         // A send error only means the caller stopped waiting; the work is done either way.
         match request {
             DaRequest::Commit { body, reply } => {
-                let result = match &scheme {
+                let result = match &mut scheme {
                     Scheme::Replicated(scheme) => scheme.commit(&body),
-                    Scheme::ReedSolomon(scheme) => {
-                        let builder = scheme.builder();
-                        off_the_runtime(move || builder.build(&body, true))
-                            .await
-                            .map(|(commitment, _)| commitment)
-                    }
+                    Scheme::ReedSolomon(scheme) => commit(scheme, body).await,
                 };
                 let _ = reply.send(result);
             }

@@ -60,6 +60,16 @@ const SQUARE_CACHE_LEN: usize = 2;
 /// next stored blocks do not push a square out right after it was rebuilt.
 const RESTORED_CACHE_LEN: usize = 2;
 
+/// Squares of bodies committed lately (`DaRequest::Commit`: proposals built or checked),
+/// kept by the digest of the body, so that the block that carries one is stored from its
+/// square rather than extended a second time.
+const PROPOSED_CACHE_LEN: usize = 2;
+
+/// The digest a body's square is remembered by: SHA-256 of its borsh encoding.
+pub(crate) fn body_digest(body: &[Blob]) -> Hash {
+    lamina_primitives::crypto::hash_of(&body)
+}
+
 /// Builds squares: the codec, the threads to extend on, and the body limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SquareBuilder {
@@ -195,6 +205,8 @@ pub(crate) struct ReedSolomon {
     squares: VecDeque<(u64, Arc<ExtendedSquare>)>,
     /// Squares of pruned heights rebuilt from peers' rows.
     restored: VecDeque<(u64, Arc<ExtendedSquare>)>,
+    /// Lately committed bodies' commitments and squares, by [`body_digest`].
+    proposed: VecDeque<(Hash, (DataCommitment, Arc<ExtendedSquare>))>,
     /// Fault injection: refuse to serve parity shares (see `DaConfig::withhold_parity`).
     withhold_parity: bool,
 }
@@ -215,6 +227,7 @@ impl ReedSolomon {
             pruned_through,
             squares: VecDeque::with_capacity(SQUARE_CACHE_LEN),
             restored: VecDeque::with_capacity(RESTORED_CACHE_LEN),
+            proposed: VecDeque::with_capacity(PROPOSED_CACHE_LEN),
             withhold_parity,
         })
     }
@@ -263,6 +276,29 @@ impl ReedSolomon {
             .chain(&self.restored)
             .find(|(h, _)| *h == height)
             .map(|(_, square)| Arc::clone(square))
+    }
+
+    /// The commitment and square of a lately committed body, by its [`body_digest`].
+    pub(crate) fn proposed(&self, digest: &Hash) -> Option<(DataCommitment, Arc<ExtendedSquare>)> {
+        self.proposed
+            .iter()
+            .find(|(d, _)| d == digest)
+            .map(|(_, (commitment, square))| (*commitment, Arc::clone(square)))
+    }
+
+    /// Keeps a committed body's commitment and square, by its [`body_digest`].
+    pub(crate) fn remember_proposed(
+        &mut self,
+        digest: Hash,
+        commitment: DataCommitment,
+        square: Arc<ExtendedSquare>,
+    ) {
+        keep_latest(
+            &mut self.proposed,
+            PROPOSED_CACHE_LEN,
+            digest,
+            (commitment, square),
+        );
     }
 
     /// Keeps `height`'s square, rebuilt from peers' rows, in memory.
@@ -821,18 +857,14 @@ fn cell_of(width: u64, height: u64, position: SharePosition) -> Result<(u64, u64
     Ok(cell)
 }
 
-/// Puts `height`'s square last in `cache`, dropping the oldest beyond `len`.
-fn keep_latest(
-    cache: &mut VecDeque<(u64, Arc<ExtendedSquare>)>,
-    len: usize,
-    height: u64,
-    square: Arc<ExtendedSquare>,
-) {
-    cache.retain(|(h, _)| *h != height);
+/// Puts `value` last in `cache` under `key` (replacing an entry of that key), dropping the
+/// oldest beyond `len`.
+fn keep_latest<K: PartialEq, V>(cache: &mut VecDeque<(K, V)>, len: usize, key: K, value: V) {
+    cache.retain(|(k, _)| *k != key);
     if cache.len() >= len {
         cache.pop_front();
     }
-    cache.push_back((height, square));
+    cache.push_back((key, value));
 }
 
 /// Share `position` of `height`'s square with its proof.
@@ -1117,6 +1149,33 @@ mod tests {
 
     fn body_of(square: &ExtendedSquare) -> Vec<Blob> {
         layout::parse(&square.original_data()).unwrap()
+    }
+
+    #[test]
+    fn the_latest_committed_bodies_are_found_by_their_digest() {
+        let mut scheme = temporary_scheme();
+        let bodies: Vec<Vec<Blob>> = (0..3u8)
+            .map(|i| {
+                vec![Blob {
+                    namespace: Namespace(*b"cache-ns"),
+                    data: vec![i; 600],
+                }]
+            })
+            .collect();
+        let digests: Vec<Hash> = bodies.iter().map(|body| body_digest(body)).collect();
+        for body in &bodies {
+            let (commitment, square) = builder().build(body, true).unwrap();
+            scheme.remember_proposed(body_digest(body), commitment, Arc::new(square));
+        }
+        // Only the last two are kept; each is the square of its own body.
+        assert!(scheme.proposed(&digests[0]).is_none());
+        for (body, digest) in bodies.iter().zip(&digests).skip(1) {
+            let (commitment, square) = scheme.proposed(digest).unwrap();
+            let (expected, _) = builder().build(body, true).unwrap();
+            assert_eq!(commitment, expected);
+            assert_eq!(square.data_root(), expected.data_root);
+        }
+        assert_ne!(digests[1], digests[2]);
     }
 
     #[test]
