@@ -115,8 +115,9 @@ fn holders(genesis: &Genesis) -> u32 {
 /// Largest proposal part (one validator's `2 / n` of the extended rows, with the header and
 /// the square's roots): room for a square up to four times the block (its width is rounded
 /// up to a power of two) plus 256 KiB for the roots, but never more than twice the consensus
-/// topic's limit, which only a network too small to gain from rows would reach. A proposer
-/// whose parts come out larger sends the block whole.
+/// topic's limit (the bound with the default limits and four validators), so no peer can
+/// make a node take in much more at once than a whole proposal. A proposer whose parts come
+/// out larger sends the block whole.
 fn max_proposal_part_bytes(config: &NodeConfig, genesis: &Genesis) -> usize {
     let holders = usize::try_from(holders(genesis).max(1)).unwrap_or(usize::MAX);
     let rows = config
