@@ -358,24 +358,24 @@ fn rows_survive(parts: &[HeldShares], own: u32, faulty: usize, k: usize) -> bool
 #[derive(Debug)]
 pub struct Disseminator {
     /// Whether this node sends its own proposals as rows.
-    pub(crate) sends_rows: bool,
-    pub(crate) network: NetworkHandle,
-    pub(crate) da: DaHandle,
-    pub(crate) consensus: ConsensusHandle,
-    pub(crate) chain_id: String,
-    pub(crate) validators: ValidatorSet,
+    sends_rows: bool,
+    network: NetworkHandle,
+    da: DaHandle,
+    consensus: ConsensusHandle,
+    chain_id: String,
+    validators: ValidatorSet,
     /// Who may sign the proposal of each round.
-    pub(crate) schedule: ProposerSchedule,
+    schedule: ProposerSchedule,
     /// This node's holder index, if it is a validator.
-    pub(crate) own: Option<u32>,
+    own: Option<u32>,
     /// Largest part accepted.
-    pub(crate) max_part_bytes: usize,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) assemblies: Mutex<Assemblies>,
+    max_part_bytes: usize,
+    metrics: Arc<Metrics>,
+    assemblies: Mutex<Assemblies>,
     /// How our recent proposals went out, for re-sends: their encoded parts, or `None` for
     /// whole (a block proposed again in a later round is a new proposal: its parts carry
     /// the round).
-    pub(crate) sent: Mutex<VecDeque<(ProposalData, Option<EncodedParts>)>>,
+    sent: Mutex<VecDeque<(ProposalData, Option<EncodedParts>)>>,
 }
 
 impl Disseminator {
@@ -408,15 +408,25 @@ impl Disseminator {
         }
     }
 
-    /// Sends `proposal` as rows. `false` when it must go whole instead: this node sends
+    /// Sends our `proposal`: as rows, or whole on the consensus topic when this node sends
     /// whole blocks, the block is too small for its rows to survive faulty holders, or the
-    /// DA layer cannot cut it (then the caller gossips it whole, which every node takes).
-    pub(crate) async fn send(&self, proposal: &SignedProposal) -> bool {
-        if !self.sends_rows {
-            return false;
-        }
-        let Some(parts) = self.parts_of(proposal).await else {
-            return false;
+    /// DA layer cannot cut it (every node takes both).
+    pub(crate) async fn send(&self, proposal: Box<SignedProposal>) {
+        let parts = if self.sends_rows {
+            self.parts_of(&proposal).await
+        } else {
+            None
+        };
+        let Some(parts) = parts else {
+            let data = codec::encode(&ConsensusMessage::Proposal(proposal));
+            let bytes = data.len() as u64;
+            match self.network.publish(Topic::Consensus, data).await {
+                Ok(()) => {
+                    self.metrics.proposal_whole_bytes_sent.inc_by(bytes);
+                }
+                Err(error) => tracing::warn!(%error, "cannot publish a proposal"),
+            }
+            return;
         };
         tracing::debug!(
             height = proposal.data.height,
@@ -436,7 +446,6 @@ impl Disseminator {
                 }
             }
         }
-        true
     }
 
     /// The encoded parts of our `proposal` (`None`: it goes whole), as decided at its first

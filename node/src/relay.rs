@@ -299,24 +299,15 @@ async fn publish_outbound(
 ) {
     while let Some(message) = outbound.recv().await {
         match message {
+            ConsensusOutbound::Broadcast(ConsensusMessage::Proposal(proposal)) => {
+                dissemination.send(proposal).await;
+            }
             ConsensusOutbound::Broadcast(message) => {
-                if let ConsensusMessage::Proposal(proposal) = &message {
-                    if dissemination.send(proposal).await {
-                        continue;
-                    }
-                }
-                let data = codec::encode(&message);
-                let bytes = data.len() as u64;
-                match network.publish(Topic::Consensus, data).await {
-                    Ok(()) => {
-                        if let ConsensusMessage::Proposal(_) = message {
-                            dissemination
-                                .metrics
-                                .proposal_whole_bytes_sent
-                                .inc_by(bytes);
-                        }
-                    }
-                    Err(error) => tracing::warn!(%error, "cannot publish a consensus message"),
+                if let Err(error) = network
+                    .publish(Topic::Consensus, codec::encode(&message))
+                    .await
+                {
+                    tracing::warn!(%error, "cannot publish a consensus message");
                 }
             }
             ConsensusOutbound::Behind { .. } => {

@@ -286,23 +286,7 @@ fn old_heights_are_kept_as_each_nodes_rows_and_rebuilt_from_peers() {
     // A 20 KB blob spreads over a square wide enough that each node holds a few rows.
     let namespace = Namespace(*b"archive1");
     let data: Vec<u8> = (0..20_000u32).map(|i| (i % 253) as u8).collect();
-    let (code, accepted) = post_json(
-        &format!("{}/v1/da/blobs", testnet.node(0).url),
-        &json!({"namespace": namespace.to_string(), "data": hex::encode(&data)}),
-    );
-    assert_eq!(code, 202, "{accepted}");
-    let height = wait_for("a block to carry the blob", WAIT, || {
-        let tip = testnet.height(0)?;
-        (1..=tip).find(|h| {
-            let (_, block) = testnet.node(0).get(&format!("/v1/blocks/{h}"));
-            block["blobs"].as_array().is_some_and(|blobs| {
-                blobs
-                    .iter()
-                    .any(|b| b["namespace"] == namespace.to_string())
-            })
-        })
-    });
-    testnet.wait_for_height(height, WAIT);
+    let height = include_blob(&testnet, 0, namespace, &data);
     let (code, block) = testnet.node(1).get(&format!("/v1/blocks/{height}"));
     assert_eq!(code, 200, "{block}");
     let hash = block["hash"].clone();
@@ -332,19 +316,8 @@ fn old_heights_are_kept_as_each_nodes_rows_and_rebuilt_from_peers() {
         );
         held_rows.extend(rows);
     }
-    let metrics = lamina_tests::http()
-        .get(format!("{}/metrics", testnet.node(0).url))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let pruned: u64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("lamina_pruned_height "))
-        .expect("a pruned height gauge")
-        .parse()
-        .unwrap();
-    assert!(pruned >= height, "{metrics}");
+    let pruned = metric(&testnet, 0, "lamina_pruned_height");
+    assert!(pruned >= height, "pruned through {pruned}");
     let kept = held_rows.len();
     held_rows.sort_unstable();
     held_rows.dedup();
@@ -412,13 +385,13 @@ fn metric(testnet: &Testnet, i: usize, name: &str) -> u64 {
         .unwrap()
 }
 
-/// Submits a 100 KB blob in `namespace` to node `via` and waits for every running node to
-/// have the block that carries it; returns its height.
-fn include_blob(testnet: &Testnet, via: usize, namespace: Namespace) -> u64 {
-    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 241) as u8).collect();
+/// Submits `data` as a blob in `namespace` to node `via`, waits for every running node to
+/// have the block that carries it, and checks that they agree and each serves the blob;
+/// returns its height.
+fn include_blob(testnet: &Testnet, via: usize, namespace: Namespace, data: &[u8]) -> u64 {
     let (code, accepted) = post_json(
         &format!("{}/v1/da/blobs", testnet.node(via).url),
-        &json!({"namespace": namespace.to_string(), "data": hex::encode(&data)}),
+        &json!({"namespace": namespace.to_string(), "data": hex::encode(data)}),
     );
     assert_eq!(code, 202, "{accepted}");
     let height = wait_for("a block to carry the blob", WAIT, || {
@@ -434,7 +407,11 @@ fn include_blob(testnet: &Testnet, via: usize, namespace: Namespace) -> u64 {
     });
     testnet.wait_for_height(height, WAIT);
     testnet.assert_same_chain(height);
-    let commitment = Blob { namespace, data }.commitment();
+    let commitment = Blob {
+        namespace,
+        data: data.to_vec(),
+    }
+    .commitment();
     for i in testnet.running() {
         let (code, answer) = testnet
             .node(i)
@@ -483,7 +460,9 @@ fn proposals_travel_as_rows_and_every_node_rebuilds_them() {
         testnet.start_node(i);
     }
 
-    include_blob(&testnet, 1, Namespace(*b"rows-one"));
+    // A 100 KB blob makes a square wide enough for its rows to survive a faulty holder.
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 241) as u8).collect();
+    include_blob(&testnet, 1, Namespace(*b"rows-one"), &data);
     let (rebuilt, parts) = rows_traffic(&testnet);
     assert!(parts >= 3, "{parts} parts sent");
     assert!(
@@ -494,7 +473,7 @@ fn proposals_travel_as_rows_and_every_node_rebuilds_them() {
     // Without node 3 (and its rows) the others still gather k rows.
     testnet.kill_node(3);
     let (before, _) = rows_traffic(&testnet);
-    include_blob(&testnet, 0, Namespace(*b"rows-two"));
+    include_blob(&testnet, 0, Namespace(*b"rows-two"), &data);
     let (after, _) = rows_traffic(&testnet);
     let rebuilt_again = before.iter().zip(&after).filter(|(b, a)| a > b).count();
     assert!(
