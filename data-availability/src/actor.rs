@@ -425,7 +425,7 @@ pub(crate) async fn run(
             }),
             DaRequest::CheckRows { roots, rows, reply } => {
                 beside_the_loop(&scheme, &turns, reply, move |builder| {
-                    reed_solomon::check_rows(&builder, roots, &rows)
+                    reed_solomon::check_rows(&builder, roots, &rows).map(|()| rows)
                 });
             }
             DaRequest::Reassemble { roots, rows, reply } => {

@@ -618,7 +618,7 @@ mod tests {
             da.check_rows(roots.clone(), parts[2].clone()),
             da.check_rows(roots.clone(), parts[3].clone()),
         );
-        assert_eq!([a, b, c, d], [Ok(()), Ok(()), Ok(()), Ok(())]);
+        assert_eq!([a, b, c, d], [0, 1, 2, 3].map(|i| Ok(parts[i].clone())));
         let mut tampered = parts[2].clone();
         tampered.rows[0].shares[0] ^= 1;
         assert!(matches!(

@@ -524,7 +524,7 @@ impl Disseminator {
     /// Judges a part gossiped on `topic`: checks it, forwards it if it is our own rows from
     /// the proposer, keeps it, and rebuilds the proposal once enough rows are here.
     pub(crate) async fn judge(self: &Arc<Self>, topic: Topic, data: &[u8]) -> Verdict {
-        let Ok(part) = codec::decode::<ProposalPart>(data, self.max_part_bytes) else {
+        let Ok(mut part) = codec::decode::<ProposalPart>(data, self.max_part_bytes) else {
             return Verdict::Reject;
         };
         if let Err(reason) = part.check(&self.chain_id, &self.validators, &self.schedule, topic) {
@@ -544,19 +544,23 @@ impl Disseminator {
         if !claimed && !forward {
             return Verdict::Ignore;
         }
-        let checked = self
-            .da
-            .check_rows(part.roots.clone(), part.rows.clone())
-            .await;
-        if let Err(error) = checked {
-            if claimed {
-                lock(&self.assemblies).release(key, holder);
+        // The rows go to the check and come back, rather than being copied for it.
+        let unchecked = HeldShares {
+            rows: std::mem::take(&mut part.rows.rows),
+            ..part.rows.clone()
+        };
+        match self.da.check_rows(part.roots.clone(), unchecked).await {
+            Ok(rows) => part.rows = rows,
+            Err(error) => {
+                if claimed {
+                    lock(&self.assemblies).release(key, holder);
+                }
+                tracing::debug!(%topic, %error, "refused a proposal part");
+                return match error {
+                    RequestError::Layer(DaError::InvalidShares(_)) => Verdict::Reject,
+                    _ => Verdict::Ignore,
+                };
             }
-            tracing::debug!(%topic, %error, "refused a proposal part");
-            return match error {
-                RequestError::Layer(DaError::InvalidShares(_)) => Verdict::Reject,
-                _ => Verdict::Ignore,
-            };
         }
         tracing::debug!(%topic, height = key.0, round = key.1, holder, "checked a proposal part");
         if forward {

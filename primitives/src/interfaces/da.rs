@@ -495,7 +495,8 @@ pub enum DaRequest {
     /// `roots.data_root` (`2k` of each, `k` a power of two), and every row of `rows` (same
     /// height, root and width as `roots`, inside the square, no index twice) extends from its
     /// first `k` shares to its row root. Stores nothing.
-    /// Reply: `Ok` when everything checks, `InvalidShares` saying what does not, `NoSquare`
+    /// Reply: the rows themselves when everything checks (handed back rather than copied
+    /// for the check: a part is megabytes), `InvalidShares` saying what does not, `NoSquare`
     /// (`replicated`).
     CheckRows {
         /// The square's roots, as the sender claims them.
@@ -503,7 +504,7 @@ pub enum DaRequest {
         /// The rows.
         rows: HeldShares,
         /// Where the answer goes.
-        reply: oneshot::Sender<Result<(), DaError>>,
+        reply: oneshot::Sender<Result<HeldShares, DaError>>,
     },
     /// Rebuild a proposed body from rows gathered from peers: rows for another height,
     /// root or width are ignored and each row is checked against its root in `roots` (a
@@ -716,7 +717,7 @@ impl DaHandle {
         &self,
         roots: SquareRoots,
         rows: HeldShares,
-    ) -> Result<(), RequestError<DaError>> {
+    ) -> Result<HeldShares, RequestError<DaError>> {
         flatten(
             self.mailbox
                 .ask(|reply| DaRequest::CheckRows { roots, rows, reply })
