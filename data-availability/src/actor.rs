@@ -5,7 +5,8 @@
 //! an async worker. Requests that need nothing of the scheme but its [`SquareBuilder`]
 //! (dispersing a proposal, checking and reassembling its rows) run in a task of their own
 //! that answers them, so the loop does not wait for them and many peers' rows are checked
-//! at once.
+//! at once; a reassembled square comes back to the loop through a channel of its own, to be
+//! kept like a committed body's.
 
 use std::sync::Arc;
 
@@ -261,7 +262,22 @@ pub(crate) async fn run(
     events: Events<DaEvent>,
 ) {
     let turns = Arc::new(Semaphore::new(BESIDE_THE_LOOP_AT_ONCE));
-    while let Some(request) = requests.recv().await {
+    // Squares of proposals rebuilt beside the loop, to keep as if their bodies were
+    // committed here.
+    let (rebuilt_tx, mut rebuilt) = mpsc::channel(BESIDE_THE_LOOP_AT_ONCE);
+    loop {
+        let request = tokio::select! {
+            Some((digest, commitment, square)) = rebuilt.recv() => {
+                if let Scheme::ReedSolomon(scheme) = &mut scheme {
+                    scheme.remember_proposed(digest, commitment, square);
+                }
+                continue;
+            }
+            request = requests.recv() => match request {
+                Some(request) => request,
+                None => break,
+            },
+        };
         // A send error only means the caller stopped waiting; the work is done either way.
         match request {
             DaRequest::Commit { body, reply } => {
@@ -429,8 +445,17 @@ pub(crate) async fn run(
                 });
             }
             DaRequest::Reassemble { roots, rows, reply } => {
+                let rebuilt = rebuilt_tx.clone();
                 beside_the_loop(&scheme, &turns, reply, move |builder| {
-                    reed_solomon::reassemble(&builder, roots, rows)
+                    let (body, committed) =
+                        reed_solomon::reassemble_committed(&builder, roots, rows)?;
+                    if let Some((commitment, square)) = committed {
+                        // The engine commits the rebuilt body next, then stores it: both
+                        // find its square rather than extend the body again. Full: forgo it.
+                        let digest = reed_solomon::body_digest(&body);
+                        let _ = rebuilt.try_send((digest, commitment, square));
+                    }
+                    Ok(body)
                 });
             }
         }

@@ -636,12 +636,35 @@ mod tests {
             })
         );
         assert!(matches!(
-            da.disperse(height, body, 0).await,
+            da.disperse(height, Arc::clone(&body), 0).await,
             Err(RequestError::Layer(DaError::Storage(_)))
         ));
         // Nothing was stored.
         assert_eq!(da.status().await.unwrap().stored_height, 0);
         assert!(!da.is_available(height, roots.data_root).await.unwrap());
+
+        // Another node, which never committed the body itself: the square it rebuilt gives
+        // the very commitment an extension would, and the block stores from it.
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let other = spawn(
+            DaConfig {
+                kind: DaKind::ReedSolomon,
+                ..DaConfig::default()
+            },
+            &db,
+        )
+        .unwrap();
+        let rebuilt = other
+            .reassemble(roots.clone(), vec![parts[0].clone(), parts[2].clone()])
+            .await
+            .unwrap();
+        assert_eq!(rebuilt, body);
+        assert_eq!(other.commit(rebuilt).await.unwrap(), commitment);
+        let block = chain(1).remove(0);
+        assert_eq!(block.header.data_root, commitment.data_root);
+        other.store(block).await.unwrap();
+        assert_eq!(other.status().await.unwrap().stored_height, 1);
+        assert_eq!(other.roots(1).await.unwrap().row_roots, roots.row_roots);
     }
 
     #[tokio::test]

@@ -70,6 +70,16 @@ pub(crate) fn body_digest(body: &[Blob]) -> Hash {
     lamina_primitives::crypto::hash_of(&body)
 }
 
+/// The commitment of a body of `body_size` encoded bytes whose square is `square`.
+fn commitment_of(square: &ExtendedSquare, body_size: u64) -> DataCommitment {
+    let width = square.width() as u64;
+    DataCommitment {
+        data_root: square.data_root(),
+        body_size,
+        share_count: width * width,
+    }
+}
+
 /// Builds squares: the codec, the threads to extend on, and the body limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SquareBuilder {
@@ -114,13 +124,7 @@ impl SquareBuilder {
             other => storage(other),
         })?;
         let square = self.extend(k, &original)?;
-        let width = square.width() as u64;
-        let commitment = DataCommitment {
-            data_root: square.data_root(),
-            body_size,
-            share_count: width * width,
-        };
-        Ok((commitment, square))
+        Ok((commitment_of(&square, body_size), square))
     }
 
     /// The extended square of stored original data.
@@ -766,20 +770,50 @@ pub(crate) fn check_rows(
     verdicts.into_iter().collect()
 }
 
-/// See `DaRequest::Reassemble`: the proposed body `roots` commits to, rebuilt from rows
-/// gathered from peers. Each row is checked against its root and a wrong one dropped (see
-/// [`rebuild_from_rows`]), so nothing but that body can come out.
-pub(crate) fn reassemble(
+/// [`reassemble_committed`]'s body alone, as tests compare it.
+#[cfg(test)]
+fn reassemble(
     builder: &SquareBuilder,
     roots: SquareRoots,
     rows: Vec<HeldShares>,
 ) -> Result<Arc<Vec<Blob>>, DaError> {
+    reassemble_committed(builder, roots, rows).map(|(body, _)| body)
+}
+
+/// See `DaRequest::Reassemble`: the proposed body `roots` commits to, rebuilt from rows
+/// gathered from peers. Each row is checked against its root and a wrong one dropped (see
+/// [`rebuild_from_rows`]), so nothing but that body can come out. With it, the body's
+/// commitment and square when the body is within the limit a proposal's must be (`None`
+/// beyond it: `Commit` would refuse such a body, so its square must not stand in for that
+/// check).
+pub(crate) fn reassemble_committed(
+    builder: &SquareBuilder,
+    roots: SquareRoots,
+    rows: Vec<HeldShares>,
+) -> Result<Committed, DaError> {
     let (height, data_root) = (roots.height, roots.data_root);
     let roots = checked_roots(roots)?;
     // No rows of its own: a proposal is only held, in parts, by the validators.
-    let square = rebuild_from_rows(builder, height, data_root, roots, Vec::new(), rows)?;
-    BodySource::Square(Arc::new(square)).parse(height)
+    let square = Arc::new(rebuild_from_rows(
+        builder,
+        height,
+        data_root,
+        roots,
+        Vec::new(),
+        rows,
+    )?);
+    let body = BodySource::Square(Arc::clone(&square)).parse(height)?;
+    let body_size = encoded_body_len(&body);
+    let committed =
+        (body_size <= builder.max_body_bytes).then(|| (commitment_of(&square, body_size), square));
+    Ok((body, committed))
 }
+
+/// A rebuilt body, with its commitment and square when a proposal may carry it.
+pub(crate) type Committed = (
+    Arc<Vec<Blob>>,
+    Option<(DataCommitment, Arc<ExtendedSquare>)>,
+);
 
 /// `roots` as [`AxisRoots`], once they hash to their `data_root`: a peer's claim about a
 /// proposed square is trusted no further than that.

@@ -508,8 +508,9 @@ pub enum DaRequest {
     },
     /// Rebuild a proposed body from rows gathered from peers: rows for another height,
     /// root or width are ignored and each row is checked against its root in `roots` (a
-    /// wrong one is dropped), so only the square `roots` commits to can come out. Stores
-    /// nothing.
+    /// wrong one is dropped), so only the square `roots` commits to can come out. Writes
+    /// nothing; the square stays in memory, so the [`DaRequest::Commit`] and
+    /// [`DaRequest::Store`] of the same body that follow do not extend it again.
     /// Reply: the body, or `InvalidShares` (the roots do not hash to `roots.data_root`),
     /// `NotEnoughShares` (fewer than `k` distinct verified rows), `NoSquare` (`replicated`).
     Reassemble {
