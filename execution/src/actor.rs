@@ -135,6 +135,16 @@ impl Actor {
             ExecutionRequest::SubmitTransaction { transaction, reply } => {
                 let _ = reply.send(self.submit(transaction));
             }
+            ExecutionRequest::SubmitTransactions {
+                transactions,
+                reply,
+            } => {
+                let results = transactions
+                    .into_iter()
+                    .map(|transaction| self.submit(transaction))
+                    .collect();
+                let _ = reply.send(results);
+            }
             ExecutionRequest::ReapTransactions {
                 height,
                 max_transactions,

@@ -29,6 +29,12 @@ mod prefix {
     /// `v ‖ key hash ‖ version (BE)` → borsh(`Option<value bytes>`). Big-endian versions make
     /// "newest value at or below a version" a reverse range scan.
     pub const VALUE: u8 = b'v';
+    /// `l ‖ key hash` → borsh(`(version, Option<value bytes>)`): the key's newest value,
+    /// written in the same batch as its `v` record, so reading the latest state (what the
+    /// mempool and the executors do for every transaction) is one point lookup instead of a
+    /// reverse range scan. A key without one (never written since this index existed) is
+    /// read by the scan.
+    pub const LATEST_VALUE: u8 = b'l';
     /// `b ‖ height (BE)` → borsh(`ExecutedBlock`).
     pub const BLOCK: u8 = b'b';
     /// `r ‖ height (BE) ‖ index (BE)` → borsh(`Receipt`).
@@ -134,6 +140,13 @@ fn value_key(key_hash: &KeyHash, version: Version) -> [u8; 41] {
     key[0] = prefix::VALUE;
     key[1..33].copy_from_slice(&key_hash.0);
     key[33..].copy_from_slice(&version.to_be_bytes());
+    key
+}
+
+fn latest_value_key(key_hash: &KeyHash) -> [u8; 33] {
+    let mut key = [0u8; 33];
+    key[0] = prefix::LATEST_VALUE;
+    key[1..].copy_from_slice(&key_hash.0);
     key
 }
 
@@ -244,8 +257,10 @@ impl Store {
         let mut batch = sled::Batch::default();
         self.add_node_batch(&mut batch, &node_batch)?;
 
-        // The first inclusion of a hash is the one that counts; a repeat (in this block or a
-        // later one) only ever fails, so it must not shadow the original receipt.
+        // The index keeps the inclusion that used the transaction's nonce: there is at most
+        // one, so it is written without looking. An inclusion that changed nothing is
+        // recorded only while the hash has no record (in this block or before), so it never
+        // shadows the one that took effect; that lookup is paid only by such rare repeats.
         let mut indexed = std::collections::HashSet::new();
         for (transaction, receipt) in transactions.iter().zip(&output.receipts) {
             batch.insert(
@@ -253,7 +268,8 @@ impl Store {
                 codec::encode(receipt),
             );
             let key = tx_key(&receipt.tx_hash);
-            if indexed.insert(receipt.tx_hash) && !self.tree.contains_key(key)? {
+            let first_here = indexed.insert(receipt.tx_hash);
+            if receipt.outcome.used_nonce() || (first_here && !self.tree.contains_key(key)?) {
                 let record = TxRecord {
                     transaction: transaction.clone(),
                     receipt: receipt.clone(),
@@ -441,6 +457,10 @@ impl Store {
         }
         for ((version, key_hash), value) in node_batch.values() {
             batch.insert(&value_key(key_hash, *version)[..], codec::encode(value));
+            batch.insert(
+                &latest_value_key(key_hash)[..],
+                codec::encode(&(*version, value)),
+            );
         }
         if let Some(rightmost) = rightmost {
             batch.insert(RIGHTMOST_LEAF_KEY, codec::encode(&rightmost));
@@ -460,6 +480,12 @@ impl Store {
         max_version: Version,
         key_hash: KeyHash,
     ) -> Result<Option<OwnedValue>, StoreError> {
+        if let Some(bytes) = self.tree.get(latest_value_key(&key_hash))? {
+            let (version, value) = decode::<(Version, Option<OwnedValue>)>("latest value", &bytes)?;
+            if version <= max_version {
+                return Ok(value);
+            }
+        }
         let newest = self
             .tree
             .range(value_key(&key_hash, 0)..=value_key(&key_hash, max_version))
@@ -526,6 +552,7 @@ impl StateView for StoreView<'_> {
 mod tests {
     use super::*;
     use lamina_primitives::GenesisAccount;
+    use lamina_primitives::TxOutcome;
     use proptest::prelude::*;
 
     fn temp_db() -> sled::Db {
@@ -641,6 +668,115 @@ mod tests {
         assert!(proof
             .verify(&store.root(2).unwrap(), &account_key_hash(&a), Some(&value))
             .is_err());
+    }
+
+    #[test]
+    fn the_latest_value_index_answers_like_the_versioned_records() {
+        let a = Address([1; 32]);
+        let b = Address([2; 32]);
+        let account = |balance, nonce| Account { balance, nonce };
+        let store = Store::open(&temp_db()).unwrap();
+        store.write_genesis(&genesis(&[(a, 100)])).unwrap();
+        commit(&store, 1, &[(b, account(5, 0))]);
+        commit(&store, 2, &[(a, account(90, 1))]);
+        commit(&store, 3, &[]);
+        let expected = |address: &Address, version: u64| match (address == &a, version) {
+            (true, 0 | 1) => Some(account(100, 0)),
+            (true, _) => Some(account(90, 1)),
+            (false, 0) => None,
+            (false, _) => Some(account(5, 0)),
+        };
+        let read_all = |store: &Store| {
+            for version in 0..=3 {
+                for address in [&a, &b] {
+                    assert_eq!(
+                        store.account(address, version).unwrap(),
+                        expected(address, version),
+                        "{address} at {version}"
+                    );
+                }
+            }
+        };
+        read_all(&store);
+        // A database written before the index existed has no `l` records: the scan answers.
+        let latest: Vec<_> = store
+            .tree
+            .scan_prefix([prefix::LATEST_VALUE])
+            .keys()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(latest.len(), 2);
+        for key in latest {
+            store.tree.remove(key).unwrap();
+        }
+        read_all(&store);
+    }
+
+    #[test]
+    fn a_repeated_transaction_keeps_the_inclusion_that_used_its_nonce() {
+        let key = lamina_primitives::Keypair::from_seed([9; 32]);
+        let transaction = Transaction::transfer("test", &key, 0, Address([2; 32]), 1);
+        let hash = transaction.hash();
+        let bad_nonce = TxOutcome::Failed {
+            failure: lamina_primitives::TxFailure::BadNonce {
+                expected: 1,
+                got: 0,
+            },
+        };
+        let store = Store::open(&temp_db()).unwrap();
+        store.write_genesis(&genesis(&[])).unwrap();
+        let include = |height: u64, outcomes: &[TxOutcome]| {
+            let receipts = outcomes
+                .iter()
+                .enumerate()
+                .map(|(index, outcome)| Receipt {
+                    tx_hash: hash,
+                    height,
+                    index: index as u32,
+                    fee: 0,
+                    outcome: outcome.clone(),
+                    withdrawal_id: None,
+                })
+                .collect();
+            let output = BlockOutput {
+                receipts,
+                writes: BTreeMap::new(),
+                fees: 0,
+                failed: 0,
+            };
+            let transactions = vec![transaction.clone(); outcomes.len()];
+            store
+                .commit_block(&BlockCommit {
+                    height,
+                    block_hash: Hash::ZERO,
+                    data_root: Hash::ZERO,
+                    transactions: &transactions,
+                    output: &output,
+                    deposits_credited: 0,
+                    withdrawals: &[],
+                    withdrawals_root: Hash::ZERO,
+                    withdrawal_count: 0,
+                    report_wrong_root: false,
+                })
+                .unwrap();
+        };
+        let recorded = || {
+            let (_, receipt) = store.included_transaction(&hash).unwrap().unwrap();
+            (receipt.height, receipt.index, receipt.outcome)
+        };
+        // A repeat that changed nothing keeps the first such inclusion...
+        include(1, &[bad_nonce.clone(), bad_nonce.clone()]);
+        assert_eq!(recorded(), (1, 0, bad_nonce.clone()));
+        include(2, std::slice::from_ref(&bad_nonce));
+        assert_eq!(recorded(), (1, 0, bad_nonce.clone()));
+        // ...until the inclusion that takes effect, which later repeats never shadow.
+        include(
+            3,
+            &[bad_nonce.clone(), TxOutcome::Success, bad_nonce.clone()],
+        );
+        assert_eq!(recorded(), (3, 1, TxOutcome::Success));
+        include(4, &[bad_nonce]);
+        assert_eq!(recorded(), (3, 1, TxOutcome::Success));
     }
 
     #[test]

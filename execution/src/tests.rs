@@ -67,6 +67,24 @@ fn temp_db() -> sled::Db {
     sled::Config::new().temporary(true).open().unwrap()
 }
 
+/// Opens the database in `path` again. sled's background threads let go of its file lock
+/// shortly after the last handle is dropped, so this polls until they have (or 10 s pass).
+fn reopen(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(sled::Error::Io(error))
+                if error.kind() == std::io::ErrorKind::Other
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => panic!("cannot open {}: {error}", path.display()),
+        }
+    }
+}
+
 fn actor_on(db: &sled::Db) -> (Actor, Events<ExecutionEvent>) {
     let events = Events::new(16);
     let actor = Actor::open(&ExecutionConfig::default(), &genesis(), db, events.clone()).unwrap();
@@ -416,13 +434,13 @@ fn restart_keeps_state_receipts_and_root() {
     let (alice, bob) = (key("alice"), key("bob"));
     let tx = Transaction::transfer(CHAIN, &alice, 0, bob.address(), 7);
     let executed = {
-        let db = sled::open(dir.path()).unwrap();
+        let db = reopen(dir.path());
         let (mut actor, _) = actor_on(&db);
         actor
             .execute_block(&block(1, std::slice::from_ref(&tx)), &[])
             .unwrap()
     };
-    let db = sled::open(dir.path()).unwrap();
+    let db = reopen(dir.path());
     let (mut actor, _) = actor_on(&db);
     let status = actor.status();
     assert_eq!(status.executed_height, 1);
@@ -627,11 +645,11 @@ fn withdrawals_survive_a_restart() {
         Transaction::withdraw(CHAIN, &alice, 1, ledger, 20),
     ];
     let executed = {
-        let db = sled::open(dir.path()).unwrap();
+        let db = reopen(dir.path());
         let (mut actor, _) = actor_on(&db);
         actor.execute_block(&block(1, &first), &[]).unwrap()
     };
-    let db = sled::open(dir.path()).unwrap();
+    let db = reopen(dir.path());
     let (mut actor, _) = actor_on(&db);
     assert_eq!(
         actor.execute_block(&block(1, &first), &[]),
@@ -690,7 +708,7 @@ fn report_wrong_roots_changes_the_reported_root_but_not_the_state() {
         .map(|b| honest.execute_block(b, &[deposit(0, "carol", 3)]).unwrap())
         .collect();
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = reopen(dir.path());
         let events = Events::new(16);
         let mut subscription = events.subscribe();
         let mut faulty = Actor::open(&faulty_config, &genesis(), &db, events).unwrap();
@@ -726,7 +744,7 @@ fn report_wrong_roots_changes_the_reported_root_but_not_the_state() {
         }
     }
     // After a restart the node keeps reporting what it stored, replays included.
-    let db = sled::open(dir.path()).unwrap();
+    let db = reopen(dir.path());
     let faulty = Actor::open(&faulty_config, &genesis(), &db, Events::new(1)).unwrap();
     let last = honest_results.last().unwrap();
     assert_eq!(
@@ -787,7 +805,7 @@ async fn spawned_actor_answers_through_its_handle_and_restarts() {
     let tx = Transaction::transfer(CHAIN, &alice, 0, bob.address(), 25);
     let withdraw = Transaction::withdraw(CHAIN, &alice, 1, bob.address(), 40);
     let executed = {
-        let db = sled::open(dir.path()).unwrap();
+        let db = reopen(dir.path());
         let (handle, thread) = spawn_thread(ExecutionConfig::default(), &genesis(), &db).unwrap();
         let mut events = handle.subscribe();
         assert_eq!(handle.submit_transaction(tx.clone()).await, Ok(tx.hash()));
@@ -828,7 +846,7 @@ async fn spawned_actor_answers_through_its_handle_and_restarts() {
             .unwrap();
         executed
     };
-    let db = sled::open(dir.path()).unwrap();
+    let db = reopen(dir.path());
     let handle = spawn(ExecutionConfig::default(), &genesis(), &db).unwrap();
     let status = handle.status().await.unwrap();
     assert_eq!(status.executed_height, 1);

@@ -185,21 +185,11 @@ impl Judge {
                 if batch.is_empty() {
                     return Verdict::Reject;
                 }
-                // Relay the batch if anything in it was new here; blame the sender only for
-                // what no honest node would pass on (the mempool's checks include the size).
-                let mut verdict = Verdict::Ignore;
-                for transaction in batch {
-                    match self.execution.submit_transaction(transaction).await {
-                        Ok(_) => verdict = Verdict::Accept,
-                        Err(RequestError::Layer(rejection)) => {
-                            if transaction_verdict(&rejection) == Verdict::Reject {
-                                return Verdict::Reject;
-                            }
-                        }
-                        Err(RequestError::Channel(_)) => return Verdict::Ignore,
-                    }
-                }
-                verdict
+                // A saturated or stopping layer: drop it without blaming the peer.
+                let Ok(results) = self.execution.submit_transactions(batch).await else {
+                    return Verdict::Ignore;
+                };
+                batch_verdict(&results)
             }
             Topic::Settlement => {
                 settlement_verdict(&self.settlement, data, self.max_settlement_message_bytes).await
@@ -251,6 +241,22 @@ fn transaction_verdict(rejection: &MempoolRejection) -> Verdict {
         | MempoolRejection::TooLarge { .. } => Verdict::Reject,
         _ => Verdict::Ignore,
     }
+}
+
+/// Relay a transaction batch if anything in it was new here; blame the sender only for what
+/// no honest node would pass on (the mempool's checks include the size).
+fn batch_verdict<T>(results: &[Result<T, MempoolRejection>]) -> Verdict {
+    let mut verdict = Verdict::Ignore;
+    for result in results {
+        match result {
+            Ok(_) => verdict = Verdict::Accept,
+            Err(rejection) if transaction_verdict(rejection) == Verdict::Reject => {
+                return Verdict::Reject
+            }
+            Err(_) => {}
+        }
+    }
+    verdict
 }
 
 /// The size of a transaction's encoding, without encoding it.
@@ -565,6 +571,17 @@ mod tests {
                 got: 1
             }),
             Verdict::Ignore
+        );
+    }
+
+    #[test]
+    fn a_batch_is_relayed_when_anything_was_new_and_blamed_for_any_forgery() {
+        let stale = || Err(MempoolRejection::AlreadyPending);
+        assert_eq!(batch_verdict(&[stale(), Ok(())]), Verdict::Accept);
+        assert_eq!(batch_verdict(&[stale(), stale()]), Verdict::Ignore);
+        assert_eq!(
+            batch_verdict(&[Ok(()), Err(MempoolRejection::InvalidSignature), Ok(())]),
+            Verdict::Reject
         );
     }
 }

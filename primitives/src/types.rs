@@ -296,6 +296,22 @@ pub enum TxOutcome {
     },
 }
 
+impl TxOutcome {
+    /// Whether the transaction used its sender's nonce: it succeeded, or failed after the
+    /// nonce check. Nonces only go up, so a transaction hash takes effect at most once; the
+    /// other failures (bad signature, wrong chain, bad nonce) change nothing.
+    pub fn used_nonce(&self) -> bool {
+        !matches!(
+            self,
+            TxOutcome::Failed {
+                failure: TxFailure::InvalidSignature
+                    | TxFailure::WrongChainId
+                    | TxFailure::BadNonce { .. }
+            }
+        )
+    }
+}
+
 /// The receipt of an included transaction.
 #[derive(
     Debug,

@@ -286,6 +286,17 @@ pub enum ExecutionRequest {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<Hash, MempoolRejection>>,
     },
+    /// Check transactions that travelled together (a gossip batch) and admit each, in order,
+    /// as [`ExecutionRequest::SubmitTransaction`] would. One request, so the whole batch is
+    /// checked before any block queued after it is executed (a block that includes them then
+    /// finds their signatures verified already).
+    /// Reply: one result per transaction, in order.
+    SubmitTransactions {
+        /// The transactions.
+        transactions: Vec<Transaction>,
+        /// Where the answers go.
+        reply: oneshot::Sender<Vec<Result<Hash, MempoolRejection>>>,
+    },
     /// Take transactions for the block proposed at `height`: at most `max_transactions` and
     /// `max_bytes` encoded bytes, each sender's in nonce order without gaps.
     /// Reply: the transactions (possibly none). They are reserved (not handed out again)
@@ -405,6 +416,20 @@ impl ExecutionHandle {
                 .try_ask(|reply| ExecutionRequest::SubmitTransaction { transaction, reply })
                 .await,
         )
+    }
+
+    /// See [`ExecutionRequest::SubmitTransactions`]. Sheds load with [`ChannelError::Full`]
+    /// rather than queueing when the layer is saturated.
+    pub async fn submit_transactions(
+        &self,
+        transactions: Vec<Transaction>,
+    ) -> Result<Vec<Result<Hash, MempoolRejection>>, ChannelError> {
+        self.mailbox
+            .try_ask(|reply| ExecutionRequest::SubmitTransactions {
+                transactions,
+                reply,
+            })
+            .await
     }
 
     /// See [`ExecutionRequest::ReapTransactions`].
