@@ -35,8 +35,8 @@ const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Capacity of the queue of transactions the HTTP API accepted, waiting to be gossiped.
 pub const TX_GOSSIP_CAPACITY: usize = 8192;
 /// Most transactions in one gossip message. Transactions travel in batches because every
-/// gossip message costs a libp2p signature, its check at every peer, and a validation round
-/// trip: per transaction, that would cost more than admitting it.
+/// gossip message costs framing, a gossip id and a validation round trip (a request to the
+/// mempool) at every peer.
 const MAX_TX_BATCH: usize = 512;
 /// How long the first transaction of a batch waits for company.
 const TX_BATCH_LINGER: Duration = Duration::from_millis(5);

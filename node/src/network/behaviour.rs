@@ -130,7 +130,13 @@ fn gossipsub(key: &Keypair, config: &NetworkConfig) -> Result<gossipsub::Behavio
         .unwrap_or(0);
     let mut builder = gossipsub::ConfigBuilder::default();
     builder
-        .validation_mode(ValidationMode::Strict)
+        // Gossip messages are not signed by libp2p: every payload carries its own
+        // authentication where it needs one (transactions by their senders, consensus
+        // messages and proposal parts by validators), peers are scored by the connection that
+        // delivered a message, and an author signature would cost one ed25519 signature per
+        // publication and one check per receiving peer for nothing. The author field and a
+        // random sequence number remain, only to tell publications apart (see below).
+        .validation_mode(ValidationMode::None)
         // Nothing is relayed until the node's layers have judged it.
         .validate_messages()
         // One id per publication, not per payload: consensus re-sends identical signed
@@ -153,9 +159,11 @@ fn gossipsub(key: &Keypair, config: &NetworkConfig) -> Result<gossipsub::Behavio
     let gossip_config = builder
         .build()
         .map_err(|e| NetworkError::Config(format!("gossipsub: {e}")))?;
-    let mut gossipsub =
-        gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), gossip_config)
-            .map_err(|e| NetworkError::Config(format!("gossipsub: {e}")))?;
+    let mut gossipsub = gossipsub::Behaviour::new(
+        MessageAuthenticity::Author(key.public().to_peer_id()),
+        gossip_config,
+    )
+    .map_err(|e| NetworkError::Config(format!("gossipsub: {e}")))?;
     let topics: HashMap<TopicHash, TopicScoreParams> = config
         .topics()
         .into_iter()
@@ -179,8 +187,10 @@ fn gossipsub(key: &Keypair, config: &NetworkConfig) -> Result<gossipsub::Behavio
 
 /// Scoring common to all peers. Loopback is exempt from the same-IP penalty because a local
 /// testnet runs every node on 127.0.0.1.
-/// The id of one publication: SHA-256 over the author, its sequence number and the payload
-/// (strict validation guarantees the first two are present and signed).
+/// The id of one publication: SHA-256 over the author, its (random) sequence number and the
+/// payload. Nothing is signed, so a peer could copy the first two onto another payload, but
+/// the payload is part of the id: the worst it can do is repeat a publication, which gossip
+/// drops as a duplicate and the layers recognise anyway.
 pub(crate) fn publication_id(message: &gossipsub::Message) -> Hash {
     let mut bytes = Vec::with_capacity(64 + message.data.len());
     if let Some(source) = &message.source {
