@@ -767,7 +767,7 @@ impl NodeProcess {
 /// Async runtime threads for each of `nodes` processes sharing this machine: an equal share
 /// of the cores, at least one. With a runtime thread per core in every node, the nodes'
 /// threads outnumber the cores and much of the CPU goes to waking and switching them (one
-/// thread per node instead of two: 8% more throughput for four nodes on two cores).
+/// thread per node instead of two: about 10% more throughput for four nodes on two cores).
 fn worker_threads_per_node(nodes: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     (cores / nodes.max(1)).max(1)
