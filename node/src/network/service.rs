@@ -53,6 +53,12 @@ const REFUSAL_GRACE: Duration = Duration::from_millis(500);
 /// Peers found through discovery are dialled only while we have fewer connections than this.
 const DISCOVERY_TARGET_PEERS: usize = 50;
 
+/// While a node has fewer connections than [`DISCOVERY_TARGET_PEERS`], it asks its peers for
+/// more this often. Kademlia's own bootstrap runs on the first peer and then every
+/// [`super::behaviour::KAD_BOOTSTRAP_INTERVAL`]: a node whose first peer did not know the
+/// others yet (they all started together) would otherwise wait that long to find them.
+const REDISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Block requests served at once (each may hold ~16 MiB until it is sent).
 const CONCURRENT_BLOCK_SERVES: usize = 8;
 
@@ -261,6 +267,9 @@ impl Service {
         status_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut redial_tick = interval_at(Instant::now() + REDIAL_INTERVAL, REDIAL_INTERVAL);
         redial_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut rediscovery_tick =
+            interval_at(Instant::now() + REDISCOVERY_INTERVAL, REDISCOVERY_INTERVAL);
+        rediscovery_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
@@ -279,6 +288,7 @@ impl Service {
                     self.request_statuses();
                 }
                 _ = redial_tick.tick() => self.dial_config_peers(),
+                _ = rediscovery_tick.tick(), if self.discovery => self.rediscover(),
             }
         }
         tracing::debug!("network service stopped: no handle left");
@@ -889,6 +899,14 @@ impl Service {
             for addr in info.listen_addrs {
                 kademlia.add_address(&peer_id, addr);
             }
+        }
+    }
+
+    /// Looks for more peers through the ones it has, while it has fewer than it wants.
+    fn rediscover(&mut self) {
+        if self.swarm.connected_peers().count() < DISCOVERY_TARGET_PEERS {
+            // An error only means no peer is known yet: the first connection will bootstrap.
+            let _ = self.swarm.behaviour_mut().kademlia.bootstrap();
         }
     }
 
