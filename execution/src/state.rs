@@ -37,8 +37,10 @@ mod prefix {
     pub const LATEST_VALUE: u8 = b'l';
     /// `b ‖ height (BE)` → borsh(`ExecutedBlock`).
     pub const BLOCK: u8 = b'b';
-    /// `r ‖ height (BE) ‖ index (BE)` → borsh(`Receipt`).
-    pub const RECEIPT: u8 = b'r';
+    /// `r ‖ height (BE)` → borsh(`Vec<Receipt>`): a height's receipts, one record per block.
+    /// Databases written by earlier versions hold `r ‖ height (BE) ‖ index (BE)` →
+    /// borsh(`Receipt`) instead, one record per transaction; those are still read.
+    pub const RECEIPTS: u8 = b'r';
     /// `t ‖ tx hash` → borsh(`TxRecord`).
     pub const TX: u8 = b't';
     /// `w ‖ withdrawal id (BE)` → borsh(`WithdrawalRecord`).
@@ -157,10 +159,17 @@ fn block_key(height: u64) -> [u8; 9] {
     key
 }
 
-fn receipt_key(height: u64, index: u32) -> [u8; 13] {
+fn receipts_key(height: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = prefix::RECEIPTS;
+    key[1..].copy_from_slice(&height.to_be_bytes());
+    key
+}
+
+/// The key of one receipt in the layout of earlier versions (see [`prefix::RECEIPTS`]).
+fn legacy_receipt_key(height: u64, index: u32) -> [u8; 13] {
     let mut key = [0u8; 13];
-    key[0] = prefix::RECEIPT;
-    key[1..9].copy_from_slice(&height.to_be_bytes());
+    key[..9].copy_from_slice(&receipts_key(height));
     key[9..].copy_from_slice(&index.to_be_bytes());
     key
 }
@@ -263,10 +272,6 @@ impl Store {
         // shadows the one that took effect; that lookup is paid only by such rare repeats.
         let mut indexed = std::collections::HashSet::new();
         for (transaction, receipt) in transactions.iter().zip(&output.receipts) {
-            batch.insert(
-                &receipt_key(height, receipt.index)[..],
-                codec::encode(receipt),
-            );
             let key = tx_key(&receipt.tx_hash);
             let first_here = indexed.insert(receipt.tx_hash);
             if receipt.outcome.used_nonce() || (first_here && !self.tree.contains_key(key)?) {
@@ -277,6 +282,8 @@ impl Store {
                 batch.insert(&key[..], codec::encode(&record));
             }
         }
+
+        batch.insert(&receipts_key(height)[..], codec::encode(&output.receipts));
 
         for &withdrawal in commit.withdrawals {
             let record = WithdrawalRecord { height, withdrawal };
@@ -316,8 +323,11 @@ impl Store {
 
     /// The receipts of `height`, in block order.
     pub fn receipts(&self, height: u64) -> Result<Vec<Receipt>, StoreError> {
+        if let Some(bytes) = self.tree.get(receipts_key(height))? {
+            return decode("receipts", &bytes);
+        }
         self.tree
-            .range(receipt_key(height, 0)..=receipt_key(height, u32::MAX))
+            .range(legacy_receipt_key(height, 0)..=legacy_receipt_key(height, u32::MAX))
             .map(|item| {
                 let (_, bytes) = item?;
                 decode("receipt", &bytes)
@@ -764,6 +774,17 @@ mod tests {
             let (_, receipt) = store.included_transaction(&hash).unwrap().unwrap();
             (receipt.height, receipt.index, receipt.outcome)
         };
+        // Every inclusion has its receipt under its height, in block order.
+        let receipt_outcomes = |height| -> Vec<TxOutcome> {
+            let receipts = store.receipts(height).unwrap();
+            assert!(receipts.iter().enumerate().all(|(index, receipt)| {
+                receipt.height == height && receipt.index as usize == index
+            }));
+            receipts
+                .into_iter()
+                .map(|receipt| receipt.outcome)
+                .collect()
+        };
         // A repeat that changed nothing keeps the first such inclusion...
         include(1, &[bad_nonce.clone(), bad_nonce.clone()]);
         assert_eq!(recorded(), (1, 0, bad_nonce.clone()));
@@ -775,8 +796,24 @@ mod tests {
             &[bad_nonce.clone(), TxOutcome::Success, bad_nonce.clone()],
         );
         assert_eq!(recorded(), (3, 1, TxOutcome::Success));
-        include(4, &[bad_nonce]);
+        include(4, std::slice::from_ref(&bad_nonce));
         assert_eq!(recorded(), (3, 1, TxOutcome::Success));
+        assert_eq!(
+            receipt_outcomes(3),
+            [bad_nonce.clone(), TxOutcome::Success, bad_nonce.clone()]
+        );
+        assert_eq!(receipt_outcomes(4), std::slice::from_ref(&bad_nonce));
+        assert_eq!(receipt_outcomes(5), []);
+
+        // A database from before the per-block record keeps one record per receipt.
+        let receipts = store.receipts(3).unwrap();
+        store.tree.remove(receipts_key(3)).unwrap();
+        assert_eq!(receipt_outcomes(3), []);
+        for receipt in &receipts {
+            let key = legacy_receipt_key(3, receipt.index);
+            store.tree.insert(key, codec::encode(receipt)).unwrap();
+        }
+        assert_eq!(store.receipts(3).unwrap(), receipts);
     }
 
     #[test]
