@@ -54,9 +54,10 @@ const REFUSAL_GRACE: Duration = Duration::from_millis(500);
 const DISCOVERY_TARGET_PEERS: usize = 50;
 
 /// While a node has fewer connections than [`DISCOVERY_TARGET_PEERS`], it asks its peers for
-/// more this often. Kademlia's own bootstrap runs on the first peer and then every
-/// [`super::behaviour::KAD_BOOTSTRAP_INTERVAL`]: a node whose first peer did not know the
-/// others yet (they all started together) would otherwise wait that long to find them.
+/// more this often. Kademlia bootstraps on its own when a peer enters its routing table and
+/// then every [`super::behaviour::KAD_BOOTSTRAP_INTERVAL`]: a node whose only peer did not
+/// know the others yet (they all started together) would otherwise wait that long to find
+/// them.
 const REDISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Block requests served at once (each may hold ~16 MiB until it is sent).
