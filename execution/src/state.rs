@@ -29,12 +29,6 @@ mod prefix {
     /// `v ‖ key hash ‖ version (BE)` → borsh(`Option<value bytes>`). Big-endian versions make
     /// "newest value at or below a version" a reverse range scan.
     pub const VALUE: u8 = b'v';
-    /// `l ‖ key hash` → borsh(`(version, Option<value bytes>)`): the key's newest value,
-    /// written in the same batch as its `v` record, so reading the latest state (what the
-    /// mempool and the executors do for every transaction) is one point lookup instead of a
-    /// reverse range scan. A key without one (never written since this index existed) is
-    /// read by the scan.
-    pub const LATEST_VALUE: u8 = b'l';
     /// `b ‖ height (BE)` → borsh(`ExecutedBlock`).
     pub const BLOCK: u8 = b'b';
     /// `r ‖ height (BE)` → borsh(`Vec<Receipt>`): a height's receipts, one record per block.
@@ -142,13 +136,6 @@ fn value_key(key_hash: &KeyHash, version: Version) -> [u8; 41] {
     key[0] = prefix::VALUE;
     key[1..33].copy_from_slice(&key_hash.0);
     key[33..].copy_from_slice(&version.to_be_bytes());
-    key
-}
-
-fn latest_value_key(key_hash: &KeyHash) -> [u8; 33] {
-    let mut key = [0u8; 33];
-    key[0] = prefix::LATEST_VALUE;
-    key[1..].copy_from_slice(&key_hash.0);
     key
 }
 
@@ -467,10 +454,6 @@ impl Store {
         }
         for ((version, key_hash), value) in node_batch.values() {
             batch.insert(&value_key(key_hash, *version)[..], codec::encode(value));
-            batch.insert(
-                &latest_value_key(key_hash)[..],
-                codec::encode(&(*version, value)),
-            );
         }
         if let Some(rightmost) = rightmost {
             batch.insert(RIGHTMOST_LEAF_KEY, codec::encode(&rightmost));
@@ -490,12 +473,6 @@ impl Store {
         max_version: Version,
         key_hash: KeyHash,
     ) -> Result<Option<OwnedValue>, StoreError> {
-        if let Some(bytes) = self.tree.get(latest_value_key(&key_hash))? {
-            let (version, value) = decode::<(Version, Option<OwnedValue>)>("latest value", &bytes)?;
-            if version <= max_version {
-                return Ok(value);
-            }
-        }
         let newest = self
             .tree
             .range(value_key(&key_hash, 0)..=value_key(&key_hash, max_version))
@@ -681,7 +658,7 @@ mod tests {
     }
 
     #[test]
-    fn the_latest_value_index_answers_like_the_versioned_records() {
+    fn every_version_reads_back_the_values_written_up_to_it() {
         let a = Address([1; 32]);
         let b = Address([2; 32]);
         let account = |balance, nonce| Account { balance, nonce };
@@ -707,18 +684,6 @@ mod tests {
                 }
             }
         };
-        read_all(&store);
-        // A database written before the index existed has no `l` records: the scan answers.
-        let latest: Vec<_> = store
-            .tree
-            .scan_prefix([prefix::LATEST_VALUE])
-            .keys()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(latest.len(), 2);
-        for key in latest {
-            store.tree.remove(key).unwrap();
-        }
         read_all(&store);
     }
 
