@@ -1181,6 +1181,18 @@ mod tests {
         rebuild_pruned(&builder(), height, root, kept, given)
     }
 
+    /// Copies of `part` addressed to something else: another height, another data root,
+    /// and a square of another width.
+    fn misaddressed(part: &HeldShares) -> [HeldShares; 3] {
+        let mut elsewhere = part.clone();
+        elsewhere.height += 1;
+        let mut other_root = part.clone();
+        other_root.data_root = Hash::ZERO;
+        let mut wide = part.clone();
+        wide.original_width = 8;
+        [elsewhere, other_root, wide]
+    }
+
     fn body_of(square: &ExtendedSquare) -> Vec<Blob> {
         layout::parse(&square.original_data()).unwrap()
     }
@@ -1347,12 +1359,7 @@ mod tests {
         short.rows[0].shares.pop();
         let mut outside = shares[1].clone();
         outside.rows[0].index = 8;
-        let mut elsewhere = shares[2].clone();
-        elsewhere.height += 1;
-        let mut other_root = shares[3].clone();
-        other_root.data_root = Hash::ZERO;
-        let mut wide = shares[3].clone();
-        wide.original_width = 8;
+        let [elsewhere, other_root, wide] = misaddressed(&shares[2]);
         for wrong in [short, outside, elsewhere, other_root, wide] {
             let given = vec![wrong, shares[0].clone()];
             assert!(matches!(
@@ -1575,12 +1582,7 @@ mod tests {
 
         // Parts for another height or root fail their check and are ignored when
         // reassembling.
-        let mut elsewhere = parts[1].clone();
-        elsewhere.height += 1;
-        let mut other = parts[2].clone();
-        other.data_root = Hash::ZERO;
-        let mut wide = parts[3].clone();
-        wide.original_width = 8;
+        let [elsewhere, other, wide] = misaddressed(&parts[1]);
         for wrong in [&elsewhere, &other, &wide] {
             let reason = invalid_reason(check(wrong));
             assert!(reason.contains("checked against the roots"), "{reason}");
