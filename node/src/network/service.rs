@@ -918,9 +918,15 @@ impl Service {
         else {
             return;
         };
+        if self.refused.contains(&peer) {
+            // Kademlia adds a peer once it learns the peer speaks its protocol, which can be
+            // after we refused it; left in the table, the next bootstrap would dial it.
+            self.swarm.behaviour_mut().kademlia.remove_peer(&peer);
+            tracing::debug!(%peer, "refused peer removed from the routing table again");
+            return;
+        }
         if !self.discovery
             || peer == self.local_peer_id
-            || self.refused.contains(&peer)
             || self.swarm.is_connected(&peer)
             || self.swarm.connected_peers().count() >= DISCOVERY_TARGET_PEERS
         {
