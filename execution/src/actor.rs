@@ -8,7 +8,7 @@ use lamina_primitives::interfaces::execution::{
 };
 use lamina_primitives::interfaces::Events;
 use lamina_primitives::merkle::MerkleProof;
-use lamina_primitives::{Address, Block, Genesis, Hash, Transaction};
+use lamina_primitives::{Account, Address, Block, Genesis, Hash, Transaction};
 use tokio::sync::mpsc;
 
 use crate::bridge::{assign_withdrawal_ids, Credited, WithdrawalTree};
@@ -139,11 +139,7 @@ impl Actor {
                 transactions,
                 reply,
             } => {
-                let results = transactions
-                    .into_iter()
-                    .map(|transaction| self.submit(transaction))
-                    .collect();
-                let _ = reply.send(results);
+                let _ = reply.send(self.submit_batch(transactions));
             }
             ExecutionRequest::ReapTransactions {
                 height,
@@ -205,17 +201,39 @@ impl Actor {
     }
 
     pub(crate) fn submit(&mut self, transaction: Transaction) -> Result<Hash, MempoolRejection> {
-        let account = match self
+        let account = self.sender_account(&transaction)?;
+        self.mempool.insert(transaction, account)
+    }
+
+    /// [`Self::submit`] for many, with their signatures verified as one batch.
+    pub(crate) fn submit_batch(
+        &mut self,
+        transactions: Vec<Transaction>,
+    ) -> Vec<Result<Hash, MempoolRejection>> {
+        let count = transactions.len();
+        let mut submissions = Vec::with_capacity(count);
+        for transaction in transactions {
+            match self.sender_account(&transaction) {
+                Ok(account) => submissions.push((transaction, account)),
+                // The store cannot be read: no verdict on any of them.
+                Err(rejection) => return vec![Err(rejection); count],
+            }
+        }
+        self.mempool.insert_batch(submissions)
+    }
+
+    /// The sender's account in the latest executed state (empty if it has none yet).
+    fn sender_account(&self, transaction: &Transaction) -> Result<Account, MempoolRejection> {
+        match self
             .store
             .account(&transaction.sender, self.executed_height)
         {
-            Ok(account) => account.unwrap_or_default(),
+            Ok(account) => Ok(account.unwrap_or_default()),
             Err(error) => {
                 tracing::error!(%error, "reading the sender's account failed");
-                return Err(MempoolRejection::StateUnavailable(error.to_string()));
+                Err(MempoolRejection::StateUnavailable(error.to_string()))
             }
-        };
-        self.mempool.insert(transaction, account)
+        }
     }
 
     pub(crate) fn reap(

@@ -300,9 +300,16 @@ impl Executor for SequentialExecutor {
         pre_verified: PreVerified<'_>,
         state: &dyn StateView,
     ) -> Result<BlockOutput, StoreError> {
-        execute_in_order(env, transactions, state, &|index, transaction| {
-            pre_verified.is_verified(index) || transaction.verify_signature().is_ok()
-        })
+        let unverified: Vec<usize> = (0..transactions.len())
+            .filter(|&index| !pre_verified.is_verified(index))
+            .collect();
+        let mut signed = vec![true; transactions.len()];
+        let verdicts =
+            Transaction::verify_signatures(unverified.iter().map(|&index| &transactions[index]));
+        for (index, valid) in unverified.into_iter().zip(verdicts) {
+            signed[index] = valid;
+        }
+        execute_in_order(env, transactions, state, &|index, _| signed[index])
     }
 }
 

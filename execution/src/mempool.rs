@@ -188,6 +188,57 @@ impl Mempool {
         transaction: Transaction,
         account: Account,
     ) -> Result<Hash, MempoolRejection> {
+        let (hash, size) = self.precheck(&transaction, &account)?;
+        if transaction.verify_signature().is_err() {
+            return Err(MempoolRejection::InvalidSignature);
+        }
+        self.admit_signed(transaction, hash, size, account)
+    }
+
+    /// [`Mempool::insert`] for many transactions, each with its sender's account, answered
+    /// in order. The signatures that pass the cheap checks are verified as one batch, which
+    /// costs about half as much as verifying each.
+    pub fn insert_batch(
+        &mut self,
+        submissions: Vec<(Transaction, Account)>,
+    ) -> Vec<Result<Hash, MempoolRejection>> {
+        let prechecked: Vec<_> = submissions
+            .iter()
+            .map(|(transaction, account)| self.precheck(transaction, account))
+            .collect();
+        let mut signed = Transaction::verify_signatures(
+            submissions
+                .iter()
+                .zip(&prechecked)
+                .filter(|(_, checked)| checked.is_ok())
+                .map(|((transaction, _), _)| transaction),
+        )
+        .into_iter();
+        submissions
+            .into_iter()
+            .zip(prechecked)
+            .map(|((transaction, account), checked)| {
+                let (hash, size) = checked?;
+                if !signed.next().unwrap_or(false) {
+                    return Err(MempoolRejection::InvalidSignature);
+                }
+                if self.entries.contains_key(&hash) {
+                    // Twice in this batch.
+                    return Err(MempoolRejection::AlreadyPending);
+                }
+                self.admit_signed(transaction, hash, size, account)
+            })
+            .collect()
+    }
+
+    /// The checks that come before the signature's, cheapest first, so that a flood of
+    /// duplicates or stale nonces does not cost a signature verification each. Answers the
+    /// transaction's hash and encoded size.
+    fn precheck(
+        &self,
+        transaction: &Transaction,
+        account: &Account,
+    ) -> Result<(Hash, usize), MempoolRejection> {
         let size = transaction.encode().len();
         if size > self.limits.max_transaction_bytes {
             return Err(MempoolRejection::TooLarge {
@@ -201,8 +252,6 @@ impl Mempool {
                 got: transaction.chain_id.clone(),
             });
         }
-        // Cheap checks first: a flood of duplicates or stale nonces must not cost a signature
-        // verification each.
         let hash = transaction.hash();
         if self.entries.contains_key(&hash) {
             return Err(MempoolRejection::AlreadyPending);
@@ -220,9 +269,17 @@ impl Mempool {
                 window: self.limits.nonce_window,
             });
         }
-        if transaction.verify_signature().is_err() {
-            return Err(MempoolRejection::InvalidSignature);
-        }
+        Ok((hash, size))
+    }
+
+    /// Admits a transaction whose signature verified, or remembers that it verified.
+    fn admit_signed(
+        &mut self,
+        transaction: Transaction,
+        hash: Hash,
+        size: usize,
+        account: Account,
+    ) -> Result<Hash, MempoolRejection> {
         let admitted = self.admit_verified(transaction, hash, size, account);
         if admitted.is_err() {
             // Refused for now, but the check is done: if the transaction reaches us in a
@@ -564,6 +621,46 @@ mod tests {
             pool.insert(t, rich()),
             Err(MempoolRejection::InvalidSignature)
         );
+    }
+
+    #[test]
+    fn a_batch_gets_the_verdicts_of_inserting_one_by_one() {
+        let (alice, bob) = (key("alice"), key("bob"));
+        let mut forged = tx(&bob, 0, 1);
+        forged.signature.0[0] ^= 1;
+        let submissions = vec![
+            (tx(&alice, 0, 1), rich()),
+            (forged, rich()),
+            (tx(&alice, 0, 1), rich()),
+            (tx(&alice, 1, 1), rich()),
+            (tx(&bob, 0, 1), Account { nonce: 1, ..rich() }),
+            (tx(&bob, 1, 1), Account { nonce: 1, ..rich() }),
+            (tx(&alice, 0, 2), rich()),
+        ];
+        let mut one_by_one = pool(limits());
+        let expected: Vec<_> = submissions
+            .iter()
+            .map(|(t, account)| one_by_one.insert(t.clone(), *account))
+            .collect();
+        assert!(matches!(
+            expected[..],
+            [
+                Ok(_),
+                Err(MempoolRejection::InvalidSignature),
+                Err(MempoolRejection::AlreadyPending),
+                Ok(_),
+                Err(MempoolRejection::NonceTooLow { .. }),
+                Ok(_),
+                Err(MempoolRejection::NonceAlreadyPending { nonce: 0 }),
+            ]
+        ));
+        let mut batched = pool(limits());
+        assert_eq!(batched.insert_batch(submissions.clone()), expected);
+        let hashes: Vec<Hash> = submissions.iter().map(|(t, _)| t.hash()).collect();
+        let verified = |pool: &Mempool| -> Vec<bool> {
+            hashes.iter().map(|h| pool.signature_verified(h)).collect()
+        };
+        assert_eq!(verified(&batched), verified(&one_by_one));
     }
 
     #[test]

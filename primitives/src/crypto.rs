@@ -1,5 +1,6 @@
-//! Keys, addresses and signatures: ed25519 everywhere, verified with `verify_strict`, and
-//! every signed message prefixed by a domain tag and the chain id so a signature made for one
+//! Keys, addresses and signatures: ed25519 everywhere, verified under the ZIP 215 rules (so
+//! that checking signatures one by one and checking them as a batch always agree), and every
+//! signed message prefixed by a domain tag and the chain id so a signature made for one
 //! purpose or chain is worthless for any other.
 
 use std::fmt;
@@ -53,7 +54,11 @@ impl Address {
     }
 
     /// Checks that `signature` is this key's signature over `tag ‖ chain_id ‖ message`,
-    /// with ed25519 `verify_strict` (no malleable or small-order signatures).
+    /// under the ZIP 215 rules: cofactored verification, canonical `S`, any valid encoding
+    /// of the key and of `R`. These are the rules that make [`SignatureBatch`] agree with
+    /// this check on every input, which consensus needs: a node that checked a signature in
+    /// a batch and one that checked it alone must reach the same verdict. Every signature an
+    /// RFC 8032 signer produces passes.
     pub fn verify(
         &self,
         tag: &[u8],
@@ -61,10 +66,73 @@ impl Address {
         message: &[u8],
         signature: &Signature,
     ) -> Result<(), SignatureError> {
-        let key = self.verifying_key()?;
-        let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
-        key.verify_strict(&signing_bytes(tag, chain_id, message), &signature)
+        let key = ed25519_zebra::VerificationKey::try_from(self.0)
+            .map_err(|_| SignatureError::InvalidPublicKey)?;
+        let signature = ed25519_zebra::Signature::from_bytes(&signature.0);
+        key.verify(&signature, &signing_bytes(tag, chain_id, message))
             .map_err(|_| SignatureError::BadSignature)
+    }
+
+    /// Whether this key has small order: a "key" for which signatures can be made without
+    /// any secret, so it never belongs to anyone. Validator keys are refused if they are.
+    pub fn is_weak(&self) -> bool {
+        self.verifying_key().is_ok_and(|key| key.is_weak())
+    }
+}
+
+/// Signatures checked together: when all are valid, one ed25519 batch verification costs
+/// about half of checking each alone. Verdicts are exactly [`Address::verify`]'s.
+#[derive(Debug, Default)]
+pub struct SignatureBatch {
+    items: Vec<ed25519_zebra::batch::Item>,
+}
+
+impl SignatureBatch {
+    /// An empty batch with room for `capacity` signatures.
+    pub fn with_capacity(capacity: usize) -> Self {
+        SignatureBatch {
+            items: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Adds `signer`'s `signature` over `tag ‖ chain_id ‖ message` (as [`Address::verify`]).
+    pub fn push(
+        &mut self,
+        signer: &Address,
+        tag: &[u8],
+        chain_id: &str,
+        message: &[u8],
+        signature: &Signature,
+    ) {
+        let key = ed25519_zebra::VerificationKeyBytes::from(signer.0);
+        let signature = ed25519_zebra::Signature::from_bytes(&signature.0);
+        let message = signing_bytes(tag, chain_id, message);
+        self.items.push((key, signature, &message).into());
+    }
+
+    /// Whether each signature is valid, in the order they were pushed. One batch check
+    /// answers when all are valid; otherwise each is checked alone to find the bad ones, so
+    /// an invalid signature costs its sender's batch a second pass.
+    pub fn verify(self) -> Vec<bool> {
+        let all_valid = match self.items.len() {
+            0 => true,
+            1 => false,
+            _ => {
+                let mut verifier = ed25519_zebra::batch::Verifier::new();
+                for item in &self.items {
+                    verifier.queue(item.clone());
+                }
+                // The coefficients must be unpredictable to whoever chose the signatures.
+                verifier.verify(rand::thread_rng()).is_ok()
+            }
+        };
+        if all_valid {
+            return vec![true; self.items.len()];
+        }
+        self.items
+            .into_iter()
+            .map(|item| item.verify_single().is_ok())
+            .collect()
     }
 }
 
@@ -243,6 +311,67 @@ mod tests {
             addr.verify(domain::TRANSACTION, "lamina-1", b"messagf", &sig),
             Err(SignatureError::BadSignature)
         );
+    }
+
+    /// The identity point: a key of small order.
+    const IDENTITY_KEY: Address = Address({
+        let mut bytes = [0u8; 32];
+        bytes[0] = 1;
+        bytes
+    });
+
+    #[test]
+    fn small_order_keys_are_weak_because_anyone_can_sign_for_them() {
+        assert!(IDENTITY_KEY.is_weak());
+        assert!(!Keypair::deterministic("alice").address().is_weak());
+        // R = B and S = 1 satisfy the verification equation for the identity key and any
+        // message: no secret needed.
+        let mut forged = [0x66u8; 64];
+        forged[0] = 0x58;
+        forged[32..].copy_from_slice(&[0; 32]);
+        forged[32] = 1;
+        for message in [&b"one"[..], b"another"] {
+            assert_eq!(
+                IDENTITY_KEY.verify(domain::TRANSACTION, "c", message, &Signature(forged)),
+                Ok(())
+            );
+        }
+    }
+
+    /// Bytes that are no ed25519 point at all.
+    fn not_a_key() -> Address {
+        (0..=u8::MAX)
+            .map(|i| Address([i; 32]))
+            .find(|address| address.verifying_key().is_err())
+            .unwrap()
+    }
+
+    proptest::proptest! {
+        /// Each entry: which key signs, and how the signature is spoiled (0 and 1: not).
+        #[test]
+        fn a_batch_agrees_with_checking_each_signature_alone(
+            entries in proptest::collection::vec((0usize..3, 0u8..6, 0usize..64), 0..20)
+        ) {
+            let keys = ["alice", "bob", "carol"].map(Keypair::deterministic);
+            let mut batch = SignatureBatch::default();
+            let mut alone = Vec::new();
+            for (index, &(signer, spoil, byte)) in entries.iter().enumerate() {
+                let message = index.to_le_bytes();
+                let mut signature = keys[signer].sign(domain::TRANSACTION, "c", &message);
+                let mut address = keys[signer].address();
+                let mut chain = "c";
+                match spoil {
+                    2 => signature.0[byte] ^= 1,
+                    3 => address = keys[(signer + 1) % keys.len()].address(),
+                    4 => address = not_a_key(),
+                    5 => chain = "d",
+                    _ => {}
+                }
+                batch.push(&address, domain::TRANSACTION, chain, &message, &signature);
+                alone.push(address.verify(domain::TRANSACTION, chain, &message, &signature).is_ok());
+            }
+            proptest::prop_assert_eq!(batch.verify(), alone);
+        }
     }
 
     #[test]

@@ -134,6 +134,12 @@ impl Genesis {
             v.address
                 .verifying_key()
                 .map_err(|_| format!("validator {} is not an ed25519 key", v.address))?;
+            if v.address.is_weak() {
+                return Err(format!(
+                    "validator {} is a small-order ed25519 key: anyone could sign for it",
+                    v.address
+                ));
+            }
         }
         self.validators
             .iter()
@@ -175,5 +181,23 @@ mod tests {
         }]);
         assert!(solo.is_quorum(10));
         assert!(!solo.is_quorum(6));
+    }
+
+    #[test]
+    fn a_small_order_validator_key_is_refused() {
+        let validator = |address| Validator { address, power: 1 };
+        let mut genesis = Genesis {
+            chain_id: "c".into(),
+            genesis_time_ms: 0,
+            fee_per_transaction: 1,
+            validators: vec![validator(crate::Keypair::deterministic("v").address())],
+            accounts: vec![],
+        };
+        assert_eq!(genesis.validate(), Ok(()));
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        genesis.validators.push(validator(Address(identity)));
+        let error = genesis.validate().unwrap_err();
+        assert!(error.contains("small-order"), "{error}");
     }
 }

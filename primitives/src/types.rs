@@ -6,7 +6,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, DecodeError};
-use crate::crypto::{domain, hash_of, SignatureError};
+use crate::crypto::{domain, hash_of, SignatureBatch, SignatureError};
 use crate::{Address, Hash, Keypair, Signature, ValidatorSet};
 
 /// Longest chain id accepted anywhere (bytes).
@@ -186,6 +186,25 @@ impl Transaction {
     /// Decodes a transaction of at most `limit` bytes.
     pub fn decode(bytes: &[u8], limit: usize) -> Result<Self, DecodeError> {
         codec::decode(bytes, limit)
+    }
+
+    /// Whether each of `transactions` carries a valid signature
+    /// ([`Transaction::verify_signature`]), checked together as one [`SignatureBatch`].
+    pub fn verify_signatures<'a>(
+        transactions: impl IntoIterator<Item = &'a Transaction>,
+    ) -> Vec<bool> {
+        let transactions = transactions.into_iter();
+        let mut batch = SignatureBatch::with_capacity(transactions.size_hint().0);
+        for transaction in transactions {
+            batch.push(
+                &transaction.sender,
+                domain::TRANSACTION,
+                &transaction.chain_id,
+                &transaction.unsigned().message(),
+                &transaction.signature,
+            );
+        }
+        batch.verify()
     }
 
     /// Checks the signature against the sender's key, this transaction's own chain id and

@@ -230,7 +230,8 @@ const MIN_SIGNATURES_PER_THREAD: usize = 8;
 
 /// Whether each transaction's signature is valid: `true` for those `pre_verified` marks,
 /// without checking them again; every other signature is verified once, in contiguous chunks
-/// of those left on up to `threads` threads (the calling thread takes the first chunk).
+/// of those left on up to `threads` threads (the calling thread takes the first chunk), each
+/// chunk as one batch.
 /// Chunking only the unverified ones keeps the threads evenly loaded however the verified
 /// ones are spread through the block.
 fn verify_signatures(
@@ -248,9 +249,9 @@ fn verify_signatures(
         return valid;
     }
     let verify = |results: &mut [bool], indices: &[TxnIndex]| {
-        for (result, &index) in results.iter_mut().zip(indices) {
-            *result = transactions[index].verify_signature().is_ok();
-        }
+        let verdicts =
+            Transaction::verify_signatures(indices.iter().map(|&index| &transactions[index]));
+        results.copy_from_slice(&verdicts);
     };
     let mut results = vec![false; unknown.len()];
     let chunk = unknown
