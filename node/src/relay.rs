@@ -39,7 +39,7 @@ pub const TX_GOSSIP_CAPACITY: usize = 8192;
 /// mempool) at every peer.
 const MAX_TX_BATCH: usize = 512;
 /// How long the first transaction of a batch waits for company.
-const TX_BATCH_LINGER: Duration = Duration::from_millis(5);
+const TX_BATCH_LINGER: Duration = Duration::from_millis(20);
 /// Largest transaction batch on the wire (the `transactions` topic's limit), unless one
 /// transaction is larger.
 const TX_BATCH_BYTES: usize = 1 << 20;
