@@ -7,11 +7,12 @@ use lamina_node::cli::{init_node_dir, InitOptions};
 use lamina_node::config::NodeConfig;
 use lamina_node::node::RunningNode;
 
-const REQUIRED: [(&str, &str); 24] = [
+const REQUIRED: [(&str, &str); 25] = [
     ("get", "/v1/status"),
     ("get", "/v1/blocks/latest"),
     ("get", "/v1/blocks/{height}"),
     ("post", "/v1/transactions"),
+    ("post", "/v1/transactions/batch"),
     ("get", "/v1/transactions/{hash}"),
     ("get", "/v1/accounts/{address}"),
     ("get", "/v1/accounts/{address}/proof"),

@@ -269,6 +269,47 @@ fn ctrl_c_stops_cleanly_and_resumes_the_same_chain() {
 }
 
 #[test]
+fn a_batch_submission_judges_each_transaction_and_includes_the_good_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = DevNode::start(dir.path(), 100);
+    let alice = node.testnet.account_key(0).unwrap();
+    let to = Address([7; 32]);
+    let first = Transaction::transfer("lamina-dev", &alice, 0, to, 1);
+    let second = Transaction::transfer("lamina-dev", &alice, 1, to, 2);
+    let mut forged = Transaction::transfer("lamina-dev", &alice, 2, to, 3);
+    forged.signature.0[0] ^= 1;
+    let hex_of = |tx: &Transaction| hex::encode(tx.encode());
+    let url = format!("{}/v1/transactions/batch", node.url);
+    let (code, body) = post_json(
+        &url,
+        &json!({ "transactions": [hex_of(&first), hex_of(&forged), "zz", hex_of(&second), hex_of(&first)] }),
+    );
+    assert_eq!(code, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 5, "{body}");
+    assert_eq!(results[0]["hash"], first.hash().to_string());
+    assert_eq!(results[1]["error_code"], "invalid_signature");
+    assert_eq!(results[2]["error_code"], "invalid_transaction");
+    assert_eq!(results[3]["hash"], second.hash().to_string());
+    assert_eq!(results[4]["error_code"], "already_pending");
+    for tx in [&first, &second] {
+        wait_included(&node, &tx.hash().to_string());
+    }
+    assert_eq!(account(&node, &to).0, 3);
+
+    let (code, body) = post_json(&url, &json!({ "transactions": [] }));
+    assert_eq!(
+        (code, body["error_code"].as_str()),
+        (400, Some("empty_batch"))
+    );
+    let (code, body) = post_json(&url, &json!({ "transactions": vec!["00"; 1025] }));
+    assert_eq!(
+        (code, body["error_code"].as_str()),
+        (413, Some("batch_too_large"))
+    );
+}
+
+#[test]
 fn bad_http_input_gets_json_errors_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let node = DevNode::start(dir.path(), 100);

@@ -481,6 +481,7 @@ fn testnet_starts_takes_load_agrees_and_stops_on_sigterm() {
     let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(summary["committed"].as_u64().unwrap() > 0, "{summary}");
     assert_eq!(summary["sent"], 150, "{summary}");
+    assert_eq!(summary["accepted"], 150, "{summary}");
 
     // Every node holds the same block at a height all of them have.
     let common = urls.iter().map(|url| height(url).unwrap()).min().unwrap();

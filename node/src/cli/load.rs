@@ -2,10 +2,13 @@
 //! the chain to see when each one commits, and reports throughput, rejections and commit
 //! latency.
 //!
-//! Pacing: transaction `i` is due `i / rate` seconds after the start; the sender sends
-//! whatever is due, then sleeps until the next one is, so a slow moment is caught up
-//! instead of lowering the rate. At most [`MAX_IN_FLIGHT`] requests are outstanding; beyond
-//! that the sender waits, and the summary shows the rate the nodes actually took.
+//! Pacing: transaction `i` is due `i / rate` seconds after the start; the sender signs
+//! whatever is due and sends it, then sleeps until the next one is due (at least
+//! [`SEND_INTERVAL`]), so a slow moment is caught up instead of lowering the rate. What is due
+//! at one moment goes to each node as one `POST /v1/transactions/batch` of up to
+//! [`MAX_BATCH`] transactions, as a wallet or exchange sending many would. At most
+//! [`MAX_IN_FLIGHT`] requests are outstanding; beyond that the sender waits, and the summary
+//! shows the rate the nodes actually took.
 //!
 //! Commit detection: one task polls one node's latest block and reads every new block,
 //! matching transaction hashes to their submit times. Latency is submit → the moment the
@@ -29,8 +32,13 @@ use tokio::sync::Semaphore;
 use super::UsageError;
 use crate::testnet_file::TestnetFile;
 
-/// Most submissions outstanding at once.
+/// Most submission requests outstanding at once.
 pub const MAX_IN_FLIGHT: usize = 256;
+/// Shortest pause between two rounds of sending: what comes due meanwhile travels together.
+const SEND_INTERVAL: Duration = Duration::from_millis(10);
+/// Most transactions in one request (about 43 KiB of JSON: under the nodes' default 64 KiB
+/// body limit).
+const MAX_BATCH: usize = 128;
 /// How long accepted transactions get to commit after the last one is sent.
 const COMMIT_WAIT: Duration = Duration::from_secs(30);
 /// How often the chain follower asks for the latest block.
@@ -126,7 +134,7 @@ pub struct LoadSummary {
     pub nodes: usize,
     /// Transactions submitted.
     pub sent: u64,
-    /// Submissions the nodes accepted (HTTP 202).
+    /// Transactions the nodes accepted into their mempools.
     pub accepted: u64,
     /// Transactions seen in committed blocks.
     pub committed: u64,
@@ -458,23 +466,72 @@ enum Outcome {
     Rejected(String),
 }
 
-async fn submit(client: &reqwest::Client, url: &str, body: &Value) -> Outcome {
-    let response = match client.post(url).json(body).send().await {
+/// Submits `transactions` (hex) in one batch request: an outcome for each, or, when the
+/// request as a whole failed, the one reason for all of them.
+async fn submit(
+    client: &reqwest::Client,
+    url: &str,
+    transactions: &[&str],
+) -> Result<Vec<Outcome>, String> {
+    let count = transactions.len();
+    let body = serde_json::json!({ "transactions": transactions });
+    let response = match client.post(url).json(&body).send().await {
         Ok(response) => response,
-        Err(e) if e.is_timeout() => return Outcome::Rejected("timeout".into()),
-        Err(_) => return Outcome::Rejected("request_failed".into()),
+        Err(e) if e.is_timeout() => return Err("timeout".into()),
+        Err(_) => return Err("request_failed".into()),
     };
     let status = response.status();
-    if status.is_success() {
-        return Outcome::Accepted;
+    let answer = response.json::<Value>().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(error_code(&answer).unwrap_or_else(|| format!("http_{}", status.as_u16())));
     }
-    let code = response
-        .json::<Value>()
-        .await
-        .ok()
-        .and_then(|body| body.get("error_code")?.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("http_{}", status.as_u16()));
-    Outcome::Rejected(code)
+    match answer.get("results").and_then(Value::as_array) {
+        Some(results) if results.len() == count => Ok(results
+            .iter()
+            .map(|result| match result.get("hash") {
+                Some(_) => Outcome::Accepted,
+                None => Outcome::Rejected(error_code(result).unwrap_or_else(|| "unknown".into())),
+            })
+            .collect()),
+        _ => Err("bad_answer".into()),
+    }
+}
+
+fn error_code(body: &Value) -> Option<String> {
+    body.get("error_code")?.as_str().map(str::to_string)
+}
+
+/// A transaction sent and not answered yet.
+#[derive(Debug)]
+struct Submission {
+    hash: String,
+    hex: String,
+    /// Its sender's resync flag.
+    resync: Arc<AtomicBool>,
+}
+
+/// Records the node's answer about one submitted transaction.
+fn record_outcome(tracker: &mut Tracker, submission: &Submission, outcome: Outcome) {
+    match outcome {
+        Outcome::Accepted => {
+            tracker.accepted += 1;
+            if let Some(pending) = tracker.pending.get_mut(&submission.hash) {
+                pending.accepted = true;
+            }
+        }
+        Outcome::Rejected(code) => {
+            if tracker.pending.remove(&submission.hash).is_none() {
+                // Committed before the answer came back (e.g. the answer timed out): it was
+                // accepted after all.
+                tracker.accepted += 1;
+            } else {
+                if needs_resync(&code) {
+                    submission.resync.store(true, Ordering::Relaxed);
+                }
+                *tracker.rejected.entry(code).or_default() += 1;
+            }
+        }
+    }
 }
 
 /// An account the load sends from.
@@ -527,94 +584,109 @@ async fn send_all(shared: &Shared, senders: &mut [Sender], rate: u64, total: u64
     let start = tokio::time::Instant::now();
     let mut sent = 0u64;
     while sent < total {
+        let round = tokio::time::Instant::now();
         let due = due_count(rate, start.elapsed(), total);
+        let mut batches: Vec<Vec<Submission>> = shared.urls.iter().map(|_| Vec::new()).collect();
         while sent < due {
-            let Ok(permit) = shared.in_flight.clone().acquire_owned().await else {
-                return;
-            };
             let node = (sent % shared.urls.len() as u64) as usize;
             let sender = &mut senders[(sent % senders.len() as u64) as usize];
-            if sender.resync.swap(false, Ordering::Relaxed) {
-                if let Ok(nonce) =
-                    fetch_nonce(&shared.client, &shared.urls, node, &sender.key.address()).await
-                {
-                    sender.next_nonce = nonce;
+            batches[node].push(next_submission(shared, sender, node).await);
+            if batches[node].len() == MAX_BATCH {
+                let batch = std::mem::take(&mut batches[node]);
+                if !dispatch(shared, node, batch).await {
+                    return;
                 }
             }
-            let mut tracker = lock(&shared.tracker);
-            // After a resync the counter may be back at a nonce whose transfer (the very same
-            // transaction: same nonce, recipient and amount) is still pending; skip those.
-            let (transaction, hash) = loop {
-                let transaction = Transaction::transfer(
-                    &shared.chain_id,
-                    &sender.key,
-                    sender.next_nonce,
-                    sender.to,
-                    1,
-                );
-                sender.next_nonce += 1;
-                let hash = transaction.hash().to_string();
-                if !tracker.pending.contains_key(&hash) {
-                    break (transaction, hash);
-                }
-            };
-            let body = serde_json::json!({ "transaction": hex::encode(transaction.encode()) });
-            {
-                // Tracked before it is sent: its block may be seen before the node answers.
-                let now = Instant::now();
-                tracker.sent += 1;
-                tracker.first_submit.get_or_insert(now);
-                tracker.pending.insert(
-                    hash.clone(),
-                    Pending {
-                        sent_at: now,
-                        accepted: false,
-                    },
-                );
-            }
-            drop(tracker);
-            let url = format!("{}/v1/transactions", shared.urls[node]);
-            let client = shared.client.clone();
-            let tracker = shared.tracker.clone();
-            let resync = sender.resync.clone();
-            let bar = shared.bar.clone();
-            tokio::spawn(async move {
-                let outcome = submit(&client, &url, &body).await;
-                let mut tracker = lock(&tracker);
-                match outcome {
-                    Outcome::Accepted => {
-                        tracker.accepted += 1;
-                        if let Some(pending) = tracker.pending.get_mut(&hash) {
-                            pending.accepted = true;
-                        }
-                    }
-                    Outcome::Rejected(code) => {
-                        if tracker.pending.remove(&hash).is_none() {
-                            // Committed before the answer came back (e.g. the answer timed
-                            // out): it was accepted after all.
-                            tracker.accepted += 1;
-                        } else {
-                            if needs_resync(&code) {
-                                resync.store(true, Ordering::Relaxed);
-                            }
-                            *tracker.rejected.entry(code).or_default() += 1;
-                        }
-                    }
-                }
-                let rejected: u64 = tracker.rejected.values().sum();
-                bar.set_message(format!(
-                    "accepted {} committed {} rejected {rejected}",
-                    tracker.accepted, tracker.committed
-                ));
-                drop(permit);
-            });
             sent += 1;
-            shared.bar.set_position(sent);
         }
+        for (node, batch) in batches.into_iter().enumerate() {
+            if !batch.is_empty() && !dispatch(shared, node, batch).await {
+                return;
+            }
+        }
+        shared.bar.set_position(sent);
         if sent < total {
-            tokio::time::sleep_until(start + due_at(rate, sent)).await;
+            let next = (start + due_at(rate, sent)).max(round + SEND_INTERVAL);
+            tokio::time::sleep_until(next).await;
         }
     }
+}
+
+/// Signs `sender`'s next transfer and tracks it as sent.
+async fn next_submission(shared: &Shared, sender: &mut Sender, node: usize) -> Submission {
+    if sender.resync.swap(false, Ordering::Relaxed) {
+        if let Ok(nonce) =
+            fetch_nonce(&shared.client, &shared.urls, node, &sender.key.address()).await
+        {
+            sender.next_nonce = nonce;
+        }
+    }
+    let mut tracker = lock(&shared.tracker);
+    // After a resync the counter may be back at a nonce whose transfer (the very same
+    // transaction: same nonce, recipient and amount) is still pending; skip those.
+    let (transaction, hash) = loop {
+        let transaction = Transaction::transfer(
+            &shared.chain_id,
+            &sender.key,
+            sender.next_nonce,
+            sender.to,
+            1,
+        );
+        sender.next_nonce += 1;
+        let hash = transaction.hash().to_string();
+        if !tracker.pending.contains_key(&hash) {
+            break (transaction, hash);
+        }
+    };
+    // Tracked before it is sent: its block may be seen before the node answers.
+    let now = Instant::now();
+    tracker.sent += 1;
+    tracker.first_submit.get_or_insert(now);
+    tracker.pending.insert(
+        hash.clone(),
+        Pending {
+            sent_at: now,
+            accepted: false,
+        },
+    );
+    Submission {
+        hash,
+        hex: hex::encode(transaction.encode()),
+        resync: sender.resync.clone(),
+    }
+}
+
+/// Sends `batch` to node `node` in the background, once fewer than [`MAX_IN_FLIGHT`]
+/// requests are outstanding. `false` when the run is over (the limit was closed).
+async fn dispatch(shared: &Shared, node: usize, batch: Vec<Submission>) -> bool {
+    let Ok(permit) = shared.in_flight.clone().acquire_owned().await else {
+        return false;
+    };
+    let url = format!("{}/v1/transactions/batch", shared.urls[node]);
+    let client = shared.client.clone();
+    let tracker = shared.tracker.clone();
+    let bar = shared.bar.clone();
+    tokio::spawn(async move {
+        let hexes: Vec<&str> = batch.iter().map(|s| s.hex.as_str()).collect();
+        let outcomes = match submit(&client, &url, &hexes).await {
+            Ok(outcomes) => outcomes,
+            Err(code) => batch
+                .iter()
+                .map(|_| Outcome::Rejected(code.clone()))
+                .collect(),
+        };
+        let mut tracker = lock(&tracker);
+        for (submission, outcome) in batch.iter().zip(outcomes) {
+            record_outcome(&mut tracker, submission, outcome);
+        }
+        let rejected: u64 = tracker.rejected.values().sum();
+        bar.set_message(format!(
+            "accepted {} committed {} rejected {rejected}",
+            tracker.accepted, tracker.committed
+        ));
+        drop(permit);
+    });
+    true
 }
 
 /// `lamina load`

@@ -63,15 +63,20 @@ impl ApiError {
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, code, message)
     }
+
+    /// The JSON body it answers with.
+    pub fn body(self) -> ErrorBody {
+        ErrorBody {
+            error_code: self.code.to_string(),
+            message: self.message,
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error_code: self.code.to_string(),
-            message: self.message,
-        };
-        (self.status, axum::Json(body)).into_response()
+        let status = self.status;
+        (status, axum::Json(self.body())).into_response()
     }
 }
 

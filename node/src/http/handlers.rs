@@ -366,14 +366,138 @@ pub async fn submit_transaction(
     State(ctx): State<NodeContext>,
     Json(request): Json<SubmitTransactionRequest>,
 ) -> Result<(StatusCode, Json<SubmitTransactionResponse>), ApiError> {
-    let bytes = hex::decode(request.transaction.trim().trim_start_matches("0x")).map_err(|e| {
+    let transaction = decode_transaction(&request.transaction, &ctx)?;
+    let gossip = ctx.tx_gossip.as_ref().map(|_| transaction.clone());
+    let result = ctx.execution.submit_transaction(transaction).await;
+    if let Ok(hash) = &result {
+        accepted(&ctx, *hash, gossip);
+    } else {
+        ctx.metrics.transactions_rejected.inc();
+    }
+    let hash = result?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(SubmitTransactionResponse { hash }),
+    ))
+}
+
+/// Most transactions in one `POST /v1/transactions/batch`.
+pub const MAX_SUBMIT_BATCH: usize = 1024;
+
+/// Signed transactions to submit together.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTransactionsRequest {
+    /// Borsh encodings of signed transactions, hex (see docs/wire-format.md); 1 to 1,024.
+    pub transactions: Vec<String>,
+}
+
+/// What became of each submitted transaction, in the order they were sent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubmitTransactionsResponse {
+    /// One per transaction.
+    pub results: Vec<SubmitResult>,
+}
+
+/// One transaction's fate: `{"hash"}` when accepted, `{"error_code", "message"}` (the codes
+/// of `POST /v1/transactions`) when refused.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SubmitResult {
+    /// Accepted into the mempool.
+    Accepted(SubmitTransactionResponse),
+    /// Refused, and why.
+    Rejected(ErrorBody),
+}
+
+/// Submit up to 1,024 signed transactions at once. Their signatures are verified as one batch,
+/// so this costs the node less than as many single submissions; each transaction is accepted
+/// or refused on its own.
+#[utoipa::path(post, path = "/v1/transactions/batch", tag = "transactions",
+    request_body = SubmitTransactionsRequest,
+    responses((status = 200, description = "A verdict per transaction", body = SubmitTransactionsResponse),
+              (status = 400, description = "Malformed JSON or an empty list", body = ErrorBody),
+              (status = 413, description = "More than 1,024 transactions, or the body is too large", body = ErrorBody),
+              (status = 503, description = "Node busy: nothing was submitted", body = ErrorBody)))]
+pub async fn submit_transactions(
+    State(ctx): State<NodeContext>,
+    Json(request): Json<SubmitTransactionsRequest>,
+) -> Result<Json<SubmitTransactionsResponse>, ApiError> {
+    let count = request.transactions.len();
+    if count == 0 {
+        return Err(ApiError::bad_request(
+            "empty_batch",
+            "`transactions` is empty; send 1 to 1024",
+        ));
+    }
+    if count > MAX_SUBMIT_BATCH {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!("{count} transactions; send at most {MAX_SUBMIT_BATCH} per request"),
+        ));
+    }
+    let mut transactions = Vec::with_capacity(count);
+    let decoded: Vec<Result<(), ApiError>> = request
+        .transactions
+        .iter()
+        .map(|hex| decode_transaction(hex, &ctx).map(|t| transactions.push(t)))
+        .collect();
+    let verdicts = if transactions.is_empty() {
+        Vec::new()
+    } else {
+        let gossip = ctx.tx_gossip.as_ref().map(|_| transactions.clone());
+        let submitted = transactions.len() as u64;
+        let verdicts = ctx
+            .execution
+            .submit_transactions(transactions)
+            .await
+            .inspect_err(|_| {
+                ctx.metrics.transactions_rejected.inc_by(submitted);
+            })?;
+        let mut gossip = gossip.into_iter().flatten();
+        for verdict in &verdicts {
+            let transaction = gossip.next();
+            match verdict {
+                Ok(hash) => accepted(&ctx, *hash, transaction),
+                Err(_) => {
+                    ctx.metrics.transactions_rejected.inc();
+                }
+            }
+        }
+        verdicts
+    };
+    let mut verdicts = verdicts.into_iter();
+    let results = decoded
+        .into_iter()
+        .map(|decoded| {
+            let verdict = decoded.and_then(|_| match verdicts.next() {
+                Some(verdict) => verdict.map_err(ApiError::from),
+                None => Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the mempool gave fewer verdicts than it was asked for",
+                )),
+            });
+            match verdict {
+                Ok(hash) => SubmitResult::Accepted(SubmitTransactionResponse { hash }),
+                Err(error) => SubmitResult::Rejected(error.body()),
+            }
+        })
+        .collect();
+    Ok(Json(SubmitTransactionsResponse { results }))
+}
+
+/// A submitted transaction from its hex, within the node's size limit.
+fn decode_transaction(hex: &str, ctx: &NodeContext) -> Result<Transaction, ApiError> {
+    let bytes = hex::decode(hex.trim().trim_start_matches("0x")).map_err(|e| {
         ApiError::bad_request(
             "invalid_transaction",
             format!("transaction is not hex: {e}"),
         )
     })?;
     let limit = ctx.config.execution.max_transaction_bytes;
-    let transaction = Transaction::decode(&bytes, limit).map_err(|e| match e {
+    Transaction::decode(&bytes, limit).map_err(|e| match e {
         codec::DecodeError::TooLarge { .. } => {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "tx_too_large", e.to_string())
         }
@@ -381,25 +505,16 @@ pub async fn submit_transaction(
             "invalid_transaction",
             format!("not a borsh-encoded signed transaction: {e}"),
         ),
-    })?;
-    let gossip = ctx.tx_gossip.as_ref().map(|_| transaction.clone());
-    match ctx.execution.submit_transaction(transaction).await {
-        Ok(hash) => {
-            ctx.metrics.transactions_accepted.inc();
-            if let (Some(queue), Some(transaction)) = (&ctx.tx_gossip, gossip) {
-                // This node still includes it when it proposes; never hold the reply up.
-                if queue.try_send(transaction).is_err() {
-                    tracing::debug!(%hash, "gossip queue full; not relaying this transaction");
-                }
-            }
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(SubmitTransactionResponse { hash }),
-            ))
-        }
-        Err(err) => {
-            ctx.metrics.transactions_rejected.inc();
-            Err(err.into())
+    })
+}
+
+/// Counts an accepted transaction and queues it for gossip (if this node gossips).
+fn accepted(ctx: &NodeContext, hash: Hash, transaction: Option<Transaction>) {
+    ctx.metrics.transactions_accepted.inc();
+    if let (Some(queue), Some(transaction)) = (&ctx.tx_gossip, transaction) {
+        // This node still includes it when it proposes; never hold the reply up.
+        if queue.try_send(transaction).is_err() {
+            tracing::debug!(%hash, "gossip queue full; not relaying this transaction");
         }
     }
 }

@@ -41,6 +41,7 @@ fn small_body_routes() -> OpenApiRouter<NodeContext> {
         .routes(routes!(handlers::latest_block))
         .routes(routes!(handlers::block_at))
         .routes(routes!(handlers::submit_transaction))
+        .routes(routes!(handlers::submit_transactions))
         .routes(routes!(handlers::transaction))
         .routes(routes!(handlers::account))
         .routes(routes!(handlers::account_proof))
