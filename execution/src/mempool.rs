@@ -239,7 +239,10 @@ impl Mempool {
         transaction: &Transaction,
         account: &Account,
     ) -> Result<(Hash, usize), MempoolRejection> {
-        let size = transaction.encode().len();
+        // Encoded once for both the size and the hash (`Transaction::hash` is the SHA-256 of
+        // these bytes).
+        let encoded = transaction.encode();
+        let size = encoded.len();
         if size > self.limits.max_transaction_bytes {
             return Err(MempoolRejection::TooLarge {
                 size,
@@ -252,7 +255,7 @@ impl Mempool {
                 got: transaction.chain_id.clone(),
             });
         }
-        let hash = transaction.hash();
+        let hash = Hash::digest(&encoded);
         if self.entries.contains_key(&hash) {
             return Err(MempoolRejection::AlreadyPending);
         }
