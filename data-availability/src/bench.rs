@@ -298,6 +298,7 @@ fn time_restore(
         };
         let rows = crate::reed_solomon::held_rows(square, RESTORE_HEIGHT, holder)?;
         Ok(HeldShares {
+            columns: Vec::new(),
             height: RESTORE_HEIGHT,
             data_root,
             original_width: k as u64,

@@ -90,8 +90,10 @@ pub struct DaConfig {
     /// squares (the first parity share of every square is altered before committing), as a
     /// malicious producer would. Honest validators recompute `data_root` and refuse such
     /// blocks, so a chain only commits them when every validator runs this way; then
-    /// `lamina da rebuild` detects the bad line and proves it. `reed-solomon` only; part of
-    /// the commitment, so peers compare it at handshake. Left out of the file when false.
+    /// `lamina da rebuild` detects the bad line and proves it. A node that rebuilds a
+    /// proposal from its rows (honest arithmetic, whatever this setting) finds the bad line
+    /// and proves it to every node. `reed-solomon` only; part of the commitment, so peers
+    /// compare it at handshake. Left out of the file when false.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub bad_encoding: bool,
     /// `reed-solomon`: heights more than this many blocks below the executed tip are pruned
@@ -683,6 +685,7 @@ mod tests {
             col_roots: vec![],
         };
         let rows = lamina_primitives::interfaces::da::HeldShares {
+            columns: Vec::new(),
             height: 1,
             data_root: Hash::ZERO,
             original_width: 1,

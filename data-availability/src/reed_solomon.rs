@@ -31,8 +31,8 @@ use crate::square::layout::{self, LayoutError};
 use crate::square::line::ExtendedRow;
 use crate::square::parallel;
 use crate::square::{
-    square_width_for, Axis, AxisRoots, Codec, CodecKind, ExtendedSquare, PartialSquare, ShareProof,
-    MAX_ORIGINAL_BYTES,
+    square_width_for, Axis, AxisRoots, Codec, CodecKind, ExtendedSquare, PartialSquare,
+    RepairError, ShareProof, MAX_ORIGINAL_BYTES,
 };
 use crate::{SetupError, SHARE_SIZE};
 use lamina_primitives::interfaces::da::{
@@ -405,6 +405,7 @@ impl ReedSolomon {
             Err(error) => return Err(error),
         };
         Ok(HeldShares {
+            columns: Vec::new(),
             height,
             data_root,
             original_width,
@@ -644,10 +645,11 @@ pub(crate) fn rebuild_from_rows(
         });
     }
     let square = ExtendedSquare::repair(builder.codec, partial, &roots, builder.threads).map_err(
-        |error| {
-            storage(format!(
+        |error| match error {
+            RepairError::BadEncoding(proof) => DaError::BadEncoding { height, proof },
+            error => storage(format!(
                 "cannot rebuild height {height} from verified rows: {error}"
-            ))
+            )),
         },
     )?;
     if square.data_root() != data_root {
@@ -692,6 +694,7 @@ pub(crate) fn disperse(
                 data_root,
                 original_width,
                 rows: held_rows(&square, height, holder)?,
+                columns: held_columns(&square, height, holder),
             })
         })
         .collect::<Result<Vec<_>, DaError>>()?;
@@ -726,48 +729,63 @@ pub(crate) fn check_rows(
         )));
     }
     // The cheap checks first, so a malformed part costs no extension.
-    let row_bytes = k * SHARE_SIZE;
-    let mut previous: Option<u64> = None;
-    for row in &rows.rows {
-        let index = row.index;
-        if index >= width as u64 {
-            return Err(DaError::InvalidShares(format!(
-                "row {index} of height {height} is outside the {width}-row square"
-            )));
+    let line_bytes = k * SHARE_SIZE;
+    for (axis, lines) in [(Axis::Row, &rows.rows), (Axis::Col, &rows.columns)] {
+        let mut previous: Option<u64> = None;
+        for line in lines {
+            let index = line.index;
+            let name = line_name(axis);
+            if index >= width as u64 {
+                return Err(DaError::InvalidShares(format!(
+                    "{name} {index} of height {height} is outside the {width}-wide square"
+                )));
+            }
+            if let Some(previous) = previous.filter(|previous| index <= *previous) {
+                return Err(DaError::InvalidShares(format!(
+                    "{name} {index} of height {height} comes after {name} {previous}: lines \
+                     must be given by increasing index, each once"
+                )));
+            }
+            if line.shares.len() != line_bytes {
+                return Err(DaError::InvalidShares(format!(
+                    "{name} {index} of height {height} is {} bytes, not {line_bytes} ({k} \
+                     shares)",
+                    line.shares.len()
+                )));
+            }
+            previous = Some(index);
         }
-        if let Some(previous) = previous.filter(|previous| index <= *previous) {
-            return Err(DaError::InvalidShares(format!(
-                "row {index} of height {height} comes after row {previous}: rows must be \
-                 given by increasing index, each once"
-            )));
-        }
-        if row.shares.len() != row_bytes {
-            return Err(DaError::InvalidShares(format!(
-                "row {index} of height {height} is {} bytes, not {row_bytes} ({k} shares)",
-                row.shares.len()
-            )));
-        }
-        previous = Some(index);
     }
     let codec = Codec::new(builder.codec, k).map_err(storage)?;
-    // A contiguous run of rows per thread; each extended row is dropped once checked, so
-    // memory stays at one row per thread. The first wrong row, in row order, is reported.
+    // A contiguous run of lines per thread; each extended line is dropped once checked, so
+    // memory stays at one line per thread. The first wrong line, rows first, is reported.
+    let lines: Vec<(Axis, &HeldRow)> = (rows.rows.iter().map(|row| (Axis::Row, row)))
+        .chain(rows.columns.iter().map(|col| (Axis::Col, col)))
+        .collect();
     let threads = builder.threads.max(1);
-    let per_thread = rows.rows.len().div_ceil(threads).max(1);
-    let verdicts = parallel::run(rows.rows.chunks(per_thread).collect(), |run| {
-        run.iter().try_for_each(|row| {
+    let per_thread = lines.len().div_ceil(threads).max(1);
+    let verdicts = parallel::run(lines.chunks(per_thread).collect(), |run| {
+        run.iter().try_for_each(|(axis, line)| {
             // Below `width` (checked above), so the conversion is exact.
-            check_row(&codec, &roots, row.index as usize, &row.shares)
+            check_line(&codec, &roots, *axis, line.index as usize, &line.shares)
                 .map(drop)
                 .map_err(|reason| {
                     DaError::InvalidShares(format!(
-                        "row {} of height {height}: {reason}",
-                        row.index
+                        "{} {} of height {height}: {reason}",
+                        line_name(*axis),
+                        line.index
                     ))
                 })
         })
     });
     verdicts.into_iter().collect()
+}
+
+fn line_name(axis: Axis) -> &'static str {
+    match axis {
+        Axis::Row => "row",
+        Axis::Col => "column",
+    }
 }
 
 /// [`reassemble_committed`]'s body alone, as tests compare it.
@@ -848,6 +866,30 @@ pub(crate) fn held_rows(
         .collect()
 }
 
+/// The columns of `square` that `holder` is sent with a proposal at `height` (the same
+/// indices as its rows), each as its first `k` shares, top to bottom.
+pub(crate) fn held_columns(
+    square: &ExtendedSquare,
+    height: u64,
+    holder: ShareHolder,
+) -> Vec<HeldRow> {
+    let k = square.original_width();
+    holder
+        .rows(height, square.width() as u64)
+        .into_iter()
+        .map(|index| {
+            let mut shares = Vec::with_capacity(k * SHARE_SIZE);
+            for row in 0..k {
+                // Inside the square: `index` is below its width, `row` below `k`.
+                if let Some(share) = square.share(row, index as usize) {
+                    shares.extend_from_slice(share);
+                }
+            }
+            HeldRow { index, shares }
+        })
+        .collect()
+}
+
 /// Row `index` rebuilt from its first `k` shares, if it is the committed row.
 fn check_row(
     codec: &Codec,
@@ -855,8 +897,20 @@ fn check_row(
     index: usize,
     left: &[u8],
 ) -> Result<ExtendedRow, String> {
+    check_line(codec, roots, Axis::Row, index, left)
+}
+
+/// Line `index` of `axis` extended from its first `k` shares, if it is the committed line
+/// (rows and columns are extended and hashed alike).
+fn check_line(
+    codec: &Codec,
+    roots: &AxisRoots,
+    axis: Axis,
+    index: usize,
+    left: &[u8],
+) -> Result<ExtendedRow, String> {
     let extended = ExtendedRow::extend(codec, left).map_err(|error| error.to_string())?;
-    if roots.root(Axis::Row, index) != Some(extended.root()) {
+    if roots.root(axis, index) != Some(extended.root()) {
         return Err("it does not match its root".to_string());
     }
     Ok(extended)
@@ -973,7 +1027,7 @@ pub(crate) fn namespace_of(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::square::{PartialSquare, RepairError};
+    use crate::square::BadEncodingCheck;
 
     fn builder() -> SquareBuilder {
         SquareBuilder {
@@ -1276,6 +1330,7 @@ mod tests {
         assert_eq!(
             held,
             HeldShares {
+                columns: Vec::new(),
                 height: 5,
                 data_root: root,
                 original_width: 4,
@@ -1444,7 +1499,7 @@ mod tests {
         let (kept, root) = scheme.pruned_at(1).unwrap();
         assert!(matches!(
             rebuild_pruned(&bad, 1, root, kept, vec![]),
-            Err(DaError::Storage(_))
+            Err(DaError::BadEncoding { height: 1, proof }) if proof.verify(&root, bad.codec).is_ok()
         ));
     }
 
@@ -1467,9 +1522,16 @@ mod tests {
         assert_eq!(roots.row_roots, square.row_roots());
         assert_eq!(roots.col_roots, square.col_roots());
 
-        // Each holder gets exactly its rows, as it would keep them after pruning.
+        // Each holder gets exactly its rows, as it would keep them after pruning, and the
+        // columns of the same indices, each its first k shares top to bottom.
         assert_eq!(dispersal.parts.len(), 4);
-        assert_eq!(dispersal.parts, holders_shares(height, &body, 4));
+        let rows_only: Vec<HeldShares> = (dispersal.parts.iter())
+            .map(|part| HeldShares {
+                columns: Vec::new(),
+                ..part.clone()
+            })
+            .collect();
+        assert_eq!(rows_only, holders_shares(height, &body, 4));
         for (index, part) in (0u32..).zip(&dispersal.parts) {
             let holder = ShareHolder { index, count: 4 };
             assert_eq!(
@@ -1477,6 +1539,13 @@ mod tests {
                 holder.rows(height, 8),
                 "holder {index}"
             );
+            for column in &part.columns {
+                let expected: Vec<u8> = (0..4)
+                    .flat_map(|row| square.share(row, column.index as usize).unwrap().to_vec())
+                    .collect();
+                assert_eq!(column.shares, expected, "holder {index}");
+            }
+            assert_eq!(part.columns.len(), part.rows.len(), "holder {index}");
             assert_eq!((part.height, part.original_width), (height, 4));
             assert_eq!(part.data_root, roots.data_root);
             check_rows(&builder(), roots.clone(), part).unwrap();
@@ -1537,6 +1606,29 @@ mod tests {
     }
 
     #[test]
+    fn a_badly_encoded_proposal_rebuilt_from_rows_is_proven_bad() {
+        let bad = SquareBuilder {
+            bad_encoding: true,
+            ..builder()
+        };
+        let (body, height) = (body(), 9);
+        let Dispersal { roots, parts } = disperse(&bad, height, &body, 4).unwrap();
+        // The holder of row k (and column 0), where the altered share sits, sees its part
+        // fail; every other line is consistent with its root.
+        let (good, failed): (Vec<HeldShares>, Vec<HeldShares>) = parts
+            .into_iter()
+            .partition(|part| check_rows(&builder(), roots.clone(), part).is_ok());
+        assert_eq!(failed.len(), 1);
+        match reassemble(&builder(), roots.clone(), good) {
+            Err(DaError::BadEncoding { height: at, proof }) => {
+                assert_eq!(at, height);
+                proof.verify(&roots.data_root, builder().codec).unwrap();
+            }
+            other => panic!("expected a bad-encoding proof, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn wrong_rows_fail_their_check_and_are_dropped_from_a_reassembly() {
         let (body, height) = (body(), 9);
         let Dispersal { roots, parts } = disperse(&builder(), height, &body, 4).unwrap();
@@ -1566,6 +1658,20 @@ mod tests {
         // The right copy of the row, given after the wrong one, still counts.
         let given = vec![tampered, parts[1].clone(), parts[2].clone()];
         assert_eq!(*reassembled(given).unwrap(), body);
+
+        // A tampered column share fails the part's check too, naming the column.
+        let mut tampered = parts[2].clone();
+        tampered.columns[0].shares[SHARE_SIZE + 7] ^= 1;
+        let wrong_column = tampered.columns[0].index;
+        let reason = invalid_reason(check(&tampered));
+        assert!(
+            reason.contains(&format!("column {wrong_column} ")) && reason.contains("root"),
+            "{reason}"
+        );
+        let mut out_of_order = parts[2].clone();
+        out_of_order.columns.reverse();
+        let reason = invalid_reason(check(&out_of_order));
+        assert!(reason.contains("increasing index"), "{reason}");
 
         // Roots that do not hash to their data_root are refused by both.
         let mut forged = roots.clone();
@@ -1608,7 +1714,7 @@ mod tests {
         for (wrong, expected) in [
             (twice, "each once"),
             (reversed, "each once"),
-            (outside, "outside the 8-row square"),
+            (outside, "outside the 8-wide square"),
             (short, "is 2047 bytes, not 2048 (4 shares)"),
         ] {
             let reason = invalid_reason(check(&wrong));
@@ -1643,7 +1749,10 @@ mod tests {
             // A proposer's dispersal gives each holder what it keeps once it prunes, and
             // together the parts check and reassemble the body.
             let dispersal = disperse(&builder(), height, &body, count).unwrap();
-            proptest::prop_assert_eq!(&dispersal.parts, &shares);
+            let rows_only: Vec<HeldShares> = (dispersal.parts.iter())
+                .map(|part| HeldShares { columns: Vec::new(), ..part.clone() })
+                .collect();
+            proptest::prop_assert_eq!(&rows_only, &shares);
             for part in &dispersal.parts {
                 proptest::prop_assert_eq!(check_rows(&builder(), dispersal.roots.clone(), part), Ok(()));
             }

@@ -122,9 +122,11 @@ pub struct NetworkSection {
     pub peers: Vec<String>,
     /// The node's network identity (hex ed25519 secret), created on first start if missing.
     pub key_file: PathBuf,
-    /// How this node sends the blocks it proposes. Every node receives both ways, so nodes
-    /// of one network may differ here.
-    pub dissemination: Dissemination,
+    /// How this node sends the blocks it proposes; unset: as shares under `reed-solomon`
+    /// data availability, whole otherwise ([`NodeConfig::dissemination`]). Every node
+    /// receives both ways, so nodes of one network may differ here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dissemination: Option<Dissemination>,
 }
 
 impl Default for NetworkSection {
@@ -133,7 +135,7 @@ impl Default for NetworkSection {
             listen: None,
             peers: Vec::new(),
             key_file: PathBuf::from("node.key"),
-            dissemination: Dissemination::Whole,
+            dissemination: None,
         }
     }
 }
@@ -145,10 +147,13 @@ pub enum Dissemination {
     /// The whole block, gossiped to every peer.
     #[default]
     Whole,
-    /// Each validator gets only its assigned rows of the extended square, forwards them to
-    /// the others, and every node rebuilds the body from the rows it gathers
-    /// (`reed-solomon` data availability only).
-    Rows,
+    /// Each validator gets only its assigned rows and columns of the extended square,
+    /// checks them against the square's roots, forwards them to the others, and every node
+    /// rebuilds the body from the lines it gathers (`reed-solomon` data availability only).
+    /// `rows`, its name before columns were sent too, is read as `shares`.
+    #[serde(alias = "rows")]
+    #[value(alias = "rows")]
+    Shares,
 }
 
 impl NetworkSection {
@@ -204,6 +209,17 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// How this node sends its proposals: as set, else as shares when the DA scheme is
+    /// `reed-solomon` (what the square is for) and whole when it is `replicated`.
+    pub fn dissemination(&self) -> Dissemination {
+        self.network
+            .dissemination
+            .unwrap_or(match self.data_availability.kind {
+                lamina_da::DaKind::ReedSolomon => Dissemination::Shares,
+                lamina_da::DaKind::Replicated => Dissemination::Whole,
+            })
+    }
+
     /// Reads, parses and validates `path`, resolving relative paths against its directory.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
         let read_err = |cause| ConfigError::Read {
@@ -292,14 +308,14 @@ impl NodeConfig {
                 "the bft consensus engine talks to other validators: set listen (and peers)".into(),
             ));
         }
-        if self.network.dissemination == Dissemination::Rows
+        if self.network.dissemination == Some(Dissemination::Shares)
             && self.data_availability.kind != lamina_da::DaKind::ReedSolomon
         {
             return Err(invalid(
                 "network",
-                "dissemination = \"rows\" sends rows of the extended square, which only the \
-                 reed-solomon scheme has: set [data_availability] kind = \"reed-solomon\" or \
-                 dissemination = \"whole\""
+                "dissemination = \"shares\" sends rows and columns of the extended square, \
+                 which only the reed-solomon scheme has: set [data_availability] kind = \
+                 \"reed-solomon\" or dissemination = \"whole\""
                     .into(),
             ));
         }
@@ -463,7 +479,14 @@ mod tests {
             "{rows}[data_availability]\nkind = \"reed-solomon\"\n"
         ))
         .unwrap();
-        assert_eq!(config.network.dissemination, Dissemination::Rows);
+        assert_eq!(config.network.dissemination, Some(Dissemination::Shares));
+        assert_eq!(config.dissemination(), Dissemination::Shares);
+        let whole =
+            "[network]\ndissemination = \"whole\"\n[data_availability]\nkind = \"reed-solomon\"\n";
+        assert_eq!(parse(whole).unwrap().dissemination(), Dissemination::Whole);
+        let unset = "[data_availability]\nkind = \"reed-solomon\"\n";
+        assert_eq!(parse(unset).unwrap().dissemination(), Dissemination::Shares);
+        assert_eq!(parse("").unwrap().dissemination(), Dissemination::Whole);
     }
 
     #[test]

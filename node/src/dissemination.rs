@@ -22,11 +22,12 @@
 //! proposal arrived, when one is complete); [`Disseminator`] wires it to the network, the
 //! DA layer (which extends, checks and rebuilds squares) and the consensus engine.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use lamina_consensus::ProposerSchedule;
+use lamina_da::square::{BadEncodingCheck, CodecKind};
 use lamina_primitives::interfaces::consensus::{ConsensusEvent, ConsensusHandle, ConsensusMessage};
 use lamina_primitives::interfaces::da::{DaError, DaHandle, HeldShares, ShareHolder, SquareRoots};
 use lamina_primitives::interfaces::RequestError;
@@ -35,6 +36,7 @@ use lamina_primitives::{
 };
 use tokio::sync::broadcast;
 
+use crate::bad_encoding::{BadEncodingLog, BadEncodingNotice, MAX_NOTICE_BYTES};
 use crate::metrics::Metrics;
 use crate::network::{NetworkHandle, Topic, Verdict};
 
@@ -44,6 +46,10 @@ const MAX_ASSEMBLIES: usize = 8;
 
 /// Heights gathered beyond the next one to commit.
 const HEIGHTS_AHEAD: u64 = 1;
+
+/// Proposals remembered as badly encoded at once (one per round at most for each gathered
+/// height is what honest rounds make).
+const MAX_REFUSED: usize = 64;
 
 /// Own proposals whose parts are kept, so a re-sent proposal is not extended again.
 const MAX_OWN_PROPOSALS: usize = 4;
@@ -84,24 +90,20 @@ impl ProposalPart {
         topic: Topic,
     ) -> Result<(), String> {
         let height = self.header.height;
-        if self.proposal.height != height || self.proposal.block_hash != self.header.hash() {
-            return Err("the signed proposal is not for this header".into());
-        }
+        check_signed_proposal(
+            chain_id,
+            schedule,
+            &self.proposer,
+            &self.proposal,
+            &self.signature,
+            &self.header,
+        )?;
         if self.roots.height != height || self.roots.data_root != self.header.data_root {
             return Err("the roots are not this header's".into());
         }
         if self.rows.height != height || self.rows.data_root != self.header.data_root {
             return Err("the rows are not this header's".into());
         }
-        if schedule.proposer(height, self.proposal.round) != Some(self.proposer) {
-            return Err(format!(
-                "{} is not the proposer of height {height}, round {}",
-                self.proposer, self.proposal.round
-            ));
-        }
-        self.proposal
-            .verify(chain_id, &self.proposer, &self.signature)
-            .map_err(|_| "bad proposal signature".to_string())?;
         let count = u32::try_from(validators.len()).unwrap_or(u32::MAX);
         if self.holder >= count {
             return Err(format!("holder {} of {count} does not exist", self.holder));
@@ -118,8 +120,17 @@ impl ProposalPart {
             count,
         };
         let expected = holder.rows(height, width as u64);
-        if !self.rows.rows.iter().map(|row| row.index).eq(expected) {
+        if !self
+            .rows
+            .rows
+            .iter()
+            .map(|row| row.index)
+            .eq(expected.iter().copied())
+        {
             return Err(format!("the rows are not holder {}'s", self.holder));
+        }
+        if !self.rows.columns.iter().map(|col| col.index).eq(expected) {
+            return Err(format!("the columns are not holder {}'s", self.holder));
         }
         Ok(())
     }
@@ -131,6 +142,31 @@ impl ProposalPart {
             self.proposal.block_hash,
         )
     }
+}
+
+/// Checks that `signature` is `proposer`'s over `proposal`, that `proposer` is the
+/// proposer of its round, and that `proposal` is for `header`. `Err` says what is wrong.
+pub(crate) fn check_signed_proposal(
+    chain_id: &str,
+    schedule: &ProposerSchedule,
+    proposer: &Address,
+    proposal: &ProposalData,
+    signature: &Signature,
+    header: &BlockHeader,
+) -> Result<(), String> {
+    let height = header.height;
+    if proposal.height != height || proposal.block_hash != header.hash() {
+        return Err("the signed proposal is not for this header".into());
+    }
+    if schedule.proposer(height, proposal.round) != Some(*proposer) {
+        return Err(format!(
+            "{proposer} is not the proposer of height {height}, round {}",
+            proposal.round
+        ));
+    }
+    proposal
+        .verify(chain_id, proposer, signature)
+        .map_err(|_| "bad proposal signature".to_string())
 }
 
 /// A proposal: its height, round and block hash.
@@ -163,6 +199,8 @@ pub(crate) struct Rebuild {
     pub(crate) rows: Vec<HeldShares>,
     /// The proposal, its body still empty.
     pub(crate) proposal: SignedProposal,
+    /// Who signed it.
+    pub(crate) proposer: Address,
 }
 
 /// Where a proposal's gathering stands.
@@ -196,6 +234,8 @@ pub(crate) struct Assemblies {
     entries: BTreeMap<Key, Assembly>,
     /// Parts being checked now, so that copies of one are not checked at the same time.
     checking: HashSet<(Key, u32)>,
+    /// Proposals shown to be badly encoded: none of their rows are wanted.
+    refused: BTreeSet<Key>,
 }
 
 impl Assemblies {
@@ -206,6 +246,7 @@ impl Assemblies {
             floor: 0,
             entries: BTreeMap::new(),
             checking: HashSet::new(),
+            refused: BTreeSet::new(),
         }
     }
 
@@ -221,6 +262,7 @@ impl Assemblies {
     /// caller then [`admit`](Self::admit)s it or [`release`](Self::release)s the claim.
     pub(crate) fn claim(&mut self, key: Key, holder: u32) -> bool {
         let useful = self.is_current(key.0)
+            && !self.refused.contains(&key)
             && self.entries.get(&key).is_none_or(|assembly| {
                 assembly.stage == Stage::Gathering && !assembly.parts.contains_key(&holder)
             });
@@ -240,8 +282,11 @@ impl Assemblies {
         if !self.is_current(key.0) || !self.make_room(key) {
             return Admission::Stale;
         }
+        // Only the rows are kept: any `k` of them rebuild the body, and the columns have
+        // done their part (their holder's check).
         let rows = HeldShares {
             rows: std::mem::take(&mut part.rows.rows),
+            columns: Vec::new(),
             ..part.rows.clone()
         };
         // The first part of a proposal is kept, without its rows, for its header and roots.
@@ -299,6 +344,7 @@ impl Assemblies {
                 },
                 signature: first.signature,
             },
+            proposer: first.proposer,
         }))
     }
 
@@ -318,10 +364,26 @@ impl Assemblies {
         }
     }
 
+    /// Stops gathering proposal `key`, shown to be badly encoded, and wants none of its rows
+    /// again (until its height is committed).
+    pub(crate) fn refuse(&mut self, key: Key) {
+        if !self.is_current(key.0) {
+            return;
+        }
+        self.entries.remove(&key);
+        // Bounded: only proposals of the gathered heights are kept, and a proposal's key is
+        // signed by its round's proposer.
+        if self.refused.len() < MAX_REFUSED {
+            self.refused.insert(key);
+        }
+    }
+
     /// Forgets every proposal below `height` (the next height to commit).
     pub(crate) fn set_floor(&mut self, height: u64) {
         self.floor = self.floor.max(height);
-        self.entries = self.entries.split_off(&(self.floor, 0, Hash::default()));
+        let floor = (self.floor, 0, Hash::default());
+        self.entries = self.entries.split_off(&floor);
+        self.refused = self.refused.split_off(&floor);
     }
 }
 
@@ -370,6 +432,10 @@ pub struct Disseminator {
     own: Option<u32>,
     /// Largest part accepted.
     max_part_bytes: usize,
+    /// The chain's erasure code, which bad-encoding proofs are checked with.
+    codec: CodecKind,
+    /// Bad-encoding notices found here or checked from peers.
+    bad_encoding: Arc<BadEncodingLog>,
     metrics: Arc<Metrics>,
     assemblies: Mutex<Assemblies>,
     /// How our recent proposals went out, for re-sends: their encoded parts, or `None` for
@@ -390,6 +456,8 @@ impl Disseminator {
         validators: ValidatorSet,
         own: Option<u32>,
         max_part_bytes: usize,
+        codec: CodecKind,
+        bad_encoding: Arc<BadEncodingLog>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Disseminator {
@@ -402,6 +470,8 @@ impl Disseminator {
             validators,
             own,
             max_part_bytes,
+            codec,
+            bad_encoding,
             metrics,
             assemblies: Mutex::new(Assemblies::new(own)),
             sent: Mutex::default(),
@@ -547,6 +617,7 @@ impl Disseminator {
         // The rows go to the check and come back, rather than being copied for it.
         let unchecked = HeldShares {
             rows: std::mem::take(&mut part.rows.rows),
+            columns: std::mem::take(&mut part.rows.columns),
             ..part.rows.clone()
         };
         match self.da.check_rows(part.roots.clone(), unchecked).await {
@@ -587,9 +658,21 @@ impl Disseminator {
             roots,
             rows,
             mut proposal,
+            proposer,
         } = rebuild;
         let body = match self.da.reassemble(roots, rows).await {
             Ok(body) => body,
+            Err(RequestError::Layer(DaError::BadEncoding { proof, .. })) => {
+                let notice = BadEncodingNotice {
+                    proposer,
+                    proposal: proposal.data,
+                    signature: proposal.signature,
+                    header: proposal.block.header,
+                    proof: *proof,
+                };
+                self.found_bad_encoding(Arc::new(notice), true).await;
+                return;
+            }
             Err(error) => {
                 tracing::warn!(height = key.0, round = key.1, %error, "cannot rebuild a proposal from its rows");
                 return;
@@ -607,6 +690,73 @@ impl Disseminator {
             ?verdict,
             "rebuilt a proposal from rows"
         );
+    }
+
+    /// Judges a bad-encoding notice gossiped by a peer: kept, acted on and relayed when the
+    /// proposal is signed by its round's proposer and the proof holds against its header.
+    pub(crate) async fn judge_bad_encoding(&self, data: &[u8]) -> Verdict {
+        let Ok(notice) = codec::decode::<BadEncodingNotice>(data, MAX_NOTICE_BYTES) else {
+            return Verdict::Reject;
+        };
+        if self.bad_encoding.contains(notice.key()) {
+            return Verdict::Ignore;
+        }
+        if let Err(reason) = check_signed_proposal(
+            &self.chain_id,
+            &self.schedule,
+            &notice.proposer,
+            &notice.proposal,
+            &notice.signature,
+            &notice.header,
+        ) {
+            tracing::debug!(%reason, "refused a bad-encoding notice");
+            return Verdict::Reject;
+        }
+        // Decodes one line: up to a millisecond for the largest squares, off the runtime.
+        let notice = Arc::new(notice);
+        let (checked, codec) = (Arc::clone(&notice), self.codec);
+        let verdict = tokio::task::spawn_blocking(move || {
+            checked.proof.verify(&checked.header.data_root, codec)
+        })
+        .await;
+        match verdict {
+            Ok(Ok(())) => {
+                self.found_bad_encoding(notice, false).await;
+                Verdict::Accept
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "refused a bad-encoding notice whose proof does not hold");
+                Verdict::Reject
+            }
+            Err(_) => Verdict::Ignore,
+        }
+    }
+
+    /// Acts on a checked notice: keeps it, stops gathering the proposal's rows, and, when
+    /// this node found it, sends it to every peer (a peer's travels on by gossip).
+    async fn found_bad_encoding(&self, notice: Arc<BadEncodingNotice>, found_here: bool) {
+        let (height, round, block_hash) = notice.key();
+        lock(&self.assemblies).refuse(notice.key());
+        if !self.bad_encoding.record(Arc::clone(&notice), found_here) {
+            return;
+        }
+        self.metrics.bad_encoding_notices.inc();
+        tracing::warn!(
+            height,
+            round,
+            %block_hash,
+            proposer = %notice.proposer,
+            axis = ?notice.proof.axis,
+            index = notice.proof.index,
+            found_here,
+            "refused a badly encoded proposal: the proof is on GET /v1/da/bad-encoding"
+        );
+        if found_here {
+            let data = codec::encode(notice.as_ref());
+            if let Err(error) = self.network.publish(Topic::BadEncoding, data).await {
+                tracing::warn!(%error, "cannot publish a bad-encoding proof");
+            }
+        }
     }
 
     /// Keeps [`Assemblies`] to the heights not yet committed, until the engine stops.
@@ -683,7 +833,7 @@ mod tests {
             pol_round: None,
             block_hash: header.hash(),
         };
-        let rows = ShareHolder {
+        let rows: Vec<HeldRow> = ShareHolder {
             index: holder,
             count: HOLDERS,
         }
@@ -710,6 +860,7 @@ mod tests {
                 height,
                 data_root,
                 original_width: WIDTH / 2,
+                columns: rows.clone(),
                 rows,
             },
         }
@@ -833,6 +984,7 @@ mod tests {
                 height,
                 data_root: Hash::default(),
                 original_width: k,
+                columns: Vec::new(),
                 rows: ShareHolder {
                     index,
                     count: holders,

@@ -2,6 +2,7 @@
 //! pipeline, the HTTP API, metrics and the CLI commands.
 
 pub mod archive;
+pub mod bad_encoding;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -30,12 +30,14 @@ pub struct Metrics {
     /// Bytes of this node's proposals gossiped whole (each message once, however many peers
     /// it reaches).
     pub proposal_whole_bytes_sent: Counter,
-    /// Parts (one holder's rows) of this node's proposals sent.
+    /// Parts (one holder's rows and columns) of this node's proposals sent.
     pub proposal_parts_sent: Counter,
     /// Bytes of those parts.
     pub proposal_part_bytes_sent: Counter,
     /// Other validators' proposals rebuilt here from their rows.
     pub proposals_rebuilt: Counter,
+    /// Proposals shown badly encoded (found here, or a peer's proof checked here).
+    pub bad_encoding_notices: Counter,
 }
 
 impl Default for Metrics {
@@ -59,6 +61,7 @@ impl Metrics {
         let proposal_parts_sent = Counter::default();
         let proposal_part_bytes_sent = Counter::default();
         let proposals_rebuilt = Counter::default();
+        let bad_encoding_notices = Counter::default();
         let mut registry = Registry::with_prefix("lamina");
         registry.register(
             "committed_height",
@@ -107,7 +110,7 @@ impl Metrics {
         );
         registry.register(
             "proposal_parts_sent",
-            "Parts (one validator's rows) of this node's proposals sent",
+            "Parts (one validator's rows and columns) of this node's proposals sent",
             proposal_parts_sent.clone(),
         );
         registry.register(
@@ -119,6 +122,11 @@ impl Metrics {
             "proposals_rebuilt",
             "Proposals rebuilt here from validators' rows",
             proposals_rebuilt.clone(),
+        );
+        registry.register(
+            "bad_encoding_notices",
+            "Proposals shown badly encoded, found here or proven by a peer",
+            bad_encoding_notices.clone(),
         );
         Metrics {
             registry,
@@ -134,6 +142,7 @@ impl Metrics {
             proposal_parts_sent,
             proposal_part_bytes_sent,
             proposals_rebuilt,
+            bad_encoding_notices,
         }
     }
 

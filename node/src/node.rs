@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::archive::{Pruner, MIN_VALIDATORS_TO_PRUNE};
+use crate::bad_encoding::BadEncodingLog;
 use crate::config::{kind_of, ConfigError, Dissemination, NodeConfig};
 use crate::dissemination::Disseminator;
 use crate::http;
@@ -49,6 +50,8 @@ pub struct NodeContext {
     pub network: Option<NetworkHandle>,
     /// Where the HTTP API puts accepted transactions for gossip (with a network only).
     pub tx_gossip: Option<mpsc::Sender<Transaction>>,
+    /// Proposals shown badly encoded, found here or proven by peers.
+    pub bad_encoding: Arc<BadEncodingLog>,
 }
 
 /// A running node.
@@ -112,21 +115,22 @@ fn holders(genesis: &Genesis) -> u32 {
     u32::try_from(genesis.validators.len()).unwrap_or(u32::MAX)
 }
 
-/// Largest proposal part (one validator's `2 / n` of the extended rows, with the header and
-/// the square's roots): room for a square up to four times the block (its width is rounded
-/// up to a power of two) plus 256 KiB for the roots, but never more than twice the consensus
-/// topic's limit (the bound with the default limits and four validators), so no peer can
-/// make a node take in much more at once than a whole proposal. A proposer whose parts come
-/// out larger sends the block whole.
+/// Largest proposal part (one validator's `2 / n` of the extended rows and as many columns,
+/// each line its first `k` shares, with the header and the square's roots): room for an
+/// original square up to four times the block (its width is rounded up to a power of two)
+/// plus 256 KiB for the roots, but never more than four times the consensus topic's limit
+/// (the bound with the default limits and four validators), so no peer can make a node take
+/// in much more at once than a few whole proposals. A proposer whose parts come out larger
+/// sends the block whole.
 fn max_proposal_part_bytes(config: &NodeConfig, genesis: &Genesis) -> usize {
     let holders = usize::try_from(holders(genesis).max(1)).unwrap_or(usize::MAX);
     let rows = config
         .consensus
         .max_block_bytes
-        .saturating_mul(8)
+        .saturating_mul(16)
         .div_ceil(holders)
         .saturating_add(256 * 1024);
-    rows.min(max_consensus_message_bytes(config).saturating_mul(2))
+    rows.min(max_consensus_message_bytes(config).saturating_mul(4))
 }
 
 /// The layer settings every node of one network must share, as peers compare them at
@@ -218,6 +222,7 @@ impl RunningNode {
                 .context("starting the consensus engine")?;
 
         let metrics = Arc::new(Metrics::new());
+        let bad_encoding = Arc::new(BadEncodingLog::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (network, tx_gossip) = match config.network.listen_addr().map_err(ConfigError::File)? {
             None => (None, None),
@@ -248,7 +253,7 @@ impl RunningNode {
                     network::spawn(network_config, identity, consensus.clone(), da.clone())
                         .context("starting the peer-to-peer network")?;
                 let dissemination = Arc::new(Disseminator::new(
-                    config.network.dissemination == Dissemination::Rows,
+                    config.dissemination() == Dissemination::Shares,
                     handle.clone(),
                     da.clone(),
                     consensus.clone(),
@@ -256,6 +261,8 @@ impl RunningNode {
                     genesis.validator_set(),
                     holder.map(|holder| holder.index),
                     max_part_bytes,
+                    config.data_availability.codec,
+                    Arc::clone(&bad_encoding),
                     metrics.clone(),
                 ));
                 let (tx_gossip, transactions) = mpsc::channel(relay::TX_GOSSIP_CAPACITY);
@@ -290,6 +297,7 @@ impl RunningNode {
             metrics: metrics.clone(),
             network,
             tx_gossip,
+            bad_encoding,
         };
         let layers = Layers {
             consensus,

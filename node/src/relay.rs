@@ -196,6 +196,7 @@ impl Judge {
             }
             Topic::Blobs => blob_verdict(&self.da, data, self.max_blob_bytes).await,
             Topic::Rows | Topic::HolderRows(_) => self.dissemination.judge(topic, data).await,
+            Topic::BadEncoding => self.dissemination.judge_bad_encoding(data).await,
         }
     }
 }

@@ -7,7 +7,7 @@ use lamina_node::cli::{init_node_dir, InitOptions};
 use lamina_node::config::NodeConfig;
 use lamina_node::node::RunningNode;
 
-const REQUIRED: [(&str, &str); 25] = [
+const REQUIRED: [(&str, &str); 26] = [
     ("get", "/v1/status"),
     ("get", "/v1/blocks/latest"),
     ("get", "/v1/blocks/{height}"),
@@ -22,6 +22,7 @@ const REQUIRED: [(&str, &str); 25] = [
     ("get", "/v1/da/roots/{height}"),
     ("get", "/v1/da/held/{height}"),
     ("post", "/v1/da/bad-encoding"),
+    ("get", "/v1/da/bad-encoding"),
     ("post", "/v1/da/blobs"),
     ("get", "/v1/settlement/heights/{height}"),
     ("get", "/v1/settlement/batches"),

@@ -381,6 +381,12 @@ impl Testnet {
         }
     }
 
+    /// Rewrites node `i`'s config with `edit` (before it starts).
+    pub fn edit_config(&self, i: usize, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.configs[i]).unwrap();
+        std::fs::write(&self.configs[i], edit(text)).unwrap();
+    }
+
     /// Starts (or restarts) node `i` and waits until its API answers.
     pub fn start_node(&mut self, i: usize) {
         assert!(self.nodes[i].is_none(), "node{i} is already running");

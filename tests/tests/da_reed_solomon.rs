@@ -191,12 +191,15 @@ fn reed_solomon_testnet_carries_proves_and_samples_blobs() {
 fn a_badly_encoded_block_is_caught_with_a_proof_any_node_checks() {
     let mut testnet = Testnet::init(4, 100);
     testnet.edit_configs(|config| {
+        // Whole blocks: validators that recompute the same bad root commit them (proposals
+        // sent as shares are rebuilt from rows, proven bad and refused: see below).
         let edited = config
             .replace("kind = \"replicated\"", "kind = \"reed-solomon\"")
             .replace(
                 "withhold_parity = false",
                 "withhold_parity = false\nbad_encoding = true",
-            );
+            )
+            .replace("[network]\n", "[network]\ndissemination = \"whole\"\n");
         assert_ne!(edited, config);
         edited
     });
@@ -479,5 +482,77 @@ fn proposals_travel_as_rows_and_every_node_rebuilds_them() {
     assert!(
         rebuilt_again >= 2,
         "rebuilt per node: {before:?} then {after:?}"
+    );
+}
+
+/// Proposals committed to badly encoded squares, sent as rows and columns (the default
+/// with `reed-solomon`), are caught by the validators that rebuild them from rows: they find
+/// a line that is no codeword, refuse the proposal, and every node ends up holding the proof
+/// (found itself, or gossiped and checked), which holds against the `data_root` of the
+/// proposer's signed header. Every validator injects the fault (it is part of the DA
+/// scheme peers compare), but rebuilding uses honest arithmetic, so the nodes refuse one
+/// another's proposals that carry the blob.
+#[test]
+fn badly_encoded_proposals_are_refused_with_a_proof_every_node_holds() {
+    let mut testnet = Testnet::init_with(4, 100, &["--data-availability", "reed-solomon"]);
+    testnet.edit_configs(|config| {
+        let edited = config.replace(
+            "withhold_parity = false",
+            "withhold_parity = false\nbad_encoding = true",
+        );
+        assert_ne!(edited, config);
+        edited
+    });
+    for i in 0..4 {
+        testnet.start_node(i);
+    }
+    let validators: Vec<Value> = (0..4)
+        .map(|i| testnet.node(i).get("/v1/status").1["validator"].clone())
+        .collect();
+
+    // A 100 KB blob makes a square wide enough to go out as rows and columns.
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 239) as u8).collect();
+    let (code, accepted) = post_json(
+        &format!("{}/v1/da/blobs", testnet.node(0).url),
+        &json!({"namespace": Namespace(*b"badcoded").to_string(), "data": hex::encode(&data)}),
+    );
+    assert_eq!(code, 202, "{accepted}");
+    let found = wait_for("every node to hold a bad-encoding proof", WAIT, || {
+        let lists: Vec<Value> = (0..4)
+            .map(|i| testnet.node(i).get("/v1/da/bad-encoding").1["proposals"].clone())
+            .collect();
+        lists
+            .iter()
+            .all(|list| list.as_array().is_some_and(|l| !l.is_empty()))
+            .then_some(lists)
+    });
+
+    let codec = lamina_da::CodecKind::default();
+    for (i, list) in found.iter().enumerate() {
+        for found in list.as_array().unwrap() {
+            assert!(validators.contains(&found["proposer"]), "node {i}: {found}");
+            let proof: lamina_da::square::BadEncodingProof =
+                serde_json::from_value(found["proof"].clone()).unwrap();
+            let data_root: Hash = serde_json::from_value(found["data_root"].clone()).unwrap();
+            lamina_da::square::BadEncodingCheck::verify(&proof, &data_root, codec)
+                .unwrap_or_else(|e| panic!("node {i}'s proof does not hold: {e}"));
+            // Refused: no node committed a block with that root at that height.
+            let height = found["height"].as_u64().unwrap();
+            let (_, block) = testnet.node(i).get(&format!("/v1/blocks/{height}"));
+            assert_ne!(block["header"]["data_root"], found["data_root"], "{block}");
+        }
+    }
+    let found_here = found
+        .iter()
+        .flat_map(|list| list.as_array().unwrap())
+        .filter(|found| found["found_here"] == true)
+        .count();
+    assert!(found_here >= 1, "{found:?}");
+    assert!(
+        found
+            .iter()
+            .flat_map(|list| list.as_array().unwrap())
+            .any(|found| found["found_here"] == false),
+        "no node took a proof from a peer: {found:?}"
     );
 }

@@ -12,70 +12,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use borsh::{BorshDeserialize, BorshSerialize};
 use reed_solomon_erasure::{galois_16, galois_8};
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
-use serde::{Deserialize, Serialize};
 
 use super::MAX_SQUARE_WIDTH;
 use crate::SHARE_SIZE;
 
-/// Which Reed-Solomon implementation extends squares.
-///
-/// The two produce different parity for the same data (different fields and generator
-/// matrices), so the codec is part of the commitment: `data_root` depends on it, and every
-/// node of a chain must use the same one. It is a chain parameter, not a per-node choice.
-///
-/// The default is [`CodecKind::ReedSolomonSimd`], the faster one by far: an `O(n log n)`
-/// FFT code over GF(2^16) with AVX2 kernels. In this crate's benchmark
-/// ([`crate::bench`], one core) it codes an 8 MiB square (k = 128) at about 700 MiB/s
-/// against about 80 MiB/s for `reed-solomon-erasure`'s `O(k²)` matrix code, which makes
-/// extension with commitment about 46 ms against 130 ms; above k = 128, where
-/// `reed-solomon-erasure` must switch to its table-driven GF(2^16), its encoding alone
-/// takes about 20 s at k = 256 and 2.5 min at k = 512, where the FFT code takes a fraction
-/// of a second. The FFT code handles every
-/// size here, k = 1 included (it supports any count of original and recovery shards from
-/// 1 up, and its one constraint on shards, an even size, holds for 512-byte shares).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    Serialize,
-    Deserialize,
-    BorshSerialize,
-    BorshDeserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-#[borsh(use_discriminant = false)]
-pub enum CodecKind {
-    /// The `reed-solomon-erasure` crate: a Vandermonde-derived systematic matrix code over
-    /// GF(2^8) while a line has at most 256 shares (k ≤ 128), over GF(2^16) above.
-    ReedSolomonErasure,
-    /// The `reed-solomon-simd` crate (Leopard-RS): an FFT code over GF(2^16).
-    #[default]
-    ReedSolomonSimd,
-}
-
-impl CodecKind {
-    /// The name used in configuration files and reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            CodecKind::ReedSolomonErasure => "reed-solomon-erasure",
-            CodecKind::ReedSolomonSimd => "reed-solomon-simd",
-        }
-    }
-}
-
-impl fmt::Display for CodecKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use lamina_primitives::da::CodecKind;
 
 /// Why a line could not be encoded or rebuilt.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -520,7 +463,7 @@ mod tests {
 
     fn serde_json_like(kind: CodecKind) -> String {
         // toml cannot serialise a bare value; a one-field table shows the spelling.
-        #[derive(Serialize)]
+        #[derive(serde::Serialize)]
         struct Wrap {
             codec: CodecKind,
         }

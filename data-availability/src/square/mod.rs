@@ -37,7 +37,7 @@ pub use buffers::release_spare_buffers;
 pub use codec::{Codec, CodecError, CodecKind};
 pub use extended::ExtendedSquare;
 pub use lamina_primitives::da::{is_valid_width, Axis, MAX_ORIGINAL_BYTES, MAX_SQUARE_WIDTH};
-pub use proof::{BadEncodingError, BadEncodingProof, ProvenShare, ShareProof};
+pub use proof::{BadEncodingCheck, BadEncodingError, BadEncodingProof, ProvenShare, ShareProof};
 pub use repair::{PartialSquare, RepairError};
 pub use roots::AxisRoots;
 

@@ -7,72 +7,14 @@
 //! validated before any hashing or decoding, and a malformed proof is refused, never a
 //! panic.
 
-use borsh::{BorshDeserialize, BorshSerialize};
-use lamina_primitives::merkle::{self, MerkleProof};
+use lamina_primitives::merkle;
 use lamina_primitives::Hash;
-use serde::{Deserialize, Serialize};
 
 use super::codec::{Codec, CodecError, CodecKind};
 use super::tree::Tree;
 use super::Axis;
 use crate::SHARE_SIZE;
-use lamina_primitives::da::serde_hex;
-pub use lamina_primitives::da::{original_width_of, ShareProof};
-
-/// A share of a line, at `position` within it, with its proof against `data_root`.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    BorshSerialize,
-    BorshDeserialize,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-pub struct ProvenShare {
-    /// Position within the line (`0..2k`).
-    pub position: u64,
-    /// The share ([`SHARE_SIZE`] bytes; hex in JSON).
-    #[serde(with = "serde_hex")]
-    #[schema(value_type = String)]
-    pub share: Vec<u8>,
-    /// The share's proof, through either axis.
-    pub proof: ShareProof,
-}
-
-/// The proof that line `index` of `axis` in a committed square is not a codeword: its
-/// committed root, and at least `k` of its shares, each proven against `data_root`, that
-/// either contradict one another (no codeword holds them all) or decode to a line whose
-/// root is not the committed one.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    BorshSerialize,
-    BorshDeserialize,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-pub struct BadEncodingProof {
-    /// The axis of the bad line.
-    pub axis: Axis,
-    /// The row or column.
-    pub index: u64,
-    /// The square's width, `2k`.
-    pub width: u64,
-    /// The codec the square claims to use; must be the chain's.
-    pub codec: CodecKind,
-    /// `line_root` within `data_root` (leaf `index` for a row, `2k + index` for a column).
-    pub line_root_proof: MerkleProof,
-    /// The line's committed root.
-    pub line_root: Hash,
-    /// At least `k` shares of the line, by strictly increasing position.
-    pub shares: Vec<ProvenShare>,
-}
+pub use lamina_primitives::da::{original_width_of, BadEncodingProof, ProvenShare, ShareProof};
 
 /// Why a [`BadEncodingProof`] does not prove bad encoding.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,14 +71,20 @@ pub enum BadEncodingError {
     NotBadlyEncoded,
 }
 
-impl BadEncodingProof {
+/// Checks a [`BadEncodingProof`] (defined in `lamina-primitives`, as data every node
+/// exchanges; checking it needs this crate's codecs).
+pub trait BadEncodingCheck {
     /// `Ok(())` exactly when the proof shows that the square under `data_root`, extended
     /// with `codec` (the chain's codec; a proof about another one is refused), is badly
     /// encoded: `line_root` is committed at this line in `data_root`; at least `k`
     /// distinct shares of the line are each proven against `data_root` at their
     /// coordinates; and decoding the line from the first `k` of them gives a line that
     /// disagrees with one of the others or whose root is not `line_root`.
-    pub fn verify(&self, data_root: &Hash, codec: CodecKind) -> Result<(), BadEncodingError> {
+    fn verify(&self, data_root: &Hash, codec: CodecKind) -> Result<(), BadEncodingError>;
+}
+
+impl BadEncodingCheck for BadEncodingProof {
+    fn verify(&self, data_root: &Hash, codec: CodecKind) -> Result<(), BadEncodingError> {
         if self.codec != codec {
             return Err(BadEncodingError::CodecMismatch {
                 expected: codec,
@@ -232,6 +180,7 @@ impl BadEncodingProof {
 mod tests {
     use super::*;
     use crate::square::{pseudo_random_bytes, ExtendedSquare};
+    use borsh::BorshDeserialize;
 
     /// A proof about line `index` of `axis` of `square` from the shares at `positions`,
     /// each proven through `through`.
@@ -386,7 +335,7 @@ mod tests {
         let proof = proof_for(&sq, Axis::Col, 1, 0..4, Axis::Row);
         let bytes = borsh::to_vec(&proof).unwrap();
         assert_eq!(BadEncodingProof::try_from_slice(&bytes).unwrap(), proof);
-        #[derive(Serialize, Deserialize)]
+        #[derive(serde::Serialize, serde::Deserialize)]
         struct Wrap {
             proof: BadEncodingProof,
         }

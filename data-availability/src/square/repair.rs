@@ -32,7 +32,7 @@ use lamina_primitives::merkle;
 
 use super::codec::{Codec, CodecError, CodecKind};
 use super::extended::{extend_in_place, lines_per_batch, ExtendedSquare, Trees};
-use super::proof::{BadEncodingProof, ProvenShare, ShareProof};
+use super::proof::{BadEncodingCheck, BadEncodingProof, ProvenShare, ShareProof};
 use super::roots::AxisRoots;
 use super::tree::Tree;
 use super::{buffers, check_width, parallel, Axis, SquareError};

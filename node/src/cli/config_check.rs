@@ -87,9 +87,9 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
         Some(listen) => out!(
             "  network     {listen}, {} configured peers, proposals sent {}",
             config.network.peers.len(),
-            match config.network.dissemination {
+            match config.dissemination() {
                 Dissemination::Whole => "whole",
-                Dissemination::Rows => "as rows",
+                Dissemination::Shares => "as rows and columns",
             }
         ),
         None => out!("  network     none (no [network] listen)"),

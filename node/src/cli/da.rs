@@ -13,7 +13,9 @@ use std::collections::BTreeSet;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use lamina_da::square::{layout, AxisRoots, ExtendedSquare, PartialSquare, RepairError};
+use lamina_da::square::{
+    layout, AxisRoots, BadEncodingCheck, ExtendedSquare, PartialSquare, RepairError,
+};
 use lamina_da::CodecKind;
 use lamina_primitives::interfaces::da::{DataProof, SquareRoots};
 use lamina_primitives::{Hash, Namespace};

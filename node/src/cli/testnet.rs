@@ -120,9 +120,10 @@ pub struct TestnetLayerArgs {
     /// old bodies from its peers' rows when asked for them [default: 0, keep everything].
     #[arg(long, value_name = "BLOCKS")]
     pub retention_window: Option<u64>,
-    /// How every node of a new testnet sends the blocks it proposes: `whole`, or `rows`
-    /// (each validator gets only its rows of the extended square and forwards them; needs
-    /// --data-availability reed-solomon) [default: whole].
+    /// How every node of a new testnet sends the blocks it proposes: `whole`, or `shares`
+    /// (each validator gets only its rows and columns of the extended square and forwards
+    /// them; needs --data-availability reed-solomon) [default: shares with
+    /// --data-availability reed-solomon, else whole].
     #[arg(long, value_enum)]
     pub dissemination: Option<Dissemination>,
 }
@@ -262,8 +263,8 @@ pub struct Layout {
     pub faulty_executor: Option<u32>,
     /// `[data_availability] retention_window` of every node.
     pub retention_window: u64,
-    /// `[network] dissemination` of every node.
-    pub dissemination: Dissemination,
+    /// `[network] dissemination` of every node (unset: the node's default).
+    pub dissemination: Option<Dissemination>,
 }
 
 impl Layout {
@@ -323,7 +324,7 @@ impl Layout {
             settlement: SettlementKind::Attested,
             faulty_executor: None,
             retention_window: 0,
-            dissemination: Dissemination::Whole,
+            dissemination: None,
         })
     }
 
@@ -357,15 +358,17 @@ impl Layout {
             }
             self.retention_window = window;
         }
-        if layers.dissemination == Some(Dissemination::Rows) {
-            if self.data_availability != DaKind::ReedSolomon {
+        if let Some(dissemination) = layers.dissemination {
+            if dissemination == Dissemination::Shares
+                && self.data_availability != DaKind::ReedSolomon
+            {
                 return Err(UsageError(
-                    "--dissemination rows needs --data-availability reed-solomon: only an \
-                     erasure-coded block has rows to send"
+                    "--dissemination shares needs --data-availability reed-solomon: only an \
+                     erasure-coded block has rows and columns to send"
                         .into(),
                 ));
             }
-            self.dissemination = Dissemination::Rows;
+            self.dissemination = Some(dissemination);
         }
         Ok(self)
     }
@@ -1344,7 +1347,7 @@ mod tests {
             settlement: Some(SettlementChoice::Optimistic),
             faulty_executor: Some(2),
             retention_window: Some(16),
-            dissemination: Some(Dissemination::Rows),
+            dissemination: Some(Dissemination::Shares),
         };
         let layout = Layout::new(4, 26600, 200, &[])
             .unwrap()
@@ -1359,7 +1362,7 @@ mod tests {
             assert!(config.consensus.create_empty_blocks);
             assert_eq!(config.execution.report_wrong_roots, i == 2);
             assert_eq!(config.data_availability.retention_window, 16);
-            assert_eq!(config.network.dissemination, Dissemination::Rows);
+            assert_eq!(config.network.dissemination, Some(Dissemination::Shares));
         }
         let beyond = TestnetLayerArgs {
             faulty_executor: Some(4),

@@ -179,6 +179,11 @@ impl From<DaError> for ApiError {
                 "data_unavailable",
                 err.to_string(),
             ),
+            // A committed square rebuilt from peers' rows that is no codeword: it cannot be
+            // served as data, and `lamina da rebuild` gives the proof.
+            DaError::BadEncoding { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "bad_encoding", err.to_string())
+            }
             // Peers' shares are checked by the node, never by an HTTP request: reaching
             // here is the node's own failure.
             DaError::RootMismatch(_)

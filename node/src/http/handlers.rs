@@ -989,10 +989,8 @@ pub async fn check_bad_encoding(
         ));
     };
     let data_root = committed.header.data_root;
-    request
-        .proof
-        .verify(&data_root, da.codec)
-        .map_err(|error| {
+    lamina_da::square::BadEncodingCheck::verify(&request.proof, &data_root, da.codec).map_err(
+        |error| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_bad_encoding_proof",
@@ -1001,7 +999,8 @@ pub async fn check_bad_encoding(
                     request.height
                 ),
             )
-        })?;
+        },
+    )?;
     Ok(Json(BadEncodingResponse {
         valid: true,
         height: request.height,
@@ -1009,6 +1008,60 @@ pub async fn check_bad_encoding(
         axis: request.proof.axis,
         index: request.proof.index,
     }))
+}
+
+/// A proposal shown to be badly encoded.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BadEncodingFound {
+    /// The proposal's height.
+    pub height: u64,
+    /// Its round.
+    pub round: u32,
+    /// The validator that signed it.
+    pub proposer: Address,
+    /// The proposed block's hash.
+    pub block_hash: Hash,
+    /// The `data_root` its header committed to.
+    pub data_root: Hash,
+    /// `true`: this node rebuilt the proposal from rows and found the bad line; `false`: a
+    /// peer's proof, checked here.
+    pub found_here: bool,
+    /// The proof: check it with `POST /v1/da/bad-encoding` against a committed block's
+    /// root, or with any client against `data_root`.
+    pub proof: lamina_da::square::BadEncodingProof,
+}
+
+/// The proposals this node refused as badly encoded.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BadEncodingFoundList {
+    /// The most recent ones (up to 64), oldest first; empty when none was seen.
+    pub proposals: Vec<BadEncodingFound>,
+}
+
+/// The proposals this node refused as badly encoded since it started, each with the
+/// proposer's signed header and the proof (found here while rebuilding the proposal from
+/// its validators' rows, or gossiped by a peer and checked here).
+#[utoipa::path(get, path = "/v1/da/bad-encoding", tag = "data availability",
+    responses((status = 200, body = BadEncodingFoundList)))]
+pub async fn bad_encoding_found(State(ctx): State<NodeContext>) -> Json<BadEncodingFoundList> {
+    let proposals = ctx
+        .bad_encoding
+        .list()
+        .into_iter()
+        .map(|kept| {
+            let notice = kept.notice;
+            BadEncodingFound {
+                height: notice.proposal.height,
+                round: notice.proposal.round,
+                proposer: notice.proposer,
+                block_hash: notice.proposal.block_hash,
+                data_root: notice.header.data_root,
+                found_here: kept.found_here,
+                proof: notice.proof.clone(),
+            }
+        })
+        .collect();
+    Json(BadEncodingFoundList { proposals })
 }
 
 /// Attested power for one state root.

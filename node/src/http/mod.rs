@@ -68,7 +68,10 @@ fn small_body_routes() -> OpenApiRouter<NodeContext> {
 fn blob_routes() -> OpenApiRouter<NodeContext> {
     OpenApiRouter::new()
         .routes(routes!(handlers::submit_blob))
-        .routes(routes!(handlers::check_bad_encoding))
+        .routes(routes!(
+            handlers::check_bad_encoding,
+            handlers::bad_encoding_found
+        ))
 }
 
 /// Body limit of `POST /v1/da/blobs` for blobs of at most `max_blob_bytes`.

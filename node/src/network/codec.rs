@@ -237,6 +237,7 @@ mod tests {
             data_root: Hash::ZERO,
             original_width: 1,
             rows: Vec::new(),
+            columns: Vec::new(),
         };
         assert_eq!(tag(codec::encode(&SyncResponse::Shares(held))), 3);
     }

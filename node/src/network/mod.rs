@@ -123,16 +123,19 @@ pub enum Topic {
     /// The rows of a proposed block that the proposer sends holder `i` (validator `i`):
     /// only that validator subscribes, so each gets its own rows and no one else's.
     HolderRows(u32),
+    /// Proofs that a proposed block is badly encoded (`crate::bad_encoding`).
+    BadEncoding,
 }
 
 impl Topic {
     /// The shared topics; every node subscribes to all of them.
-    pub const ALL: [Topic; 5] = [
+    pub const ALL: [Topic; 6] = [
         Topic::Consensus,
         Topic::Transactions,
         Topic::Settlement,
         Topic::Blobs,
         Topic::Rows,
+        Topic::BadEncoding,
     ];
 
     /// The topic's gossipsub name on chain `chain_id`.
@@ -142,7 +145,8 @@ impl Topic {
 }
 
 impl fmt::Display for Topic {
-    /// Short name: `consensus`, `transactions`, `settlement`, `blobs`, `rows`, `rows-{i}`.
+    /// Short name: `consensus`, `transactions`, `settlement`, `blobs`, `rows`, `rows-{i}`,
+    /// `bad-encoding`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Topic::Consensus => f.write_str("consensus"),
@@ -151,6 +155,7 @@ impl fmt::Display for Topic {
             Topic::Blobs => f.write_str("blobs"),
             Topic::Rows => f.write_str("rows"),
             Topic::HolderRows(index) => write!(f, "rows-{index}"),
+            Topic::BadEncoding => f.write_str("bad-encoding"),
         }
     }
 }
@@ -180,6 +185,7 @@ impl TopicLimits {
             Topic::Settlement => self.settlement,
             Topic::Blobs => self.blobs,
             Topic::Rows | Topic::HolderRows(_) => self.rows,
+            Topic::BadEncoding => crate::bad_encoding::MAX_NOTICE_BYTES,
         }
     }
 }

@@ -158,7 +158,8 @@ impl ShareHolder {
 
 /// One row of a height's extended square as a node keeps it after pruning: only the row's
 /// first `original_width` shares, since the rest of the row is their Reed-Solomon extension
-/// and is recomputed rather than stored.
+/// and is recomputed rather than stored. A column sent with a proposal's rows travels the
+/// same way ([`HeldShares::columns`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize)]
 pub struct HeldRow {
     /// The row of the extended square (`0..2k`).
@@ -181,6 +182,11 @@ pub struct HeldShares {
     pub original_width: u64,
     /// The rows, by increasing index.
     pub rows: Vec<HeldRow>,
+    /// Columns, by increasing index, each its first `k` shares top to bottom: a proposal's
+    /// part carries its holder's columns (the same indices as its rows) so the holder
+    /// checks its shares along both axes; empty in what a node keeps of a pruned height.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<HeldRow>,
 }
 
 /// A proposed body cut into its holders' rows ([`DaRequest::Disperse`]): what a proposer
@@ -307,6 +313,20 @@ pub enum DaError {
     /// their `data_root`.
     #[error("invalid shares: {0}")]
     InvalidShares(String),
+    /// The square is badly encoded: the rows gathered to rebuild it each match their
+    /// committed root, yet one of its lines is not a codeword of the chain's code. No honest
+    /// producer makes such a square; the proof shows it to anyone who has the header.
+    #[error(
+        "the square of height {height} is badly encoded: {} {} is not a codeword",
+        match proof.axis { crate::da::Axis::Row => "row", crate::da::Axis::Col => "column" },
+        proof.index
+    )]
+    BadEncoding {
+        /// The height.
+        height: u64,
+        /// The proof, checked against the square's `data_root`.
+        proof: Box<crate::da::BadEncodingProof>,
+    },
     /// Too few rows that verify against their row roots were given to rebuild a pruned
     /// height.
     #[error("cannot rebuild height {height}: {rows} verified rows gathered, {needed} needed")]
@@ -783,6 +803,7 @@ mod tests {
     #[test]
     fn held_shares_round_trip_through_borsh_and_json() {
         let held = HeldShares {
+            columns: Vec::new(),
             height: 7,
             data_root: Hash::digest(b"root"),
             original_width: 1,
