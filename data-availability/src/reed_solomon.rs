@@ -434,7 +434,7 @@ impl ReedSolomon {
         let codec = Codec::new(self.builder.codec, roots.original_width()).map_err(storage)?;
         // In range, so the conversions and lookups succeed.
         let (r, c) = (row as usize, col as usize);
-        let extended = check_row(&codec, roots, r, &held.shares)
+        let extended = check_line(&codec, roots, Axis::Row, r, &held.shares)
             .map_err(|reason| storage(format!("held row {row} of height {height}: {reason}")))?;
         let missing = || {
             storage(format!(
@@ -618,7 +618,12 @@ pub(crate) fn rebuild_from_rows(
             let per_thread = window.len().div_ceil(threads);
             let checked = parallel::run(window.chunks(per_thread).collect(), |rows| {
                 rows.iter()
-                    .map(|(index, row)| (*index, check_row(&codec, &roots, *index, &row.shares)))
+                    .map(|(index, row)| {
+                        (
+                            *index,
+                            check_line(&codec, &roots, Axis::Row, *index, &row.shares),
+                        )
+                    })
                     .collect::<Vec<_>>()
             });
             for (index, checked) in checked.into_iter().flatten() {
@@ -734,7 +739,7 @@ pub(crate) fn check_rows(
         let mut previous: Option<u64> = None;
         for line in lines {
             let index = line.index;
-            let name = line_name(axis);
+            let name = axis.name();
             if index >= width as u64 {
                 return Err(DaError::InvalidShares(format!(
                     "{name} {index} of height {height} is outside the {width}-wide square"
@@ -772,20 +777,13 @@ pub(crate) fn check_rows(
                 .map_err(|reason| {
                     DaError::InvalidShares(format!(
                         "{} {} of height {height}: {reason}",
-                        line_name(*axis),
+                        axis.name(),
                         line.index
                     ))
                 })
         })
     });
     verdicts.into_iter().collect()
-}
-
-fn line_name(axis: Axis) -> &'static str {
-    match axis {
-        Axis::Row => "row",
-        Axis::Col => "column",
-    }
 }
 
 /// [`reassemble_committed`]'s body alone, as tests compare it.
@@ -888,16 +886,6 @@ pub(crate) fn held_columns(
             HeldRow { index, shares }
         })
         .collect()
-}
-
-/// Row `index` rebuilt from its first `k` shares, if it is the committed row.
-fn check_row(
-    codec: &Codec,
-    roots: &AxisRoots,
-    index: usize,
-    left: &[u8],
-) -> Result<ExtendedRow, String> {
-    check_line(codec, roots, Axis::Row, index, left)
 }
 
 /// Line `index` of `axis` extended from its first `k` shares, if it is the committed line

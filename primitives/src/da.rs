@@ -167,6 +167,14 @@ pub enum Axis {
 }
 
 impl Axis {
+    /// `row` or `column`, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Axis::Row => "row",
+            Axis::Col => "column",
+        }
+    }
+
     /// The other axis.
     pub fn other(self) -> Axis {
         match self {

@@ -231,7 +231,7 @@ pub enum RepairError {
         missing: usize,
     },
     /// The square is not a valid extension of its original data; the proof shows it.
-    #[error("the square is badly encoded ({} {})", match .0.axis { Axis::Row => "row", Axis::Col => "column" }, .0.index)]
+    #[error("the square is badly encoded ({} {})", .0.axis.name(), .0.index)]
     BadEncoding(Box<BadEncodingProof>),
     /// The line's known shares contradict its committed root, but fewer than `k` of them
     /// can be proven, so no [`BadEncodingProof`] could be built (more proven shares may

@@ -318,7 +318,7 @@ pub enum DaError {
     /// producer makes such a square; the proof shows it to anyone who has the header.
     #[error(
         "the square of height {height} is badly encoded: {} {} is not a codeword",
-        match proof.axis { crate::da::Axis::Row => "row", crate::da::Axis::Col => "column" },
+        proof.axis.name(),
         proof.index
     )]
     BadEncoding {
