@@ -319,10 +319,14 @@ impl Actor {
         self.executed_height = height;
         self.state_root = executed.state_root;
 
-        let store = &self.store;
-        self.mempool.executed(height, &transactions, |address| {
-            Self::latest_nonce(store, height, address)
-        });
+        // A sender whose nonce changed is in the block's writes; the store is read only for
+        // the others (their transactions left no trace).
+        let (store, writes) = (&self.store, &output.writes);
+        self.mempool
+            .executed(height, &transactions, |address| match writes.get(address) {
+                Some(account) => Some(account.nonce),
+                None => Self::latest_nonce(store, height, address),
+            });
         tracing::debug!(
             height,
             transactions = executed.transactions,

@@ -35,7 +35,14 @@ mod prefix {
     /// Databases written by earlier versions hold `r ‖ height (BE) ‖ index (BE)` →
     /// borsh(`Receipt`) instead, one record per transaction; those are still read.
     pub const RECEIPTS: u8 = b'r';
-    /// `t ‖ tx hash` → borsh(`TxRecord`).
+    /// `x ‖ height (BE)` → borsh(`Vec<Transaction>`): a height's transactions, in block
+    /// order, one record per block.
+    pub const TRANSACTIONS: u8 = b'x';
+    /// `t ‖ tx hash` → borsh(`TxLocation`): where the transaction's inclusion is. The index
+    /// takes one random key per transaction, so its records are kept small enough that the
+    /// index stays in the page cache; the transaction and its receipt are read from their
+    /// height's records. Databases written by earlier versions hold borsh(`TxRecord`) (the
+    /// transaction and its receipt, never 12 bytes long) instead; those are still read.
     pub const TX: u8 = b't';
     /// `w ‖ withdrawal id (BE)` → borsh(`WithdrawalRecord`).
     pub const WITHDRAWAL: u8 = b'w';
@@ -71,7 +78,17 @@ impl From<anyhow::Error> for StoreError {
     }
 }
 
-/// How an included transaction is indexed by hash.
+/// Where an included transaction is: its height and its position in that block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, borsh::BorshSerialize, borsh::BorshDeserialize)]
+struct TxLocation {
+    height: u64,
+    index: u32,
+}
+
+/// The encoded length of a [`TxLocation`], which tells it from a legacy [`TxRecord`].
+const TX_LOCATION_LEN: usize = 12;
+
+/// How earlier versions indexed an included transaction by hash (see [`prefix::TX`]).
 #[derive(Debug, Clone, PartialEq, Eq, borsh::BorshSerialize, borsh::BorshDeserialize)]
 struct TxRecord {
     transaction: Transaction,
@@ -158,6 +175,13 @@ fn legacy_receipt_key(height: u64, index: u32) -> [u8; 13] {
     let mut key = [0u8; 13];
     key[..9].copy_from_slice(&receipts_key(height));
     key[9..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+fn transactions_key(height: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = prefix::TRANSACTIONS;
+    key[1..].copy_from_slice(&height.to_be_bytes());
     key
 }
 
@@ -258,18 +282,16 @@ impl Store {
         // recorded only while the hash has no record (in this block or before), so it never
         // shadows the one that took effect; that lookup is paid only by such rare repeats.
         let mut indexed = std::collections::HashSet::new();
-        for (transaction, receipt) in transactions.iter().zip(&output.receipts) {
+        for (index, receipt) in (0u32..).zip(&output.receipts) {
             let key = tx_key(&receipt.tx_hash);
             let first_here = indexed.insert(receipt.tx_hash);
             if receipt.outcome.used_nonce() || (first_here && !self.tree.contains_key(key)?) {
-                let record = TxRecord {
-                    transaction: transaction.clone(),
-                    receipt: receipt.clone(),
-                };
-                batch.insert(&key[..], codec::encode(&record));
+                let location = TxLocation { height, index };
+                batch.insert(&key[..], codec::encode(&location));
             }
         }
 
+        batch.insert(&transactions_key(height)[..], codec::encode(transactions));
         batch.insert(&receipts_key(height)[..], codec::encode(&output.receipts));
 
         for &withdrawal in commit.withdrawals {
@@ -327,12 +349,33 @@ impl Store {
         &self,
         hash: &Hash,
     ) -> Result<Option<(Transaction, Receipt)>, StoreError> {
-        self.tree
-            .get(tx_key(hash))?
-            .map(|bytes| {
-                decode::<TxRecord>("transaction", &bytes).map(|r| (r.transaction, r.receipt))
-            })
-            .transpose()
+        let Some(bytes) = self.tree.get(tx_key(hash))? else {
+            return Ok(None);
+        };
+        if bytes.len() != TX_LOCATION_LEN {
+            let record: TxRecord = decode("transaction", &bytes)?;
+            return Ok(Some((record.transaction, record.receipt)));
+        }
+        let TxLocation { height, index } = decode("transaction location", &bytes)?;
+        let missing = |what: &str| StoreError::Corrupt {
+            what: "transaction location",
+            detail: format!("{hash} is indexed at {height}/{index}, which has no {what}"),
+        };
+        let mut transactions: Vec<Transaction> = self
+            .tree
+            .get(transactions_key(height))?
+            .map(|bytes| decode("transactions", &bytes))
+            .transpose()?
+            .ok_or_else(|| missing("transactions record"))?;
+        let mut receipts = self.receipts(height)?;
+        let slot = usize::try_from(index).unwrap_or(usize::MAX);
+        if slot >= transactions.len() || slot >= receipts.len() {
+            return Err(missing("such position"));
+        }
+        Ok(Some((
+            transactions.swap_remove(slot),
+            receipts.swap_remove(slot),
+        )))
     }
 
     /// Withdrawal `id` and the height that executed it, `None` when there is none yet.
@@ -779,6 +822,74 @@ mod tests {
             store.tree.insert(key, codec::encode(receipt)).unwrap();
         }
         assert_eq!(store.receipts(3).unwrap(), receipts);
+    }
+
+    #[test]
+    fn transactions_are_found_by_hash_with_their_receipts() {
+        let key = lamina_primitives::Keypair::from_seed([9; 32]);
+        let transactions: Vec<Transaction> = (0..3)
+            .map(|nonce| Transaction::transfer("test", &key, nonce, Address([2; 32]), 1))
+            .collect();
+        let receipts: Vec<Receipt> = (0u32..)
+            .zip(&transactions)
+            .map(|(index, transaction)| Receipt {
+                tx_hash: transaction.hash(),
+                height: 1,
+                index,
+                fee: 0,
+                outcome: TxOutcome::Success,
+                withdrawal_id: None,
+            })
+            .collect();
+        let store = Store::open(&temp_db()).unwrap();
+        store.write_genesis(&genesis(&[])).unwrap();
+        let output = BlockOutput {
+            receipts: receipts.clone(),
+            writes: BTreeMap::new(),
+            fees: 0,
+            failed: 0,
+        };
+        store
+            .commit_block(&BlockCommit {
+                height: 1,
+                block_hash: Hash::ZERO,
+                data_root: Hash::ZERO,
+                transactions: &transactions,
+                output: &output,
+                deposits_credited: 0,
+                withdrawals: &[],
+                withdrawals_root: Hash::ZERO,
+                withdrawal_count: 0,
+                report_wrong_root: false,
+            })
+            .unwrap();
+        for (transaction, receipt) in transactions.iter().zip(&receipts) {
+            let found = store.included_transaction(&transaction.hash()).unwrap();
+            assert_eq!(found, Some((transaction.clone(), receipt.clone())));
+        }
+        assert_eq!(store.included_transaction(&Hash::ZERO).unwrap(), None);
+
+        // A database from before the location index holds the transaction with its receipt.
+        let legacy = TxRecord {
+            transaction: transactions[0].clone(),
+            receipt: Receipt {
+                height: 7,
+                ..receipts[0].clone()
+            },
+        };
+        store
+            .tree
+            .insert(tx_key(&receipts[0].tx_hash), codec::encode(&legacy))
+            .unwrap();
+        let found = store.included_transaction(&receipts[0].tx_hash).unwrap();
+        assert_eq!(found, Some((legacy.transaction, legacy.receipt)));
+
+        // A location whose height lost its transactions is a corrupt store, not "not found".
+        store.tree.remove(transactions_key(1)).unwrap();
+        assert!(matches!(
+            store.included_transaction(&receipts[1].tx_hash),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 
     #[test]
