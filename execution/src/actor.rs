@@ -1,6 +1,9 @@
 //! The execution actor: owns the store, the mempool, the executor and the withdrawals tree,
 //! and answers [`ExecutionRequest`]s one at a time on its own thread.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
 use lamina_primitives::bridge::DepositCredit;
 use lamina_primitives::interfaces::execution::{
     AccountAt, AccountProof, ExecutedBlock, ExecutionError, ExecutionEvent, ExecutionRequest,
@@ -212,12 +215,19 @@ impl Actor {
     ) -> Vec<Result<Hash, MempoolRejection>> {
         let count = transactions.len();
         let mut submissions = Vec::with_capacity(count);
+        // A batch holds several transactions of most of its senders; each account is read
+        // once.
+        let mut accounts = HashMap::new();
         for transaction in transactions {
-            match self.sender_account(&transaction) {
-                Ok(account) => submissions.push((transaction, account)),
-                // The store cannot be read: no verdict on any of them.
-                Err(rejection) => return vec![Err(rejection); count],
-            }
+            let account = match accounts.entry(transaction.sender) {
+                Entry::Occupied(entry) => *entry.get(),
+                Entry::Vacant(entry) => match self.sender_account(&transaction) {
+                    Ok(account) => *entry.insert(account),
+                    // The store cannot be read: no verdict on any of them.
+                    Err(rejection) => return vec![Err(rejection); count],
+                },
+            };
+            submissions.push((transaction, account));
         }
         self.mempool.insert_batch(submissions)
     }

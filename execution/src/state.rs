@@ -35,8 +35,11 @@ mod prefix {
     /// Databases written by earlier versions hold `r ‖ height (BE) ‖ index (BE)` →
     /// borsh(`Receipt`) instead, one record per transaction; those are still read.
     pub const RECEIPTS: u8 = b'r';
-    /// `x ‖ height (BE)` → borsh(`Vec<Transaction>`): a height's transactions, in block
-    /// order, one record per block.
+    /// `x ‖ height (BE) ‖ chunk (BE u32)` → borsh(`Vec<Transaction>`): a height's
+    /// transactions in block order, [`super::TRANSACTIONS_PER_RECORD`] per record. Few
+    /// records keep the per-insert cost down; bounded ones stay under sled's blob threshold,
+    /// so the page cache counts them at their size (a blob is counted as its pointer) and a
+    /// lookup decodes a few kilobytes, not a whole block.
     pub const TRANSACTIONS: u8 = b'x';
     /// `t ‖ tx hash` → borsh(`TxLocation`): where the transaction's inclusion is. The index
     /// takes one random key per transaction, so its records are kept small enough that the
@@ -84,6 +87,9 @@ struct TxLocation {
     height: u64,
     index: u32,
 }
+
+/// Transactions per `x` record (see [`prefix::TRANSACTIONS`]): about 10 KB of transfers.
+const TRANSACTIONS_PER_RECORD: usize = 64;
 
 /// The encoded length of a [`TxLocation`], which tells it from a legacy [`TxRecord`].
 const TX_LOCATION_LEN: usize = 12;
@@ -178,10 +184,11 @@ fn legacy_receipt_key(height: u64, index: u32) -> [u8; 13] {
     key
 }
 
-fn transactions_key(height: u64) -> [u8; 9] {
-    let mut key = [0u8; 9];
+fn transactions_key(height: u64, chunk: u32) -> [u8; 13] {
+    let mut key = [0u8; 13];
     key[0] = prefix::TRANSACTIONS;
-    key[1..].copy_from_slice(&height.to_be_bytes());
+    key[1..9].copy_from_slice(&height.to_be_bytes());
+    key[9..].copy_from_slice(&chunk.to_be_bytes());
     key
 }
 
@@ -291,7 +298,9 @@ impl Store {
             }
         }
 
-        batch.insert(&transactions_key(height)[..], codec::encode(transactions));
+        for (chunk, records) in (0u32..).zip(transactions.chunks(TRANSACTIONS_PER_RECORD)) {
+            batch.insert(&transactions_key(height, chunk)[..], codec::encode(records));
+        }
         batch.insert(&receipts_key(height)[..], codec::encode(&output.receipts));
 
         for &withdrawal in commit.withdrawals {
@@ -361,19 +370,21 @@ impl Store {
             what: "transaction location",
             detail: format!("{hash} is indexed at {height}/{index}, which has no {what}"),
         };
+        let slot = usize::try_from(index).unwrap_or(usize::MAX);
+        let chunk = u32::try_from(slot / TRANSACTIONS_PER_RECORD).unwrap_or(u32::MAX);
         let mut transactions: Vec<Transaction> = self
             .tree
-            .get(transactions_key(height))?
+            .get(transactions_key(height, chunk))?
             .map(|bytes| decode("transactions", &bytes))
             .transpose()?
             .ok_or_else(|| missing("transactions record"))?;
+        let within = slot % TRANSACTIONS_PER_RECORD;
         let mut receipts = self.receipts(height)?;
-        let slot = usize::try_from(index).unwrap_or(usize::MAX);
-        if slot >= transactions.len() || slot >= receipts.len() {
+        if within >= transactions.len() || slot >= receipts.len() {
             return Err(missing("such position"));
         }
         Ok(Some((
-            transactions.swap_remove(slot),
+            transactions.swap_remove(within),
             receipts.swap_remove(slot),
         )))
     }
@@ -827,7 +838,9 @@ mod tests {
     #[test]
     fn transactions_are_found_by_hash_with_their_receipts() {
         let key = lamina_primitives::Keypair::from_seed([9; 32]);
-        let transactions: Vec<Transaction> = (0..3)
+        // More than one record's worth.
+        let count = TRANSACTIONS_PER_RECORD as u64 * 2 + 3;
+        let transactions: Vec<Transaction> = (0..count)
             .map(|nonce| Transaction::transfer("test", &key, nonce, Address([2; 32]), 1))
             .collect();
         let receipts: Vec<Receipt> = (0u32..)
@@ -885,7 +898,7 @@ mod tests {
         assert_eq!(found, Some((legacy.transaction, legacy.receipt)));
 
         // A location whose height lost its transactions is a corrupt store, not "not found".
-        store.tree.remove(transactions_key(1)).unwrap();
+        store.tree.remove(transactions_key(1, 0)).unwrap();
         assert!(matches!(
             store.included_transaction(&receipts[1].tx_hash),
             Err(StoreError::Corrupt { .. })
