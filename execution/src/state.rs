@@ -1,6 +1,6 @@
 //! The authenticated state: a Jellyfish Merkle Tree stored in sled, together with the records
-//! committed with each executed block (receipts, transaction index, block summaries,
-//! withdrawals).
+//! committed with each executed block (transactions, receipts, transaction index, block
+//! summaries, withdrawals).
 //!
 //! Everything lives in one sled tree, [`TREE_NAME`], under one-byte key prefixes, so that a
 //! block's writes are one `apply_batch`: sled applies a batch on a single tree atomically, so a
@@ -270,9 +270,9 @@ impl Store {
         Ok(root)
     }
 
-    /// Commits one executed block as version `height`: tree nodes, values, receipts,
-    /// transaction index, withdrawals, block summary and the new executed height, in one
-    /// atomic batch, flushed to disk before returning.
+    /// Commits one executed block as version `height`: tree nodes, values, transactions,
+    /// receipts, transaction index, withdrawals, block summary and the new executed height, in
+    /// one atomic batch, flushed to disk before returning.
     pub fn commit_block(&self, commit: &BlockCommit<'_>) -> Result<ExecutedBlock, StoreError> {
         let BlockCommit {
             height,
