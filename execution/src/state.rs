@@ -642,6 +642,29 @@ mod tests {
             .unwrap()
     }
 
+    /// Commits a block of `transactions` with `output`, and no withdrawals.
+    fn commit_transactions(
+        store: &Store,
+        height: u64,
+        transactions: &[Transaction],
+        output: &BlockOutput,
+    ) {
+        store
+            .commit_block(&BlockCommit {
+                height,
+                block_hash: Hash::ZERO,
+                data_root: Hash::ZERO,
+                transactions,
+                output,
+                deposits_credited: 0,
+                withdrawals: &[],
+                withdrawals_root: Hash::ZERO,
+                withdrawal_count: 0,
+                report_wrong_root: false,
+            })
+            .unwrap();
+    }
+
     fn commit(store: &Store, height: u64, writes: &[(Address, Account)]) -> ExecutedBlock {
         commit_with(store, height, writes, &[])
     }
@@ -774,20 +797,7 @@ mod tests {
                 failed: 0,
             };
             let transactions = vec![transaction.clone(); outcomes.len()];
-            store
-                .commit_block(&BlockCommit {
-                    height,
-                    block_hash: Hash::ZERO,
-                    data_root: Hash::ZERO,
-                    transactions: &transactions,
-                    output: &output,
-                    deposits_credited: 0,
-                    withdrawals: &[],
-                    withdrawals_root: Hash::ZERO,
-                    withdrawal_count: 0,
-                    report_wrong_root: false,
-                })
-                .unwrap();
+            commit_transactions(&store, height, &transactions, &output);
         };
         let recorded = || {
             let (_, receipt) = store.included_transaction(&hash).unwrap().unwrap();
@@ -862,20 +872,7 @@ mod tests {
             fees: 0,
             failed: 0,
         };
-        store
-            .commit_block(&BlockCommit {
-                height: 1,
-                block_hash: Hash::ZERO,
-                data_root: Hash::ZERO,
-                transactions: &transactions,
-                output: &output,
-                deposits_credited: 0,
-                withdrawals: &[],
-                withdrawals_root: Hash::ZERO,
-                withdrawal_count: 0,
-                report_wrong_root: false,
-            })
-            .unwrap();
+        commit_transactions(&store, 1, &transactions, &output);
         for (transaction, receipt) in transactions.iter().zip(&receipts) {
             let found = store.included_transaction(&transaction.hash()).unwrap();
             assert_eq!(found, Some((transaction.clone(), receipt.clone())));
