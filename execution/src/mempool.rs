@@ -467,9 +467,13 @@ impl Mempool {
         out
     }
 
-    /// Updates the pool after `height` was executed with `transactions`: drops those included
-    /// and any whose nonce is now used (`nonce_of` gives the new account nonce), and releases
-    /// reservations for heights up to `height` that were not included.
+    /// Updates the pool after `height` was executed with `transactions`: drops those whose
+    /// nonce is now used, included or not (`nonce_of` gives the new account nonce), and
+    /// releases reservations for heights up to `height` that were not included.
+    ///
+    /// An included transaction whose nonce the block did not use (it failed for a nonce gap:
+    /// its proposer had skipped a transaction reserved for a proposal that lost) stays
+    /// pending: dropping it would open a gap in its sender's queue that nothing refills.
     pub fn executed(
         &mut self,
         height: u64,
@@ -477,14 +481,20 @@ impl Mempool {
         mut nonce_of: impl FnMut(&Address) -> Option<u64>,
     ) {
         self.executed_height = self.executed_height.max(height);
-        let mut senders = BTreeSet::new();
-        for transaction in transactions {
-            self.remove(&transaction.hash());
-            senders.insert(transaction.sender);
-        }
         // Only senders with a transaction in the block can have a new nonce.
-        for sender in senders {
-            let Some(nonce) = nonce_of(&sender) else {
+        let mut nonces: BTreeMap<Address, Option<u64>> = BTreeMap::new();
+        for transaction in transactions {
+            let nonce = *nonces
+                .entry(transaction.sender)
+                .or_insert_with(|| nonce_of(&transaction.sender));
+            // Unknown nonce (storage failed): drop what the block carried, as it most likely
+            // ran.
+            if nonce.is_none_or(|nonce| transaction.nonce < nonce) {
+                self.remove(&transaction.hash());
+            }
+        }
+        for (sender, nonce) in nonces {
+            let Some(nonce) = nonce else {
                 continue;
             };
             let used: Vec<Hash> = self
@@ -920,6 +930,29 @@ mod tests {
         pool.executed(2, &next, |_| Some(3));
         assert!(pool.is_empty());
         assert_eq!(pool.bytes(), 0);
+    }
+
+    #[test]
+    fn an_included_transaction_whose_nonce_was_not_used_stays_pending() {
+        let mut pool = pool(limits());
+        let alice = key("alice");
+        for nonce in 0..4 {
+            pool.insert(tx(&alice, nonce, 1), rich()).unwrap();
+        }
+        // Nonce 0 is reserved for a proposal at height 1 that lost; the block committed at
+        // height 2 carries nonces 1 to 3 without it, so they fail and the nonce stays 0.
+        let lost = pool.reap(1, 1, usize::MAX, |_| Some(0));
+        assert_eq!(nonces(&lost), vec![(alice.address(), 0)]);
+        let skipped = pool.reap(2, 100, usize::MAX, |_| Some(0));
+        assert_eq!(nonces(&skipped).len(), 3);
+        pool.executed(1, &[], |_| Some(0));
+        pool.executed(2, &skipped, |_| Some(0));
+        assert_eq!(pool.len(), 4);
+        let next = pool.reap(3, 100, usize::MAX, |_| Some(0));
+        assert_eq!(nonces(&next).len(), 4);
+        // The next block runs them all: all gone.
+        pool.executed(3, &next, |_| Some(4));
+        assert!(pool.is_empty());
     }
 
     #[test]

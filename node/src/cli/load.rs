@@ -132,8 +132,14 @@ pub struct LoadSummary {
     pub accounts: usize,
     /// Nodes sent to.
     pub nodes: usize,
-    /// Transactions submitted.
+    /// Transactions submitted (each counted once, however often it was sent).
     pub sent: u64,
+    /// Submissions of a transaction sent before and still awaited, made after a resync moved
+    /// its sender's nonce back to it (a node may have dropped it, e.g. evicted from a full
+    /// mempool). Not counted in `sent`, `accepted` or `rejected` unless the node had lost it
+    /// and accepted it again (then `accepted`, once).
+    #[serde(default)]
+    pub resent: u64,
     /// Transactions the nodes accepted into their mempools.
     pub accepted: u64,
     /// Transactions seen in committed blocks.
@@ -160,6 +166,7 @@ struct Tracker {
     /// Submitted transactions not yet seen committed, by hash.
     pending: HashMap<String, Pending>,
     sent: u64,
+    resent: u64,
     accepted: u64,
     committed: u64,
     rejected: BTreeMap<String, u64>,
@@ -210,6 +217,7 @@ fn summarize(args: &Params, tracker: &Tracker, interrupted: bool) -> LoadSummary
         accounts: args.accounts,
         nodes: args.nodes,
         sent: tracker.sent,
+        resent: tracker.resent,
         accepted: tracker.accepted,
         committed: tracker.committed,
         rejected: tracker.rejected.clone(),
@@ -254,6 +262,7 @@ pub fn render(summary: &LoadSummary) -> String {
             }
         ),
         format!("  sent           {}", summary.sent),
+        format!("  resent         {}", summary.resent),
         format!("  accepted       {}", summary.accepted),
         format!("  committed      {}", summary.committed),
         format!("  rejected       {rejected}"),
@@ -508,10 +517,16 @@ struct Submission {
     hex: String,
     /// Its sender's resync flag.
     resync: Arc<AtomicBool>,
+    /// Whether the transaction was sent before and is still awaited.
+    resend: bool,
 }
 
 /// Records the node's answer about one submitted transaction.
 fn record_outcome(tracker: &mut Tracker, submission: &Submission, outcome: Outcome) {
+    if submission.resend {
+        record_resend_outcome(tracker, submission, outcome);
+        return;
+    }
     match outcome {
         Outcome::Accepted => {
             tracker.accepted += 1;
@@ -529,6 +544,28 @@ fn record_outcome(tracker: &mut Tracker, submission: &Submission, outcome: Outco
                     submission.resync.store(true, Ordering::Relaxed);
                 }
                 *tracker.rejected.entry(code).or_default() += 1;
+            }
+        }
+    }
+}
+
+/// Records the answer to a re-sent transaction. The first answer was counted already, and
+/// the transaction stays awaited whatever this one says: a node that refuses it now (even
+/// as already pending) may have it, or another node may.
+fn record_resend_outcome(tracker: &mut Tracker, submission: &Submission, outcome: Outcome) {
+    match outcome {
+        Outcome::Accepted => {
+            // The node had lost it (or never had it: the first answer was lost).
+            if let Some(pending) = tracker.pending.get_mut(&submission.hash) {
+                if !pending.accepted {
+                    pending.accepted = true;
+                    tracker.accepted += 1;
+                }
+            }
+        }
+        Outcome::Rejected(code) => {
+            if needs_resync(&code) {
+                submission.resync.store(true, Ordering::Relaxed);
             }
         }
     }
@@ -621,38 +658,43 @@ async fn next_submission(shared: &Shared, sender: &mut Sender, node: usize) -> S
             sender.next_nonce = nonce;
         }
     }
+    let transaction = Transaction::transfer(
+        &shared.chain_id,
+        &sender.key,
+        sender.next_nonce,
+        sender.to,
+        1,
+    );
+    sender.next_nonce += 1;
+    let hash = transaction.hash().to_string();
     let mut tracker = lock(&shared.tracker);
     // After a resync the counter may be back at a nonce whose transfer (the very same
-    // transaction: same nonce, recipient and amount) is still pending; skip those.
-    let (transaction, hash) = loop {
-        let transaction = Transaction::transfer(
-            &shared.chain_id,
-            &sender.key,
-            sender.next_nonce,
-            sender.to,
-            1,
+    // transaction: same nonce, recipient and amount) is still awaited. It is sent again,
+    // since the node may have dropped it (a full mempool evicts transactions that wait
+    // behind a nonce gap, without telling anyone): skipping it would leave a gap that every
+    // later transfer of the account waits behind for good. A node that still has it answers
+    // `already_pending` before checking the signature, which costs it little.
+    let resend = tracker.pending.contains_key(&hash);
+    if resend {
+        tracker.resent += 1;
+    } else {
+        // Tracked before it is sent: its block may be seen before the node answers.
+        let now = Instant::now();
+        tracker.sent += 1;
+        tracker.first_submit.get_or_insert(now);
+        tracker.pending.insert(
+            hash.clone(),
+            Pending {
+                sent_at: now,
+                accepted: false,
+            },
         );
-        sender.next_nonce += 1;
-        let hash = transaction.hash().to_string();
-        if !tracker.pending.contains_key(&hash) {
-            break (transaction, hash);
-        }
-    };
-    // Tracked before it is sent: its block may be seen before the node answers.
-    let now = Instant::now();
-    tracker.sent += 1;
-    tracker.first_submit.get_or_insert(now);
-    tracker.pending.insert(
-        hash.clone(),
-        Pending {
-            sent_at: now,
-            accepted: false,
-        },
-    );
+    }
     Submission {
         hash,
         hex: hex::encode(transaction.encode()),
         resync: sender.resync.clone(),
+        resend,
     }
 }
 
@@ -933,6 +975,55 @@ mod tests {
         assert!(tracker.pending.is_empty());
         assert_eq!(tracker.latencies_ms, vec![250.0]);
         assert_eq!(tracker.block_times_ms, vec![42]);
+    }
+
+    #[test]
+    fn a_resend_keeps_the_transaction_awaited_and_counts_it_once() {
+        let mut tracker = Tracker {
+            sent: 1,
+            accepted: 1,
+            ..Tracker::default()
+        };
+        let start = Instant::now();
+        tracker.pending.insert(
+            "ab".into(),
+            Pending {
+                sent_at: start,
+                accepted: true,
+            },
+        );
+        let resync = Arc::new(AtomicBool::new(false));
+        let resend = Submission {
+            hash: "ab".into(),
+            hex: String::new(),
+            resync: resync.clone(),
+            resend: true,
+        };
+        // Still pending at the node, or accepted again after it was dropped: nothing new.
+        record_outcome(
+            &mut tracker,
+            &resend,
+            Outcome::Rejected("already_pending".into()),
+        );
+        record_outcome(&mut tracker, &resend, Outcome::Accepted);
+        assert_eq!((tracker.accepted, tracker.pending.len()), (1, 1));
+        assert!(tracker.rejected.is_empty());
+        assert!(!resync.load(Ordering::Relaxed));
+        // Refused for a reason that leaves a gap: resync again, still awaited (another node
+        // may have it).
+        record_outcome(
+            &mut tracker,
+            &resend,
+            Outcome::Rejected("mempool_full".into()),
+        );
+        assert!(resync.load(Ordering::Relaxed));
+        assert_eq!(tracker.pending.len(), 1);
+        assert!(tracker.rejected.is_empty());
+        // A first answer that was refused, then a resend accepted: counted accepted once.
+        tracker.pending.get_mut("ab").unwrap().accepted = false;
+        record_outcome(&mut tracker, &resend, Outcome::Accepted);
+        record_outcome(&mut tracker, &resend, Outcome::Accepted);
+        assert_eq!(tracker.accepted, 2);
     }
 
     fn load_args(testnet: PathBuf, rate: u64, duration: u64, accounts: Option<usize>) -> LoadArgs {
