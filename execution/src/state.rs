@@ -5,9 +5,11 @@
 //! Everything lives in one sled tree, [`TREE_NAME`], under one-byte key prefixes, so that a
 //! block's writes are one `apply_batch`: sled applies a batch on a single tree atomically, so a
 //! crash never leaves a half-applied block. Versions of the Merkle tree are block heights;
-//! genesis is version 0, and every version is retained.
+//! genesis is version 0, and every version is retained. Reads of the newest version, the hot
+//! ones, are answered from an in-memory cache when they can be ([`LatestValues`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use jmt::storage::{LeafNode, Node, NodeBatch, NodeKey, TreeReader};
 use jmt::{KeyHash, OwnedValue, Sha256Jmt, Version};
@@ -213,18 +215,81 @@ fn decode<T: borsh::BorshDeserialize>(what: &'static str, bytes: &[u8]) -> Resul
     })
 }
 
+/// Most state keys [`LatestValues`] holds before it starts over: about 10 MB of accounts.
+const LATEST_VALUES_CAPACITY: usize = 100_000;
+
+/// The values of recently read or written state keys at one version, the newest committed
+/// one, which is the version every hot read asks for: mempool admission reads each sender's
+/// account, the proposer reads their nonces, and the executor reads every account a block
+/// touches. In sled each such read is a reverse range scan over the key's versions, which
+/// copies a page; from here it is a hash lookup.
+///
+/// Exact by construction: a value enters either from the store at that very version or from
+/// the write set of the block that made the version, and a new version keeps an entry only
+/// if that block did not write its key (so its value is unchanged). Nothing else writes
+/// state values.
+#[derive(Debug, Default)]
+struct LatestValues {
+    /// The version the values are valid at (`None`: none yet).
+    version: Option<Version>,
+    values: HashMap<KeyHash, Option<OwnedValue>>,
+}
+
+impl LatestValues {
+    fn get(&self, version: Version, key_hash: &KeyHash) -> Option<Option<OwnedValue>> {
+        if self.version != Some(version) {
+            return None;
+        }
+        self.values.get(key_hash).cloned()
+    }
+
+    /// Remembers `value`, read from the store at `version`.
+    fn remember(&mut self, version: Version, key_hash: KeyHash, value: Option<OwnedValue>) {
+        if self.version != Some(version) {
+            return;
+        }
+        if self.values.len() >= LATEST_VALUES_CAPACITY {
+            // Starting over is simpler than an LRU, and the hot keys come back at once.
+            self.values.clear();
+        }
+        self.values.insert(key_hash, value);
+    }
+
+    /// Moves to `version`, made from the one before by writing `written`.
+    fn advance<'a>(
+        &mut self,
+        version: Version,
+        written: impl Iterator<Item = (&'a KeyHash, &'a Option<OwnedValue>)>,
+    ) {
+        if self.version != version.checked_sub(1) {
+            self.values.clear();
+        }
+        self.version = Some(version);
+        for (key_hash, value) in written {
+            self.remember(version, *key_hash, value.clone());
+        }
+    }
+}
+
 /// The execution layer's storage: the versioned Merkle tree and the per-height records.
+/// Clones share the sled tree and the cache of newest values.
 #[derive(Debug, Clone)]
 pub struct Store {
     tree: sled::Tree,
+    latest: Arc<RwLock<LatestValues>>,
 }
 
 impl Store {
     /// Opens (or creates) the execution tree in `db`.
     pub fn open(db: &sled::Db) -> Result<Store, StoreError> {
-        Ok(Store {
+        let store = Store {
             tree: db.open_tree(TREE_NAME)?,
-        })
+            latest: Arc::default(),
+        };
+        // The newest version is the executed height: a block's values and its height are
+        // written in one batch.
+        store.write_latest().version = store.executed_height()?;
+        Ok(store)
     }
 
     /// The hash of the genesis this state was built from, `None` for an empty store.
@@ -267,6 +332,7 @@ impl Store {
         batch.insert(EXECUTED_HEIGHT_KEY, codec::encode(&0u64));
         self.tree.apply_batch(batch)?;
         self.tree.flush()?;
+        self.advance_latest(0, &node_batch);
         Ok(root)
     }
 
@@ -328,6 +394,7 @@ impl Store {
         batch.insert(EXECUTED_HEIGHT_KEY, codec::encode(&height));
         self.tree.apply_batch(batch)?;
         self.tree.flush()?;
+        self.advance_latest(height, &node_batch);
         Ok(executed)
     }
 
@@ -515,6 +582,27 @@ impl Store {
         Ok(())
     }
 
+    /// Moves the cache of newest values to `version`, once `node_batch` (which made it) is
+    /// stored.
+    fn advance_latest(&self, version: Version, node_batch: &NodeBatch) {
+        self.write_latest().advance(
+            version,
+            node_batch
+                .values()
+                .iter()
+                .filter(|((written_at, _), _)| *written_at == version)
+                .map(|((_, key_hash), value)| (key_hash, value)),
+        );
+    }
+
+    fn write_latest(&self) -> std::sync::RwLockWriteGuard<'_, LatestValues> {
+        self.latest
+            .write()
+            // Each change to the cache is one insert or one clear, and a value is inserted
+            // only once it is known: a panic elsewhere cannot leave it half-updated.
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn rightmost_leaf(&self) -> Result<Option<(NodeKey, LeafNode)>, StoreError> {
         self.tree
             .get(RIGHTMOST_LEAF_KEY)?
@@ -527,15 +615,26 @@ impl Store {
         max_version: Version,
         key_hash: KeyHash,
     ) -> Result<Option<OwnedValue>, StoreError> {
+        let cached = self
+            .latest
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(max_version, &key_hash);
+        if let Some(value) = cached {
+            return Ok(value);
+        }
         let newest = self
             .tree
             .range(value_key(&key_hash, 0)..=value_key(&key_hash, max_version))
             .next_back()
             .transpose()?;
-        match newest {
-            Some((_, bytes)) => decode::<Option<OwnedValue>>("value", &bytes),
-            None => Ok(None),
-        }
+        let value = match newest {
+            Some((_, bytes)) => decode::<Option<OwnedValue>>("value", &bytes)?,
+            None => None,
+        };
+        self.write_latest()
+            .remember(max_version, key_hash, value.clone());
+        Ok(value)
     }
 }
 
@@ -954,6 +1053,46 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Reads answered from the cache of newest values match reads from sled: accounts
+        /// over a few addresses, read before and after each random block (so the cache holds
+        /// read, written and absent keys), checked against a store opened afresh on the same
+        /// database at every version.
+        #[test]
+        fn the_newest_values_cache_answers_as_the_store_does(
+            genesis_balances in proptest::collection::btree_map(0u8..8, 1..1_000u64, 0..8),
+            blocks in proptest::collection::vec(
+                proptest::collection::btree_map(0u8..8, (0..1_000u64, 0..5u64), 0..5),
+                1..6,
+            ),
+        ) {
+            let db = temp_db();
+            let store = Store::open(&db).unwrap();
+            let address = |n: u8| Address([n; 32]);
+            let initial: Vec<(Address, u64)> =
+                genesis_balances.iter().map(|(&n, &b)| (address(n), b)).collect();
+            store.write_genesis(&genesis(&initial)).unwrap();
+            let read_all = |store: &Store, version: u64| -> Vec<Option<Account>> {
+                (0u8..8).map(|n| store.account(&address(n), version).unwrap()).collect()
+            };
+            read_all(&store, 0);
+            for (height, writes) in (1u64..).zip(&blocks) {
+                let writes: Vec<(Address, Account)> = writes
+                    .iter()
+                    .map(|(&n, &(balance, nonce))| (address(n), Account { balance, nonce }))
+                    .collect();
+                commit(&store, height, &writes);
+                let cached = read_all(&store, height);
+                let fresh = Store::open(&db).unwrap();
+                prop_assert_eq!(&cached, &read_all(&fresh, height));
+                // Twice: the second read is served from what the first remembered.
+                prop_assert_eq!(&cached, &read_all(&store, height));
+            }
+            let fresh = Store::open(&db).unwrap();
+            for version in 0..=blocks.len() as u64 {
+                prop_assert_eq!(read_all(&store, version), read_all(&fresh, version));
+            }
+        }
 
         /// For random trees over several versions, converted proofs verify for present and
         /// absent keys, and fail for tampered values or roots.
