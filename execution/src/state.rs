@@ -6,7 +6,7 @@
 //! block's writes are one `apply_batch`: sled applies a batch on a single tree atomically, so a
 //! crash never leaves a half-applied block. Versions of the Merkle tree are block heights;
 //! genesis is version 0, and every version is retained. Reads of the newest version, the hot
-//! ones, are answered from an in-memory cache when they can be ([`LatestValues`]).
+//! ones, are answered from an in-memory cache of the newest values when they can be.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
