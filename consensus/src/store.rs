@@ -7,19 +7,25 @@
 //! So every committed height is in exactly one of the two trees, and the heights
 //! `1..=pruned_through` are exactly those in `consensus/headers`.
 //!
+//! A block with its body is stored in [pieces](lamina_primitives::pieces) under its height,
+//! so that the page cache counts the blocks it holds at their size.
+//!
 //! Synchronous; the engine awaits the flush itself before it announces a block or answers a
 //! prune.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use lamina_primitives::pieces::{self, PiecesError};
 use lamina_primitives::{codec, BlockHeader, CommittedBlock, CommittedHeader, Genesis, Hash};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use crate::SetupError;
 
-/// Tree of committed blocks whose body is kept, keyed by big-endian height.
+/// Tree of committed blocks whose body is kept: `height (BE) ‖ piece (BE u32)` → a piece of
+/// borsh(`CommittedBlock`). Databases written by earlier versions hold the whole block under
+/// the height alone; those are still read.
 pub(crate) const BLOCKS_TREE: &str = "consensus/blocks";
 /// Tree of committed blocks whose body is pruned ([`CommittedHeader`]s), keyed by big-endian
 /// height.
@@ -172,13 +178,12 @@ impl ChainStore {
     /// The committed block at `height`: `None` when there is none, [`StoreError::Pruned`]
     /// when only its header and certificate are kept.
     pub(crate) fn get(&self, height: u64) -> Result<Option<CommittedBlock>, StoreError> {
-        let key = height.to_be_bytes();
         // `blocks` before `headers`: a prune moves a height from the first to the second
         // atomically, so in this order a concurrent prune cannot make a height look absent.
-        if let Some(bytes) = self.blocks.get(key)? {
+        if let Some(bytes) = self.block_bytes(height)? {
             return decode(height, &bytes).map(Some);
         }
-        if self.headers.contains_key(key)? {
+        if self.headers.contains_key(height.to_be_bytes())? {
             return Err(StoreError::Pruned { height });
         }
         Ok(None)
@@ -187,16 +192,37 @@ impl ChainStore {
     /// The header and certificate of the committed block at `height`, whether its body is
     /// pruned or not; `None` when there is none.
     pub(crate) fn header(&self, height: u64) -> Result<Option<CommittedHeader>, StoreError> {
-        let key = height.to_be_bytes();
         // Same order as `get`, for the same reason.
-        if let Some(bytes) = self.blocks.get(key)? {
+        if let Some(bytes) = self.block_bytes(height)? {
             let block: CommittedBlock = decode(height, &bytes)?;
             return Ok(Some(block.header_only()));
         }
-        match self.headers.get(key)? {
+        match self.headers.get(height.to_be_bytes())? {
             Some(bytes) => decode(height, &bytes).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The stored bytes of the block at `height` with its body, `None` when its body is not
+    /// kept (or there is no such block).
+    fn block_bytes(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = height.to_be_bytes();
+        pieces::reassemble(&key, self.blocks.scan_prefix(key)).map_err(|error| match error {
+            PiecesError::Storage(error) => StoreError::Sled(error),
+            unexpected @ PiecesError::Unexpected { .. } => StoreError::Corrupt {
+                height,
+                message: unexpected.to_string(),
+            },
+        })
+    }
+
+    /// Every key the block at `height` is stored under in `consensus/blocks`.
+    fn block_keys(&self, height: u64) -> Result<Vec<sled::IVec>, StoreError> {
+        Ok(self
+            .blocks
+            .scan_prefix(height.to_be_bytes())
+            .keys()
+            .collect::<Result<_, _>>()?)
     }
 
     /// The height bodies are pruned through (0: none).
@@ -225,18 +251,20 @@ impl ChainStore {
             let last = done.saturating_add(PRUNE_BATCH).min(target);
             let mut moved = Vec::new();
             for height in done.saturating_add(1)..=last {
-                let key = height.to_be_bytes();
-                let Some(bytes) = self.blocks.get(key)? else {
+                let Some(bytes) = self.block_bytes(height)? else {
                     return Err(StoreError::Missing { height });
                 };
                 let block: CommittedBlock = decode(height, &bytes)?;
-                moved.push((key, codec::encode(&block.header_only())));
+                let header = codec::encode(&block.header_only());
+                moved.push((height.to_be_bytes(), header, self.block_keys(height)?));
             }
             (&self.blocks, &self.headers, &self.meta)
                 .transaction(|(blocks, headers, meta)| {
-                    for (key, header) in &moved {
+                    for (key, header, pieces) in &moved {
                         headers.insert(key, header.as_slice())?;
-                        blocks.remove(key)?;
+                        for piece in pieces {
+                            blocks.remove(piece)?;
+                        }
                     }
                     meta.insert(PRUNED_THROUGH_KEY, &last.to_be_bytes())?;
                     Ok::<_, ConflictableTransactionError<()>>(())
@@ -253,9 +281,17 @@ impl ChainStore {
         let height = block.block.height();
         let key = height.to_be_bytes();
         let value = codec::encode(block);
+        // A block written at this height before, and not committed (its flush failed),
+        // may have more pieces than this one.
+        let stale = self.block_keys(height)?;
         (&self.blocks, &self.meta)
             .transaction(|(blocks, meta)| {
-                blocks.insert(&key, value.as_slice())?;
+                for piece in &stale {
+                    blocks.remove(piece)?;
+                }
+                for (piece, bytes) in pieces::pieces(&key, &value) {
+                    blocks.insert(piece, bytes)?;
+                }
                 meta.insert(COMMITTED_HEIGHT_KEY, &key)?;
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
@@ -394,6 +430,51 @@ mod tests {
         assert_eq!(tip.height, 6);
         assert_eq!(store.prune_bodies(10, tip.height).unwrap(), 5);
         assert_eq!(store.get(6).unwrap(), Some(next));
+    }
+
+    #[test]
+    fn a_block_larger_than_a_piece_is_stored_in_pieces_and_pruned_whole() {
+        let (_dir, db, genesis, blocks) = open_with(3);
+        let (store, tip) = ChainStore::open(&db, &genesis).unwrap();
+        let mut large = blocks[1].clone();
+        large.block.body[0].data = vec![7; pieces::PIECE_BYTES * 3 + 5];
+        let pieces_of = |store: &ChainStore, height: u64| store.block_keys(height).unwrap().len();
+
+        store.put(&large).unwrap();
+        assert_eq!(store.get(2).unwrap().as_ref(), Some(&large));
+        assert!(pieces_of(&store, 2) > 3);
+        // Written over by a smaller block, no piece of the larger one is left behind.
+        store.put(&blocks[1]).unwrap();
+        assert_eq!(pieces_of(&store, 2), 1);
+        assert_eq!(store.get(2).unwrap().as_ref(), Some(&blocks[1]));
+
+        store.put(&large).unwrap();
+        store.put(&blocks[2]).unwrap();
+        assert_eq!(store.prune_bodies(2, tip.height).unwrap(), 2);
+        assert_eq!(pieces_of(&store, 2), 0);
+        assert_eq!(store.header(2).unwrap(), Some(large.header_only()));
+        assert_eq!(store.get(3).unwrap().as_ref(), Some(&blocks[2]));
+    }
+
+    #[test]
+    fn a_block_stored_whole_by_an_earlier_version_is_read_and_pruned() {
+        let (_dir, db, genesis, blocks) = open_with(3);
+        let (store, tip) = ChainStore::open(&db, &genesis).unwrap();
+        for key in store.block_keys(2).unwrap() {
+            store.blocks.remove(key).unwrap();
+        }
+        store
+            .blocks
+            .insert(2u64.to_be_bytes(), codec::encode(&blocks[1]))
+            .unwrap();
+        assert_eq!(store.get(2).unwrap().as_ref(), Some(&blocks[1]));
+        assert_eq!(store.header(2).unwrap(), Some(blocks[1].header_only()));
+        assert_eq!(store.prune_bodies(2, tip.height).unwrap(), 2);
+        assert!(store.blocks.get(2u64.to_be_bytes()).unwrap().is_none());
+        assert!(matches!(
+            store.get(2),
+            Err(StoreError::Pruned { height: 2 })
+        ));
     }
 
     #[test]

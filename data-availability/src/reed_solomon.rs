@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 
-use crate::heights::{storage, HeightStore, Stored};
+use crate::heights::{piece_keys, read_pieces, storage, HeightStore, Stored};
 use crate::square::layout::{self, LayoutError};
 use crate::square::line::ExtendedRow;
 use crate::square::parallel;
@@ -41,15 +41,15 @@ use lamina_primitives::interfaces::da::{
 };
 use lamina_primitives::{Blob, Hash, Namespace};
 
-/// Tree holding each height's original data (the `k × k` quadrant), keyed by big-endian
-/// height.
+/// Tree holding each height's original data (the `k × k` quadrant), in pieces under the
+/// big-endian height (see `heights`).
 pub(crate) const ORIGINALS_TREE: &str = "da/rs/originals";
 /// Tree holding each height's `data_root`.
 pub(crate) const ROOTS_TREE: &str = "da/rs/roots";
 /// Tree holding scalar metadata.
 pub(crate) const META_TREE: &str = "da/rs/meta";
-/// Tree holding what each pruned height keeps (a borsh [`HeldEntry`]), keyed by big-endian
-/// height.
+/// Tree holding what each pruned height keeps (a borsh [`HeldEntry`]), in pieces under the
+/// big-endian height (see `heights`); earlier versions stored it whole under the height.
 pub(crate) const HELD_TREE: &str = "da/rs/held";
 /// Meta key of the highest height pruned so far.
 const PRUNED_THROUGH_KEY: &str = "pruned_through";
@@ -177,7 +177,7 @@ pub(crate) struct PrunedHeight {
 #[derive(Debug)]
 pub(crate) enum BodySource {
     /// The stored original quadrant.
-    Original(sled::IVec),
+    Original(Vec<u8>),
     /// A square in memory (recent, or rebuilt from peers).
     Square(Arc<ExtendedSquare>),
 }
@@ -261,7 +261,9 @@ impl ReedSolomon {
             // Another root at a pruned height (not expected of committed blocks): what was
             // kept of the old one is stale. Reads prefer the original data, so a crash
             // before this removal only leaves a stale entry that the next prune replaces.
-            self.held.remove(height.to_be_bytes()).map_err(storage)?;
+            for piece in piece_keys(&self.held, height)? {
+                self.held.remove(piece).map_err(storage)?;
+            }
             self.restored.retain(|(h, _)| *h != height);
             self.remember(height, square);
         }
@@ -317,7 +319,7 @@ impl ReedSolomon {
 
     /// `height`'s stored original data and root, to rebuild its square from; `Pruned` when
     /// only its held rows are left.
-    pub(crate) fn original_at(&self, height: u64) -> Result<(sled::IVec, Hash), DaError> {
+    pub(crate) fn original_at(&self, height: u64) -> Result<(Vec<u8>, Hash), DaError> {
         let root = self
             .root_at(height)?
             .ok_or(DaError::HeightNotFound(height))?;
@@ -329,9 +331,8 @@ impl ReedSolomon {
     }
 
     fn is_pruned(&self, height: u64) -> Result<bool, DaError> {
-        self.held
-            .contains_key(height.to_be_bytes())
-            .map_err(storage)
+        let mut pieces = self.held.scan_prefix(height.to_be_bytes()).keys();
+        Ok(pieces.next().transpose().map_err(storage)?.is_some())
     }
 
     /// What pruned `height` keeps, with its root; `HeightNotFound` when nothing is stored,
@@ -340,10 +341,7 @@ impl ReedSolomon {
         let root = self
             .root_at(height)?
             .ok_or(DaError::HeightNotFound(height))?;
-        let bytes = self
-            .held
-            .get(height.to_be_bytes())
-            .map_err(storage)?
+        let bytes = read_pieces(&self.held, HELD_TREE, height)?
             .ok_or_else(|| storage(format!("height {height} is not pruned")))?;
         let corrupt = |error: &dyn std::fmt::Display| {
             storage(format!(

@@ -16,7 +16,8 @@ use crate::heights::{storage, HeightStore, Stored};
 use crate::shares;
 use crate::SetupError;
 
-/// Tree holding each height's encoded body, keyed by big-endian height.
+/// Tree holding each height's encoded body, in pieces under the big-endian height (see
+/// `heights`).
 pub(crate) const BODIES_TREE: &str = "da/bodies";
 /// Tree holding each height's `data_root`.
 pub(crate) const ROOTS_TREE: &str = "da/roots";

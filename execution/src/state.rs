@@ -16,6 +16,7 @@ use jmt::{KeyHash, OwnedValue, Sha256Jmt, Version};
 use lamina_primitives::bridge::Withdrawal;
 use lamina_primitives::codec;
 use lamina_primitives::interfaces::execution::{ExecutedBlock, WithdrawalAt};
+use lamina_primitives::pieces::{self, PiecesError};
 use lamina_primitives::state_proof::{StateKey, StateProof};
 use lamina_primitives::{Account, Address, Genesis, Hash, Receipt, Transaction};
 
@@ -33,15 +34,21 @@ mod prefix {
     pub const VALUE: u8 = b'v';
     /// `b ‖ height (BE)` → borsh(`ExecutedBlock`).
     pub const BLOCK: u8 = b'b';
-    /// `r ‖ height (BE)` → borsh(`Vec<Receipt>`): a height's receipts, one record per block.
-    /// Databases written by earlier versions hold `r ‖ height (BE) ‖ index (BE)` →
-    /// borsh(`Receipt`) instead, one record per transaction; those are still read.
+    /// `e ‖ height (BE) ‖ piece (BE u32)` → a [piece](lamina_primitives::pieces) of
+    /// borsh(`Vec<Receipt>`): a height's receipts, in pieces so that the page cache counts
+    /// them at their size. Databases written by earlier versions hold them under
+    /// [`RECEIPTS`]; those are still read.
+    pub const RECEIPT_PIECES: u8 = b'e';
+    /// Earlier versions' receipts: `r ‖ height (BE)` → borsh(`Vec<Receipt>`), one record per
+    /// block, or before that `r ‖ height (BE) ‖ index (BE)` → borsh(`Receipt`), one record
+    /// per transaction. Read, never written.
     pub const RECEIPTS: u8 = b'r';
     /// `x ‖ height (BE) ‖ chunk (BE u32)` → borsh(`Vec<Transaction>`): a height's
-    /// transactions in block order, [`super::TRANSACTIONS_PER_RECORD`] per record. Few
-    /// records keep the per-insert cost down; bounded ones stay under sled's blob threshold,
-    /// so the page cache counts them at their size (a blob is counted as its pointer) and a
-    /// lookup decodes a few kilobytes, not a whole block.
+    /// transactions in block order, [`super::TRANSACTIONS_PER_RECORD`] per record (64 in
+    /// databases written by earlier versions: a lookup goes by the counts the records start
+    /// with). Few records keep the per-insert cost down; small ones keep a page of them under
+    /// sled's blob threshold, so the page cache counts them at their size (a blob is counted
+    /// as its pointer), and a lookup decodes a few kilobytes, not a whole block.
     pub const TRANSACTIONS: u8 = b'x';
     /// `t ‖ tx hash` → borsh(`TxLocation`): where the transaction's inclusion is. The index
     /// takes one random key per transaction, so its records are kept small enough that the
@@ -90,8 +97,9 @@ struct TxLocation {
     index: u32,
 }
 
-/// Transactions per `x` record (see [`prefix::TRANSACTIONS`]): about 10 KB of transfers.
-const TRANSACTIONS_PER_RECORD: usize = 64;
+/// Transactions per `x` record (see [`prefix::TRANSACTIONS`]): about 5 KB of transfers, so
+/// that the 17 records of a full leaf page stay under sled's 128 KiB blob threshold.
+const TRANSACTIONS_PER_RECORD: usize = 32;
 
 /// The encoded length of a [`TxLocation`], which tells it from a legacy [`TxRecord`].
 const TX_LOCATION_LEN: usize = 12;
@@ -171,6 +179,15 @@ fn block_key(height: u64) -> [u8; 9] {
     key
 }
 
+fn receipt_pieces_key(height: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = prefix::RECEIPT_PIECES;
+    key[1..].copy_from_slice(&height.to_be_bytes());
+    key
+}
+
+/// The key of a height's receipts in the layout of earlier versions (see
+/// [`prefix::RECEIPTS`]).
 fn receipts_key(height: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = prefix::RECEIPTS;
@@ -186,10 +203,17 @@ fn legacy_receipt_key(height: u64, index: u32) -> [u8; 13] {
     key
 }
 
+/// The prefix of every `x` record of `height`.
+fn transactions_prefix(height: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = prefix::TRANSACTIONS;
+    key[1..].copy_from_slice(&height.to_be_bytes());
+    key
+}
+
 fn transactions_key(height: u64, chunk: u32) -> [u8; 13] {
     let mut key = [0u8; 13];
-    key[0] = prefix::TRANSACTIONS;
-    key[1..9].copy_from_slice(&height.to_be_bytes());
+    key[..9].copy_from_slice(&transactions_prefix(height));
     key[9..].copy_from_slice(&chunk.to_be_bytes());
     key
 }
@@ -367,7 +391,10 @@ impl Store {
         for (chunk, records) in (0u32..).zip(transactions.chunks(TRANSACTIONS_PER_RECORD)) {
             batch.insert(&transactions_key(height, chunk)[..], codec::encode(records));
         }
-        batch.insert(&receipts_key(height)[..], codec::encode(&output.receipts));
+        let receipts = codec::encode(&output.receipts);
+        for (piece, bytes) in pieces::pieces(&receipt_pieces_key(height), &receipts) {
+            batch.insert(piece, bytes);
+        }
 
         for &withdrawal in commit.withdrawals {
             let record = WithdrawalRecord { height, withdrawal };
@@ -408,6 +435,18 @@ impl Store {
 
     /// The receipts of `height`, in block order.
     pub fn receipts(&self, height: u64) -> Result<Vec<Receipt>, StoreError> {
+        let key = receipt_pieces_key(height);
+        let stored =
+            pieces::reassemble(&key, self.tree.scan_prefix(key)).map_err(|error| match error {
+                PiecesError::Storage(error) => StoreError::Sled(error),
+                unexpected @ PiecesError::Unexpected { .. } => StoreError::Corrupt {
+                    what: "receipts",
+                    detail: unexpected.to_string(),
+                },
+            })?;
+        if let Some(bytes) = stored {
+            return decode("receipts", &bytes);
+        }
         if let Some(bytes) = self.tree.get(receipts_key(height))? {
             return decode("receipts", &bytes);
         }
@@ -437,23 +476,51 @@ impl Store {
             what: "transaction location",
             detail: format!("{hash} is indexed at {height}/{index}, which has no {what}"),
         };
+        let transaction = self
+            .transaction_at(height, index)?
+            .ok_or_else(|| missing("transaction at that position"))?;
         let slot = usize::try_from(index).unwrap_or(usize::MAX);
-        let chunk = u32::try_from(slot / TRANSACTIONS_PER_RECORD).unwrap_or(u32::MAX);
-        let mut transactions: Vec<Transaction> = self
-            .tree
-            .get(transactions_key(height, chunk))?
-            .map(|bytes| decode("transactions", &bytes))
-            .transpose()?
-            .ok_or_else(|| missing("transactions record"))?;
-        let within = slot % TRANSACTIONS_PER_RECORD;
-        let mut receipts = self.receipts(height)?;
-        if within >= transactions.len() || slot >= receipts.len() {
-            return Err(missing("such position"));
+        let receipt = self
+            .receipts(height)?
+            .into_iter()
+            .nth(slot)
+            .ok_or_else(|| missing("receipt at that position"))?;
+        Ok(Some((transaction, receipt)))
+    }
+
+    /// The transaction at position `index` of `height`'s block, from the `x` record that
+    /// holds it.
+    fn transaction_at(&self, height: u64, index: u32) -> Result<Option<Transaction>, StoreError> {
+        // How many transactions a record holds has changed between versions, so the record is
+        // found by the count each one opens with (borsh: a `u32`, little-endian) and only it
+        // is decoded.
+        let mut first = 0u64;
+        for (chunk, record) in (0u32..).zip(self.tree.scan_prefix(transactions_prefix(height))) {
+            let (key, bytes) = record?;
+            // A missing record would shift every position after it.
+            if key != transactions_key(height, chunk) {
+                return Err(StoreError::Corrupt {
+                    what: "transactions",
+                    detail: format!("height {height} has no record {chunk}"),
+                });
+            }
+            let count = bytes
+                .get(..4)
+                .and_then(|count| <[u8; 4]>::try_from(count).ok())
+                .map(u32::from_le_bytes)
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: "transactions",
+                    detail: format!("a record of height {height} is {} bytes", bytes.len()),
+                })?;
+            let next = first + u64::from(count);
+            if u64::from(index) < next {
+                let transactions: Vec<Transaction> = decode("transactions", &bytes)?;
+                let within = usize::try_from(u64::from(index) - first).unwrap_or(usize::MAX);
+                return Ok(transactions.into_iter().nth(within));
+            }
+            first = next;
         }
-        Ok(Some((
-            transactions.swap_remove(within),
-            receipts.swap_remove(slot),
-        )))
+        Ok(None)
     }
 
     /// Withdrawal `id` and the height that executed it, `None` when there is none yet.
@@ -934,9 +1001,19 @@ mod tests {
         assert_eq!(receipt_outcomes(5), []);
 
         // A database from before the per-block record keeps one record per receipt.
+        // Databases from earlier versions: one record per block under `r`, or before that one
+        // record per receipt.
         let receipts = store.receipts(3).unwrap();
-        store.tree.remove(receipts_key(3)).unwrap();
+        for key in store.tree.scan_prefix(receipt_pieces_key(3)).keys() {
+            store.tree.remove(key.unwrap()).unwrap();
+        }
         assert_eq!(receipt_outcomes(3), []);
+        store
+            .tree
+            .insert(receipts_key(3), codec::encode(&receipts))
+            .unwrap();
+        assert_eq!(store.receipts(3).unwrap(), receipts);
+        store.tree.remove(receipts_key(3)).unwrap();
         for receipt in &receipts {
             let key = legacy_receipt_key(3, receipt.index);
             store.tree.insert(key, codec::encode(receipt)).unwrap();
@@ -947,8 +1024,8 @@ mod tests {
     #[test]
     fn transactions_are_found_by_hash_with_their_receipts() {
         let key = lamina_primitives::Keypair::from_seed([9; 32]);
-        // More than one record's worth.
-        let count = TRANSACTIONS_PER_RECORD as u64 * 2 + 3;
+        // More than two records' worth, in this version's layout and in earlier versions'.
+        let count = TRANSACTIONS_PER_RECORD as u64 * 4 + 3;
         let transactions: Vec<Transaction> = (0..count)
             .map(|nonce| Transaction::transfer("test", &key, nonce, Address([2; 32]), 1))
             .collect();
@@ -972,11 +1049,34 @@ mod tests {
             failed: 0,
         };
         commit_transactions(&store, 1, &transactions, &output);
-        for (transaction, receipt) in transactions.iter().zip(&receipts) {
-            let found = store.included_transaction(&transaction.hash()).unwrap();
-            assert_eq!(found, Some((transaction.clone(), receipt.clone())));
-        }
+        let all_found = |store: &Store| {
+            for (transaction, receipt) in transactions.iter().zip(&receipts) {
+                let found = store.included_transaction(&transaction.hash()).unwrap();
+                assert_eq!(found, Some((transaction.clone(), receipt.clone())));
+            }
+        };
+        all_found(&store);
         assert_eq!(store.included_transaction(&Hash::ZERO).unwrap(), None);
+
+        // Earlier versions wrote 64 transactions per record.
+        let records: Vec<_> = store
+            .tree
+            .scan_prefix(transactions_prefix(1))
+            .keys()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            records.len(),
+            transactions.len().div_ceil(TRANSACTIONS_PER_RECORD)
+        );
+        for key in records {
+            store.tree.remove(key).unwrap();
+        }
+        for (chunk, run) in (0u32..).zip(transactions.chunks(64)) {
+            let key = transactions_key(1, chunk);
+            store.tree.insert(key, codec::encode(run)).unwrap();
+        }
+        all_found(&store);
 
         // A database from before the location index holds the transaction with its receipt.
         let legacy = TxRecord {

@@ -12,6 +12,7 @@ pub mod genesis;
 pub mod hash;
 pub mod interfaces;
 pub mod merkle;
+pub mod pieces;
 pub mod state_proof;
 pub mod types;
 
