@@ -261,9 +261,11 @@ impl ReedSolomon {
             // Another root at a pruned height (not expected of committed blocks): what was
             // kept of the old one is stale. Reads prefer the original data, so a crash
             // before this removal only leaves a stale entry that the next prune replaces.
+            let mut stale = sled::Batch::default();
             for piece in piece_keys(&self.held, height)? {
-                self.held.remove(piece).map_err(storage)?;
+                stale.remove(piece);
             }
+            self.held.apply_batch(stale).map_err(storage)?;
             self.restored.retain(|(h, _)| *h != height);
             self.remember(height, square);
         }
