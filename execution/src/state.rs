@@ -1000,7 +1000,6 @@ mod tests {
         assert_eq!(receipt_outcomes(4), std::slice::from_ref(&bad_nonce));
         assert_eq!(receipt_outcomes(5), []);
 
-        // A database from before the per-block record keeps one record per receipt.
         // Databases from earlier versions: one record per block under `r`, or before that one
         // record per receipt.
         let receipts = store.receipts(3).unwrap();
