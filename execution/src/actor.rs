@@ -44,7 +44,13 @@ fn storage(error: StoreError) -> ExecutionError {
 }
 
 fn query_storage(error: StoreError) -> QueryError {
-    QueryError::Storage(error.to_string())
+    match error {
+        StoreError::Pruned { version, oldest } => QueryError::HeightPruned {
+            height: version,
+            oldest,
+        },
+        error => QueryError::Storage(error.to_string()),
+    }
 }
 
 impl Actor {
@@ -57,7 +63,7 @@ impl Actor {
     ) -> Result<Actor, SetupError> {
         config.validate().map_err(SetupError::InvalidConfig)?;
         genesis.validate().map_err(SetupError::InvalidGenesis)?;
-        let store = Store::open(db)?;
+        let store = Store::open(db, config.state_history())?;
         let expected = genesis.hash();
         let executed_height = match (store.genesis_hash()?, store.executed_height()?) {
             (Some(stored), Some(height)) => {

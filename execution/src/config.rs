@@ -1,5 +1,6 @@
 //! The `[execution]` section of the node's config file: which executor runs blocks (and on
-//! how many threads), the mempool's limits, and a testing fault.
+//! how many threads), the mempool's limits, how much state history is kept, and a testing
+//! fault.
 
 use std::num::NonZeroUsize;
 
@@ -44,6 +45,11 @@ pub struct ExecutionConfig {
     pub nonce_window: u64,
     /// Largest encoded transaction the mempool accepts.
     pub max_transaction_bytes: usize,
+    /// How many of the newest executed heights keep their whole state (accounts and proofs
+    /// readable at that height); older heights' replaced tree nodes and values are deleted as
+    /// blocks execute. 0 keeps every height. Blocks, transactions and receipts are kept
+    /// whatever this says.
+    pub state_history: u64,
     /// Testing fault, off by default: makes this node's execution layer report a wrong state
     /// root in every [`ExecutedBlock`] it returns, publishes and stores (and in its status),
     /// while the state tree itself stays correct (account proofs still verify against the
@@ -64,15 +70,26 @@ impl Default for ExecutionConfig {
             max_mempool_bytes: 16 * 1024 * 1024,
             nonce_window: 64,
             max_transaction_bytes: 4096,
+            state_history: DEFAULT_STATE_HISTORY,
             report_wrong_roots: false,
         }
     }
 }
 
+/// The default [`ExecutionConfig::state_history`]: a few minutes of blocks at a fast block
+/// rate, far more than a settlement challenge window, and few enough that the state's
+/// database stops growing.
+pub const DEFAULT_STATE_HISTORY: u64 = 1_000;
+
 /// Most threads `threads` may ask for.
 pub const MAX_THREADS: usize = 256;
 
 impl ExecutionConfig {
+    /// How many of the newest versions of the state to keep whole (`None`: all of them).
+    pub fn state_history(&self) -> Option<std::num::NonZeroU64> {
+        std::num::NonZeroU64::new(self.state_history)
+    }
+
     /// The threads the `parallel` executor uses: `threads`, or the cores available to the
     /// process when unset (1 when that cannot be determined).
     pub fn threads(&self) -> usize {
@@ -213,6 +230,19 @@ mod tests {
         assert!(!text.contains("threads"), "{text}");
         // The testing fault is only written when on.
         assert!(!text.contains("report_wrong_roots"), "{text}");
+    }
+
+    #[test]
+    fn state_history_is_limited_by_default_and_zero_keeps_everything() {
+        let config = ExecutionConfig::default();
+        assert_eq!(
+            config.state_history().map(std::num::NonZeroU64::get),
+            Some(DEFAULT_STATE_HISTORY)
+        );
+        let config: ExecutionConfig = toml::from_str("state_history = 0").unwrap();
+        assert_eq!(config.state_history(), None);
+        assert!(config.validate().is_ok());
+        assert!(toml::from_str::<ExecutionConfig>("state_history = -1").is_err());
     }
 
     #[test]

@@ -5,13 +5,18 @@
 //! Everything lives in one sled tree, [`TREE_NAME`], under one-byte key prefixes, so that a
 //! block's writes are one `apply_batch`: sled applies a batch on a single tree atomically, so a
 //! crash never leaves a half-applied block. Versions of the Merkle tree are block heights;
-//! genesis is version 0, and every version is retained. Reads of the newest version, the hot
-//! ones, are answered from an in-memory cache of the newest values when they can be.
+//! genesis is version 0. The store keeps the newest versions of the state (a configured
+//! history, or all of them): each block's batch also deletes the tree nodes and values that
+//! only versions older than that history need, so the database stops growing with state
+//! versions. Reads of the newest version, the hot ones, are answered from an in-memory cache of
+//! the newest values when they can be.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use jmt::storage::{LeafNode, Node, NodeBatch, NodeKey, TreeReader};
+use jmt::storage::{LeafNode, NibblePath, Node, NodeBatch, NodeKey, TreeReader, TreeUpdateBatch};
 use jmt::{KeyHash, OwnedValue, Sha256Jmt, Version};
 use lamina_primitives::bridge::Withdrawal;
 use lamina_primitives::codec;
@@ -58,12 +63,24 @@ mod prefix {
     pub const TX: u8 = b't';
     /// `w ‖ withdrawal id (BE)` → borsh(`WithdrawalRecord`).
     pub const WITHDRAWAL: u8 = b'w';
+    /// `s ‖ version (BE) ‖ piece (BE u32)` → a piece of borsh(`BTreeSet<Vec<u8>>`): the `n` and `v`
+    /// keys that `version` replaced (tree nodes it made stale, values it overwrote). Only
+    /// versions older than `version` need them, so they are deleted once `version` is the
+    /// oldest one kept. Written only when the history is limited.
+    pub const STALE: u8 = b's';
 }
 
 // Metadata keys, under the prefix `m`.
 const GENESIS_HASH_KEY: &[u8] = b"mgenesis_hash";
 const EXECUTED_HEIGHT_KEY: &[u8] = b"mexecuted_height";
 const RIGHTMOST_LEAF_KEY: &[u8] = b"mrightmost_leaf";
+/// The oldest version whose state is complete: every older one is pruned (absent: 0).
+const OLDEST_VERSION_KEY: &[u8] = b"moldest_version";
+
+/// Most versions one block's batch prunes. In a steady state a block prunes one; more only
+/// after the history was shortened, which is then caught up a few versions per block rather
+/// than in one long batch.
+const PRUNE_VERSIONS_PER_BLOCK: usize = 4;
 
 /// Why the state store failed.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +98,14 @@ pub enum StoreError {
         what: &'static str,
         /// The decoding error.
         detail: String,
+    },
+    /// The state at `version` is older than the history the store keeps.
+    #[error("the state at height {version} is pruned; the oldest height kept is {oldest}")]
+    Pruned {
+        /// The version asked for.
+        version: u64,
+        /// The oldest version kept.
+        oldest: u64,
     },
 }
 
@@ -225,6 +250,28 @@ fn tx_key(hash: &Hash) -> [u8; 33] {
     key
 }
 
+fn stale_key(version: Version) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = prefix::STALE;
+    key[1..].copy_from_slice(&version.to_be_bytes());
+    key
+}
+
+/// The version a `v` or `s` key is for (see [`prefix`]).
+fn version_in(what: &'static str, key: &[u8]) -> Result<Version, StoreError> {
+    let at = match key.first() {
+        Some(&prefix::VALUE) => 33,
+        _ => 1,
+    };
+    key.get(at..at + 8)
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt {
+            what,
+            detail: format!("a key of {} bytes has no version", key.len()),
+        })
+}
+
 fn withdrawal_key(id: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = prefix::WITHDRAWAL;
@@ -256,19 +303,28 @@ const LATEST_VALUES_CAPACITY: usize = 100_000;
 struct LatestValues {
     /// The version the values are valid at (`None`: none yet).
     version: Option<Version>,
-    values: HashMap<KeyHash, Option<OwnedValue>>,
+    values: HashMap<KeyHash, NewestRecord>,
+}
+
+/// A state key's newest `v` record at or below some version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NewestRecord {
+    /// The version the record was written at (`None`: the key has no record there).
+    written_at: Option<Version>,
+    /// Its value (`None`: absent or deleted).
+    value: Option<OwnedValue>,
 }
 
 impl LatestValues {
-    fn get(&self, version: Version, key_hash: &KeyHash) -> Option<Option<OwnedValue>> {
+    fn get(&self, version: Version, key_hash: &KeyHash) -> Option<NewestRecord> {
         if self.version != Some(version) {
             return None;
         }
         self.values.get(key_hash).cloned()
     }
 
-    /// Remembers `value`, read from the store at `version`.
-    fn remember(&mut self, version: Version, key_hash: KeyHash, value: Option<OwnedValue>) {
+    /// Remembers `record`, read from the store at `version`.
+    fn remember(&mut self, version: Version, key_hash: KeyHash, record: NewestRecord) {
         if self.version != Some(version) {
             return;
         }
@@ -276,7 +332,7 @@ impl LatestValues {
             // Starting over is simpler than an LRU, and the hot keys come back at once.
             self.values.clear();
         }
-        self.values.insert(key_hash, value);
+        self.values.insert(key_hash, record);
     }
 
     /// Moves to `version`, made from the one before by writing `written`.
@@ -290,25 +346,44 @@ impl LatestValues {
         }
         self.version = Some(version);
         for (key_hash, value) in written {
-            self.remember(version, *key_hash, value.clone());
+            let record = NewestRecord {
+                written_at: Some(version),
+                value: value.clone(),
+            };
+            self.remember(version, *key_hash, record);
         }
     }
 }
 
 /// The execution layer's storage: the versioned Merkle tree and the per-height records.
-/// Clones share the sled tree and the cache of newest values.
+/// Clones share the sled tree, the cache of newest values and the pruning state.
 #[derive(Debug, Clone)]
 pub struct Store {
     tree: sled::Tree,
     latest: Arc<RwLock<LatestValues>>,
+    /// How many of the newest versions are kept whole (`None`: every version).
+    history: Option<NonZeroU64>,
+    /// The oldest version kept whole ([`OLDEST_VERSION_KEY`]). A block that prunes raises it
+    /// before its batch is applied (see [`Store::read_kept`]).
+    oldest: Arc<AtomicU64>,
 }
 
 impl Store {
-    /// Opens (or creates) the execution tree in `db`.
-    pub fn open(db: &sled::Db) -> Result<Store, StoreError> {
+    /// Opens (or creates) the execution tree in `db`, keeping the newest `history` versions of
+    /// the state whole (`None`: every version). Versions committed while the history was
+    /// unlimited are never pruned, since nothing recorded what they replaced.
+    pub fn open(db: &sled::Db, history: Option<NonZeroU64>) -> Result<Store, StoreError> {
+        let tree = db.open_tree(TREE_NAME)?;
+        let oldest = tree
+            .get(OLDEST_VERSION_KEY)?
+            .map(|bytes| decode::<u64>("oldest version", &bytes))
+            .transpose()?
+            .unwrap_or(0);
         let store = Store {
-            tree: db.open_tree(TREE_NAME)?,
+            tree,
             latest: Arc::default(),
+            history,
+            oldest: Arc::new(AtomicU64::new(oldest)),
         };
         // The newest version is the executed height: a block's values and its height are
         // written in one batch.
@@ -349,20 +424,22 @@ impl Store {
                 )
             })
             .collect();
-        let (root, node_batch) = self.update_tree(&accounts, 0)?;
+        let (root, update) = self.update_tree(&accounts, 0)?;
         let mut batch = sled::Batch::default();
-        self.add_node_batch(&mut batch, &node_batch)?;
+        self.add_node_batch(&mut batch, &update.node_batch)?;
         batch.insert(GENESIS_HASH_KEY, codec::encode(&genesis.hash()));
         batch.insert(EXECUTED_HEIGHT_KEY, codec::encode(&0u64));
         self.tree.apply_batch(batch)?;
         self.tree.flush()?;
-        self.advance_latest(0, &node_batch);
+        self.advance_latest(0, &update.node_batch);
         Ok(root)
     }
 
     /// Commits one executed block as version `height`: tree nodes, values, transactions,
     /// receipts, transaction index, withdrawals, block summary and the new executed height, in
-    /// one atomic batch, flushed to disk before returning.
+    /// one atomic batch, flushed to disk before returning. With a limited history the batch
+    /// also records what this version replaced and prunes the versions that fell out of the
+    /// history.
     pub fn commit_block(&self, commit: &BlockCommit<'_>) -> Result<ExecutedBlock, StoreError> {
         let BlockCommit {
             height,
@@ -370,9 +447,26 @@ impl Store {
             output,
             ..
         } = *commit;
-        let (state_root, node_batch) = self.update_tree(&output.writes, height)?;
+        let (state_root, update) = self.update_tree(&output.writes, height)?;
+        let node_batch = &update.node_batch;
         let mut batch = sled::Batch::default();
-        self.add_node_batch(&mut batch, &node_batch)?;
+        self.add_node_batch(&mut batch, node_batch)?;
+        let mut new_oldest = None;
+        if let Some(history) = self.history {
+            let replaced = self.replaced_by(height, &update)?;
+            new_oldest = self.prune(&mut batch, (height + 1).saturating_sub(history.get()))?;
+            if new_oldest.unwrap_or_else(|| self.oldest_version()) >= height {
+                // A history of one version: what this one replaced is already out of it.
+                for key in replaced {
+                    batch.remove(key);
+                }
+            } else {
+                let record = codec::encode(&replaced);
+                for (piece, bytes) in pieces::pieces(&stale_key(height), &record) {
+                    batch.insert(piece, bytes);
+                }
+            }
+        }
 
         // The index keeps the inclusion that used the transaction's nonce: there is at most
         // one, so it is written without looking. An inclusion that changed nothing is
@@ -419,9 +513,14 @@ impl Store {
         };
         batch.insert(&block_key(height)[..], codec::encode(&executed));
         batch.insert(EXECUTED_HEIGHT_KEY, codec::encode(&height));
+        if let Some(oldest) = new_oldest {
+            batch.insert(OLDEST_VERSION_KEY, codec::encode(&oldest));
+            // Before the batch, so that a read of a version it prunes cannot miss it.
+            self.oldest.fetch_max(oldest, Ordering::SeqCst);
+        }
         self.tree.apply_batch(batch)?;
         self.tree.flush()?;
-        self.advance_latest(height, &node_batch);
+        self.advance_latest(height, node_batch);
         Ok(executed)
     }
 
@@ -572,15 +671,20 @@ impl Store {
     /// The account at `version`, `None` when it does not exist there.
     pub fn account(&self, address: &Address, version: u64) -> Result<Option<Account>, StoreError> {
         let key_hash = KeyHash(account_key_hash(address).0);
-        self.value_at(version, key_hash)?
-            .map(|bytes| decode("account", &bytes))
-            .transpose()
+        self.read_kept(version, || {
+            self.newest_record(version, key_hash)?
+                .value
+                .map(|bytes| decode("account", &bytes))
+                .transpose()
+        })
     }
 
     /// The state root at `version`.
     pub fn root(&self, version: u64) -> Result<Hash, StoreError> {
-        let root = Sha256Jmt::new(self).get_root_hash(version)?;
-        Ok(Hash(root.0))
+        self.read_kept(version, || {
+            let root = Sha256Jmt::new(self).get_root_hash(version)?;
+            Ok(Hash(root.0))
+        })
     }
 
     /// The account at `version` with its proof against that version's root.
@@ -590,11 +694,38 @@ impl Store {
         version: u64,
     ) -> Result<(Option<Account>, StateProof), StoreError> {
         let key_hash = account_key_hash(address);
-        let (value, proof) = Sha256Jmt::new(self).get_with_proof(KeyHash(key_hash.0), version)?;
-        let account = value
-            .map(|bytes| decode::<Account>("account", &bytes))
-            .transpose()?;
-        Ok((account, state_proof_from_jmt(&proof)?))
+        self.read_kept(version, || {
+            let (value, proof) =
+                Sha256Jmt::new(self).get_with_proof(KeyHash(key_hash.0), version)?;
+            let account = value
+                .map(|bytes| decode::<Account>("account", &bytes))
+                .transpose()?;
+            Ok((account, state_proof_from_jmt(&proof)?))
+        })
+    }
+
+    /// The oldest version whose state this store keeps.
+    pub fn oldest_version(&self) -> u64 {
+        self.oldest.load(Ordering::SeqCst)
+    }
+
+    /// Runs `read`, a read of the state at `version`, if the store keeps that version.
+    fn read_kept<T>(
+        &self,
+        version: Version,
+        read: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let kept = || match self.oldest_version() {
+            oldest if version < oldest => Err(StoreError::Pruned { version, oldest }),
+            _ => Ok(()),
+        };
+        kept()?;
+        let answer = read();
+        // A block's batch may have pruned the version during the read. It raises `oldest`
+        // before it is applied, so a read that saw any of its deletions fails here instead of
+        // answering from a half-pruned version.
+        kept()?;
+        answer
     }
 
     /// A view of the state at `version` for an executor.
@@ -610,7 +741,7 @@ impl Store {
         &self,
         accounts: &BTreeMap<Address, Account>,
         version: Version,
-    ) -> Result<(Hash, NodeBatch), StoreError> {
+    ) -> Result<(Hash, TreeUpdateBatch), StoreError> {
         let value_set = accounts.iter().map(|(address, account)| {
             (
                 KeyHash(account_key_hash(address).0),
@@ -618,8 +749,82 @@ impl Store {
             )
         });
         let (root, update) = Sha256Jmt::new(self).put_value_set(value_set, version)?;
-        // Stale-node indices are only needed for pruning, and every version is retained.
-        Ok((Hash(root.0), update.node_batch))
+        Ok((Hash(root.0), update))
+    }
+
+    /// The keys of what `version`, made by `update`, replaced: the tree nodes it made stale
+    /// and the values it overwrote (see [`prefix::STALE`]).
+    fn replaced_by(
+        &self,
+        version: Version,
+        update: &TreeUpdateBatch,
+    ) -> Result<BTreeSet<Vec<u8>>, StoreError> {
+        let mut replaced: BTreeSet<Vec<u8>> = update
+            .stale_node_index_batch
+            .iter()
+            .map(|stale| node_key_bytes(&stale.node_key))
+            .collect();
+        if let Some(previous) = version.checked_sub(1) {
+            // jmt reports the previous root stale only when the version changed the tree; one
+            // that changed nothing gets a copy of it instead. Either way no later version
+            // reaches it.
+            let root_path: NibblePath = std::iter::empty().collect();
+            replaced.insert(node_key_bytes(&NodeKey::new(previous, root_path)));
+            for (_, key_hash) in update.node_batch.values().keys() {
+                // The executor has just read these keys at the previous version, so this is
+                // almost always answered by the cache of newest values.
+                if let Some(written_at) = self.newest_record(previous, *key_hash)?.written_at {
+                    replaced.insert(value_key(key_hash, written_at).to_vec());
+                }
+            }
+        }
+        Ok(replaced)
+    }
+
+    /// Adds to `batch` the deletion of what only versions older than `through` need, at most
+    /// [`PRUNE_VERSIONS_PER_BLOCK`] versions' worth. Returns the oldest version that is then
+    /// whole, if that moves.
+    fn prune(
+        &self,
+        batch: &mut sled::Batch,
+        through: Version,
+    ) -> Result<Option<Version>, StoreError> {
+        let oldest = self.oldest_version();
+        if through <= oldest {
+            return Ok(None);
+        }
+        // Every record below `oldest` is gone, and pruning version `v`'s record breaks only
+        // the versions below `v`.
+        let mut from = oldest;
+        for _ in 0..PRUNE_VERSIONS_PER_BLOCK {
+            let next = self
+                .tree
+                .range(stale_key(from)..stale_key(through + 1))
+                .next()
+                .transpose()?;
+            let Some((first_piece, _)) = next else {
+                return Ok(Some(through));
+            };
+            let version = version_in("replaced keys", &first_piece)?;
+            let key = stale_key(version);
+            let bytes = pieces::reassemble(&key, self.tree.scan_prefix(key))
+                .map_err(|error| match error {
+                    PiecesError::Storage(error) => StoreError::Sled(error),
+                    unexpected @ PiecesError::Unexpected { .. } => StoreError::Corrupt {
+                        what: "replaced keys",
+                        detail: unexpected.to_string(),
+                    },
+                })?
+                .unwrap_or_default();
+            for replaced in decode::<BTreeSet<Vec<u8>>>("replaced keys", &bytes)? {
+                batch.remove(replaced);
+            }
+            for (piece, _) in pieces::pieces(&key, &bytes) {
+                batch.remove(piece);
+            }
+            from = version + 1;
+        }
+        Ok(Some(from - 1))
     }
 
     /// Adds a jmt node batch (nodes, values, rightmost-leaf record) to a sled batch.
@@ -677,31 +882,38 @@ impl Store {
             .transpose()
     }
 
-    fn value_at(
+    /// The newest record of `key_hash` at or below `max_version`.
+    fn newest_record(
         &self,
         max_version: Version,
         key_hash: KeyHash,
-    ) -> Result<Option<OwnedValue>, StoreError> {
+    ) -> Result<NewestRecord, StoreError> {
         let cached = self
             .latest
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(max_version, &key_hash);
-        if let Some(value) = cached {
-            return Ok(value);
+        if let Some(record) = cached {
+            return Ok(record);
         }
         let newest = self
             .tree
             .range(value_key(&key_hash, 0)..=value_key(&key_hash, max_version))
             .next_back()
             .transpose()?;
-        let value = match newest {
-            Some((_, bytes)) => decode::<Option<OwnedValue>>("value", &bytes)?,
-            None => None,
+        let record = match newest {
+            Some((key, bytes)) => NewestRecord {
+                written_at: Some(version_in("value", &key)?),
+                value: decode::<Option<OwnedValue>>("value", &bytes)?,
+            },
+            None => NewestRecord {
+                written_at: None,
+                value: None,
+            },
         };
         self.write_latest()
-            .remember(max_version, key_hash, value.clone());
-        Ok(value)
+            .remember(max_version, key_hash, record.clone());
+        Ok(record)
     }
 }
 
@@ -731,7 +943,7 @@ impl TreeReader for Store {
         max_version: Version,
         key_hash: KeyHash,
     ) -> anyhow::Result<Option<OwnedValue>> {
-        Ok(self.value_at(max_version, key_hash)?)
+        Ok(self.newest_record(max_version, key_hash)?.value)
     }
 
     fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
@@ -859,7 +1071,7 @@ mod tests {
 
     #[test]
     fn empty_genesis_has_the_placeholder_root_and_proves_absence() {
-        let store = Store::open(&temp_db()).unwrap();
+        let store = Store::open(&temp_db(), None).unwrap();
         let root = store.write_genesis(&genesis(&[])).unwrap();
         assert_eq!(root, lamina_primitives::state_proof::PLACEHOLDER_HASH);
         check_proof(&store, &Address([7; 32]), 0);
@@ -873,7 +1085,7 @@ mod tests {
     fn versions_keep_their_values_and_proofs() {
         let a = Address([1; 32]);
         let b = Address([2; 32]);
-        let store = Store::open(&temp_db()).unwrap();
+        let store = Store::open(&temp_db(), None).unwrap();
         let root0 = store.write_genesis(&genesis(&[(a, 100)])).unwrap();
         let account = |balance, nonce| Account { balance, nonce };
         commit(&store, 1, &[(a, account(50, 1)), (b, account(50, 0))]);
@@ -905,7 +1117,7 @@ mod tests {
         let a = Address([1; 32]);
         let b = Address([2; 32]);
         let account = |balance, nonce| Account { balance, nonce };
-        let store = Store::open(&temp_db()).unwrap();
+        let store = Store::open(&temp_db(), None).unwrap();
         store.write_genesis(&genesis(&[(a, 100)])).unwrap();
         commit(&store, 1, &[(b, account(5, 0))]);
         commit(&store, 2, &[(a, account(90, 1))]);
@@ -941,7 +1153,7 @@ mod tests {
                 got: 0,
             },
         };
-        let store = Store::open(&temp_db()).unwrap();
+        let store = Store::open(&temp_db(), None).unwrap();
         store.write_genesis(&genesis(&[])).unwrap();
         let include = |height: u64, outcomes: &[TxOutcome]| {
             let receipts = outcomes
@@ -1039,7 +1251,7 @@ mod tests {
                 withdrawal_id: None,
             })
             .collect();
-        let store = Store::open(&temp_db()).unwrap();
+        let store = Store::open(&temp_db(), None).unwrap();
         store.write_genesis(&genesis(&[])).unwrap();
         let output = BlockOutput {
             receipts: receipts.clone(),
@@ -1102,7 +1314,7 @@ mod tests {
 
     #[test]
     fn withdrawals_are_stored_by_id_with_their_height() {
-        let store = Store::open(&temp_db()).unwrap();
+        let store = Store::open(&temp_db(), None).unwrap();
         store.write_genesis(&genesis(&[])).unwrap();
         let withdrawals: Vec<Withdrawal> = (0..3)
             .map(|id| Withdrawal {
@@ -1139,9 +1351,164 @@ mod tests {
         ));
     }
 
+    /// A `TreeReader` over a store that notes the key of every node read through it.
+    struct NodeRecorder<'a> {
+        store: &'a Store,
+        read: std::sync::Mutex<std::collections::BTreeSet<Vec<u8>>>,
+    }
+
+    impl TreeReader for NodeRecorder<'_> {
+        fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+            self.read.lock().unwrap().insert(node_key_bytes(node_key));
+            self.store.get_node_option(node_key)
+        }
+
+        fn get_value_option(
+            &self,
+            max_version: Version,
+            key_hash: KeyHash,
+        ) -> anyhow::Result<Option<OwnedValue>> {
+            self.store.get_value_option(max_version, key_hash)
+        }
+
+        fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+            self.store.get_rightmost_leaf()
+        }
+    }
+
+    /// The keys of every tree node the versions from `oldest` to `latest` reach, found by
+    /// iterating over each version's leaves (which visits every node of that version).
+    fn reachable_nodes(store: &Store, oldest: u64, latest: u64) -> Vec<Vec<u8>> {
+        let recorder = Arc::new(NodeRecorder {
+            store,
+            read: Default::default(),
+        });
+        for version in oldest..=latest {
+            let leaves =
+                jmt::JellyfishMerkleIterator::new(recorder.clone(), version, KeyHash([0; 32]))
+                    .unwrap();
+            for leaf in leaves {
+                leaf.unwrap();
+            }
+        }
+        let read = recorder.read.lock().unwrap();
+        read.iter().cloned().collect()
+    }
+
+    /// The stored keys under `prefix`.
+    fn stored_keys(store: &Store, prefix: u8) -> Vec<Vec<u8>> {
+        store
+            .tree
+            .scan_prefix([prefix])
+            .map(|item| item.unwrap().0.to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn shortening_the_history_prunes_a_few_versions_per_block_until_caught_up() {
+        let a = Address([1; 32]);
+        let db = temp_db();
+        let store = Store::open(&db, NonZeroU64::new(10)).unwrap();
+        store.write_genesis(&genesis(&[(a, 100)])).unwrap();
+        for height in 1..=12 {
+            commit(
+                &store,
+                height,
+                &[(
+                    a,
+                    Account {
+                        balance: height,
+                        nonce: height,
+                    },
+                )],
+            );
+        }
+        assert_eq!(store.oldest_version(), 3);
+        assert!(matches!(
+            store.account(&a, 2),
+            Err(StoreError::Pruned {
+                version: 2,
+                oldest: 3
+            })
+        ));
+        assert_eq!(store.account(&a, 3).unwrap().unwrap().balance, 3);
+
+        let store = Store::open(&db, NonZeroU64::new(1)).unwrap();
+        assert_eq!(store.oldest_version(), 3, "kept across a restart");
+        for (height, oldest) in [(13, 7), (14, 11), (15, 15), (16, 16)] {
+            commit(
+                &store,
+                height,
+                &[(
+                    a,
+                    Account {
+                        balance: height,
+                        nonce: height,
+                    },
+                )],
+            );
+            assert_eq!(store.oldest_version(), oldest, "after {height}");
+            for version in oldest..=height {
+                assert_eq!(
+                    store.account(&a, version).unwrap().unwrap().balance,
+                    version
+                );
+                check_proof(&store, &a, version);
+            }
+        }
+        // With one version kept, what a version replaces is deleted with it, not recorded.
+        assert!(stored_keys(&store, prefix::STALE).is_empty());
+        assert_eq!(stored_keys(&store, prefix::VALUE).len(), 1);
+    }
+
+    #[test]
+    fn versions_from_an_unlimited_history_stay_but_are_no_longer_served() {
+        let a = Address([1; 32]);
+        let db = temp_db();
+        let store = Store::open(&db, None).unwrap();
+        store.write_genesis(&genesis(&[(a, 100)])).unwrap();
+        for height in 1..=5 {
+            commit(
+                &store,
+                height,
+                &[(
+                    a,
+                    Account {
+                        balance: height,
+                        nonce: height,
+                    },
+                )],
+            );
+        }
+        assert!(stored_keys(&store, prefix::STALE).is_empty());
+        let store = Store::open(&db, NonZeroU64::new(2)).unwrap();
+        commit(
+            &store,
+            6,
+            &[(
+                a,
+                Account {
+                    balance: 6,
+                    nonce: 6,
+                },
+            )],
+        );
+        assert_eq!(store.oldest_version(), 5);
+        let error = store.account_proof(&a, 4).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the state at height 4 is pruned; the oldest height kept is 5"
+        );
+        assert!(matches!(store.root(0), Err(StoreError::Pruned { .. })));
+        // Nothing recorded what versions 1 to 5 replaced, so their data stays on disk.
+        assert_eq!(stored_keys(&store, prefix::VALUE).len(), 7);
+        check_proof(&store, &a, 5);
+        check_proof(&store, &a, 6);
+    }
+
     #[test]
     fn rightmost_leaf_is_the_largest_key_hash() {
-        let store = Store::open(&temp_db()).unwrap();
+        let store = Store::open(&temp_db(), None).unwrap();
         let addresses: Vec<Address> = (0..20u8).map(|i| Address([i; 32])).collect();
         let accounts: Vec<(Address, u64)> = addresses.iter().map(|a| (*a, 1)).collect();
         store.write_genesis(&genesis(&accounts)).unwrap();
@@ -1166,7 +1533,7 @@ mod tests {
             ),
         ) {
             let db = temp_db();
-            let store = Store::open(&db).unwrap();
+            let store = Store::open(&db, None).unwrap();
             let address = |n: u8| Address([n; 32]);
             let initial: Vec<(Address, u64)> =
                 genesis_balances.iter().map(|(&n, &b)| (address(n), b)).collect();
@@ -1182,15 +1549,100 @@ mod tests {
                     .collect();
                 commit(&store, height, &writes);
                 let cached = read_all(&store, height);
-                let fresh = Store::open(&db).unwrap();
+                let fresh = Store::open(&db, None).unwrap();
                 prop_assert_eq!(&cached, &read_all(&fresh, height));
                 // Twice: the second read is served from what the first remembered.
                 prop_assert_eq!(&cached, &read_all(&store, height));
             }
-            let fresh = Store::open(&db).unwrap();
+            let fresh = Store::open(&db, None).unwrap();
             for version in 0..=blocks.len() as u64 {
                 prop_assert_eq!(read_all(&store, version), read_all(&fresh, version));
             }
+        }
+
+        /// With a limited history, after every block: the versions in the history read back
+        /// as written, with proofs against the roots they had; older versions are refused;
+        /// and the store holds exactly the tree nodes those versions reach and the values
+        /// they read, nothing older. Reopening keeps the pruning state.
+        #[test]
+        fn a_limited_history_keeps_its_versions_whole_and_nothing_else(
+            history in 1u64..4,
+            genesis_balances in proptest::collection::btree_map(0u8..8, 1..1_000u64, 0..8),
+            blocks in proptest::collection::vec(
+                proptest::collection::btree_map(0u8..8, (0..1_000u64, 0..5u64), 0..5),
+                1..10,
+            ),
+        ) {
+            let db = temp_db();
+            let limit = NonZeroU64::new(history);
+            let store = Store::open(&db, limit).unwrap();
+            let address = |n: u8| Address([n; 32]);
+            let initial: Vec<(Address, u64)> =
+                genesis_balances.iter().map(|(&n, &b)| (address(n), b)).collect();
+            let mut roots = vec![store.write_genesis(&genesis(&initial)).unwrap()];
+            // The accounts at every version, and the versions each address was written at.
+            let mut states: Vec<BTreeMap<u8, Account>> = vec![genesis_balances
+                .iter()
+                .map(|(&n, &balance)| (n, Account { balance, nonce: 0 }))
+                .collect()];
+            let mut written: BTreeMap<u8, Vec<u64>> =
+                genesis_balances.keys().map(|&n| (n, vec![0])).collect();
+            for (height, writes) in (1u64..).zip(&blocks) {
+                let writes: BTreeMap<u8, Account> = writes
+                    .iter()
+                    .map(|(&n, &(balance, nonce))| (n, Account { balance, nonce }))
+                    .collect();
+                let list: Vec<(Address, Account)> =
+                    writes.iter().map(|(&n, &account)| (address(n), account)).collect();
+                roots.push(commit(&store, height, &list).state_root);
+                let mut state = states.last().unwrap().clone();
+                for (&n, &account) in &writes {
+                    state.insert(n, account);
+                    written.entry(n).or_default().push(height);
+                }
+                states.push(state);
+
+                let oldest = (height + 1).saturating_sub(history);
+                prop_assert_eq!(store.oldest_version(), oldest);
+                for version in 0..=height {
+                    if version < oldest {
+                        let pruned = matches!(
+                            store.account(&address(0), version),
+                            Err(StoreError::Pruned { .. })
+                        );
+                        prop_assert!(pruned, "version {} is below {}", version, oldest);
+                        continue;
+                    }
+                    prop_assert_eq!(store.root(version).unwrap(), roots[version as usize]);
+                    for n in 0u8..8 {
+                        let expected = states[version as usize].get(&n).copied();
+                        prop_assert_eq!(store.account(&address(n), version).unwrap(), expected);
+                    }
+                    check_proof(&store, &address(0), version);
+                }
+                prop_assert_eq!(
+                    stored_keys(&store, prefix::NODE),
+                    reachable_nodes(&store, oldest, height)
+                );
+                // A value is needed while it is the newest of its key at some kept version.
+                let mut needed: Vec<Vec<u8>> = written
+                    .iter()
+                    .flat_map(|(&n, versions)| {
+                        let first_needed = versions
+                            .iter()
+                            .rposition(|&version| version <= oldest)
+                            .unwrap_or(0);
+                        let key_hash = KeyHash(account_key_hash(&address(n)).0);
+                        versions[first_needed..]
+                            .iter()
+                            .map(move |&version| value_key(&key_hash, version).to_vec())
+                    })
+                    .collect();
+                needed.sort();
+                prop_assert_eq!(stored_keys(&store, prefix::VALUE), needed);
+            }
+            let reopened = Store::open(&db, limit).unwrap();
+            prop_assert_eq!(reopened.oldest_version(), store.oldest_version());
         }
 
         /// For random trees over several versions, converted proofs verify for present and
@@ -1204,7 +1656,7 @@ mod tests {
             ),
             absent in proptest::collection::vec(any::<[u8; 32]>(), 1..4),
         ) {
-            let store = Store::open(&temp_db()).unwrap();
+            let store = Store::open(&temp_db(), None).unwrap();
             let initial: Vec<(Address, u64)> =
                 genesis_accounts.iter().map(|(a, b)| (Address(*a), *b)).collect();
             store.write_genesis(&genesis(&initial)).unwrap();

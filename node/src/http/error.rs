@@ -200,6 +200,9 @@ impl From<QueryError> for ApiError {
             QueryError::HeightNotExecuted { .. } => {
                 ApiError::not_found("height_not_found", err.to_string())
             }
+            QueryError::HeightPruned { .. } => {
+                ApiError::new(StatusCode::GONE, "height_pruned", err.to_string())
+            }
             QueryError::Storage(_) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "storage_error",

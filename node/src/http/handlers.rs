@@ -609,7 +609,7 @@ pub struct AccountResponse {
 #[utoipa::path(get, path = "/v1/accounts/{address}", tag = "state",
     params(("address" = String, Path, description = "Account address, 64 hex characters"), HeightQuery),
     responses((status = 200, body = AccountResponse), (status = 400, body = ErrorBody),
-              (status = 404, body = ErrorBody)))]
+              (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
 pub async fn account(
     State(ctx): State<NodeContext>,
     Path(address): Path<String>,
@@ -648,7 +648,7 @@ pub struct AccountProofResponse {
 #[utoipa::path(get, path = "/v1/accounts/{address}/proof", tag = "state",
     params(("address" = String, Path, description = "Account address, 64 hex characters"), HeightQuery),
     responses((status = 200, body = AccountProofResponse), (status = 400, body = ErrorBody),
-              (status = 404, body = ErrorBody)))]
+              (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
 pub async fn account_proof(
     State(ctx): State<NodeContext>,
     Path(address): Path<String>,

@@ -145,6 +145,17 @@ pub enum QueryError {
         /// Latest executed height.
         latest: u64,
     },
+    /// The height's state is older than the history this node keeps
+    /// (`[execution] state_history`).
+    #[error(
+        "the state at height {height} is pruned; this node keeps the state of heights {oldest} and later"
+    )]
+    HeightPruned {
+        /// Height asked for.
+        height: u64,
+        /// Oldest height whose state the node keeps.
+        oldest: u64,
+    },
     /// The state database failed.
     #[error("state storage failed: {0}")]
     Storage(String),
