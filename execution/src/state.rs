@@ -1404,6 +1404,15 @@ mod tests {
             .collect()
     }
 
+    /// Commits `height`, writing `address` with the height as its balance and nonce.
+    fn commit_height_marked(store: &Store, address: &Address, height: u64) {
+        let marked = Account {
+            balance: height,
+            nonce: height,
+        };
+        commit(store, height, &[(*address, marked)]);
+    }
+
     #[test]
     fn shortening_the_history_prunes_a_few_versions_per_block_until_caught_up() {
         let a = Address([1; 32]);
@@ -1411,17 +1420,7 @@ mod tests {
         let store = Store::open(&db, NonZeroU64::new(10)).unwrap();
         store.write_genesis(&genesis(&[(a, 100)])).unwrap();
         for height in 1..=12 {
-            commit(
-                &store,
-                height,
-                &[(
-                    a,
-                    Account {
-                        balance: height,
-                        nonce: height,
-                    },
-                )],
-            );
+            commit_height_marked(&store, &a, height);
         }
         assert_eq!(store.oldest_version(), 3);
         assert!(matches!(
@@ -1436,17 +1435,7 @@ mod tests {
         let store = Store::open(&db, NonZeroU64::new(1)).unwrap();
         assert_eq!(store.oldest_version(), 3, "kept across a restart");
         for (height, oldest) in [(13, 7), (14, 11), (15, 15), (16, 16)] {
-            commit(
-                &store,
-                height,
-                &[(
-                    a,
-                    Account {
-                        balance: height,
-                        nonce: height,
-                    },
-                )],
-            );
+            commit_height_marked(&store, &a, height);
             assert_eq!(store.oldest_version(), oldest, "after {height}");
             for version in oldest..=height {
                 assert_eq!(
@@ -1468,31 +1457,11 @@ mod tests {
         let store = Store::open(&db, None).unwrap();
         store.write_genesis(&genesis(&[(a, 100)])).unwrap();
         for height in 1..=5 {
-            commit(
-                &store,
-                height,
-                &[(
-                    a,
-                    Account {
-                        balance: height,
-                        nonce: height,
-                    },
-                )],
-            );
+            commit_height_marked(&store, &a, height);
         }
         assert!(stored_keys(&store, prefix::STALE).is_empty());
         let store = Store::open(&db, NonZeroU64::new(2)).unwrap();
-        commit(
-            &store,
-            6,
-            &[(
-                a,
-                Account {
-                    balance: 6,
-                    nonce: 6,
-                },
-            )],
-        );
+        commit_height_marked(&store, &a, 6);
         assert_eq!(store.oldest_version(), 5);
         let error = store.account_proof(&a, 4).unwrap_err();
         assert_eq!(
