@@ -2,7 +2,7 @@
 //! how many threads), the mempool's limits, how much state history is kept, and a testing
 //! fault.
 
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU64, NonZeroUsize};
 
 use serde::{Deserialize, Serialize};
 
@@ -86,8 +86,8 @@ pub const MAX_THREADS: usize = 256;
 
 impl ExecutionConfig {
     /// How many of the newest versions of the state to keep whole (`None`: all of them).
-    pub fn state_history(&self) -> Option<std::num::NonZeroU64> {
-        std::num::NonZeroU64::new(self.state_history)
+    pub fn state_history(&self) -> Option<NonZeroU64> {
+        NonZeroU64::new(self.state_history)
     }
 
     /// The threads the `parallel` executor uses: `threads`, or the cores available to the
@@ -236,7 +236,7 @@ mod tests {
     fn state_history_is_limited_by_default_and_zero_keeps_everything() {
         let config = ExecutionConfig::default();
         assert_eq!(
-            config.state_history().map(std::num::NonZeroU64::get),
+            config.state_history().map(NonZeroU64::get),
             Some(DEFAULT_STATE_HISTORY)
         );
         let config: ExecutionConfig = toml::from_str("state_history = 0").unwrap();

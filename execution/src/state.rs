@@ -534,16 +534,7 @@ impl Store {
 
     /// The receipts of `height`, in block order.
     pub fn receipts(&self, height: u64) -> Result<Vec<Receipt>, StoreError> {
-        let key = receipt_pieces_key(height);
-        let stored =
-            pieces::reassemble(&key, self.tree.scan_prefix(key)).map_err(|error| match error {
-                PiecesError::Storage(error) => StoreError::Sled(error),
-                unexpected @ PiecesError::Unexpected { .. } => StoreError::Corrupt {
-                    what: "receipts",
-                    detail: unexpected.to_string(),
-                },
-            })?;
-        if let Some(bytes) = stored {
+        if let Some(bytes) = self.reassemble("receipts", &receipt_pieces_key(height))? {
             return decode("receipts", &bytes);
         }
         if let Some(bytes) = self.tree.get(receipts_key(height))? {
@@ -556,6 +547,17 @@ impl Store {
                 decode("receipt", &bytes)
             })
             .collect()
+    }
+
+    /// The value stored in [pieces](lamina_primitives::pieces) under `key`, if any.
+    fn reassemble(&self, what: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        pieces::reassemble(key, self.tree.scan_prefix(key)).map_err(|error| match error {
+            PiecesError::Storage(error) => StoreError::Sled(error),
+            unexpected @ PiecesError::Unexpected { .. } => StoreError::Corrupt {
+                what,
+                detail: unexpected.to_string(),
+            },
+        })
     }
 
     /// An included transaction and its receipt.
@@ -807,15 +809,7 @@ impl Store {
             };
             let version = version_in("replaced keys", &first_piece)?;
             let key = stale_key(version);
-            let bytes = pieces::reassemble(&key, self.tree.scan_prefix(key))
-                .map_err(|error| match error {
-                    PiecesError::Storage(error) => StoreError::Sled(error),
-                    unexpected @ PiecesError::Unexpected { .. } => StoreError::Corrupt {
-                        what: "replaced keys",
-                        detail: unexpected.to_string(),
-                    },
-                })?
-                .unwrap_or_default();
+            let bytes = self.reassemble("replaced keys", &key)?.unwrap_or_default();
             for replaced in decode::<BTreeSet<Vec<u8>>>("replaced keys", &bytes)? {
                 batch.remove(replaced);
             }
