@@ -180,8 +180,10 @@ fn faulty_claims_are_rejected_and_the_bridge_conserves_value() {
     );
     assert_eq!(code, 202, "{body}");
     let hash = body["hash"].as_str().unwrap().to_string();
+    // Wait on the node asked for the proof below: the node the withdrawal was sent to may
+    // have executed it first.
     let id = wait_for("the withdrawal to be executed", WAIT, || {
-        let (_, found) = testnet.node(3).get(&format!("/v1/transactions/{hash}"));
+        let (_, found) = testnet.node(1).get(&format!("/v1/transactions/{hash}"));
         found["receipt"]["withdrawal_id"].as_u64()
     });
     let proof_path = format!("/v1/bridge/withdrawals/{id}/proof");
