@@ -63,7 +63,7 @@ impl Actor {
     ) -> Result<Actor, SetupError> {
         config.validate().map_err(SetupError::InvalidConfig)?;
         genesis.validate().map_err(SetupError::InvalidGenesis)?;
-        let store = Store::open(db, config.state_history())?;
+        let store = Store::open(db, config.retention())?;
         let expected = genesis.hash();
         let executed_height = match (store.genesis_hash()?, store.executed_height()?) {
             (Some(stored), Some(height)) => {

@@ -76,11 +76,38 @@ const EXECUTED_HEIGHT_KEY: &[u8] = b"mexecuted_height";
 const RIGHTMOST_LEAF_KEY: &[u8] = b"mrightmost_leaf";
 /// The oldest version whose state is complete: every older one is pruned (absent: 0).
 const OLDEST_VERSION_KEY: &[u8] = b"moldest_version";
+/// borsh(`TxWindow`): the heights whose transactions are kept (absent: written by an earlier
+/// version, which kept them all; counted at open).
+const TX_WINDOW_KEY: &[u8] = b"mtx_window";
 
 /// Most versions one block's batch prunes. In a steady state a block prunes one; more only
 /// after the history was shortened, which is then caught up a few versions per block rather
 /// than in one long batch.
 const PRUNE_VERSIONS_PER_BLOCK: usize = 4;
+
+/// Most heights whose transactions one block's batch deletes. In a steady state a block
+/// deletes about one; more when its block is larger than the ones falling out of the history,
+/// or after the history was shortened, which is then caught up over several blocks.
+const PRUNE_TX_HEIGHTS_PER_BLOCK: usize = 16;
+
+/// How much history a [`Store`] keeps (`None`: all of it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// How many of the newest versions of the state are kept whole.
+    pub state: Option<NonZeroU64>,
+    /// How many of the newest included transactions are kept, with their receipts, for lookup
+    /// by hash: the newest heights that hold at least that many, whole.
+    pub transactions: Option<NonZeroU64>,
+}
+
+/// The run of heights whose transactions, receipts and index entries are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, borsh::BorshSerialize, borsh::BorshDeserialize)]
+struct TxWindow {
+    /// The oldest height kept: every older one's transactions are deleted.
+    from: u64,
+    /// The transactions heights `from` through the executed height hold.
+    count: u64,
+}
 
 /// Why the state store failed.
 #[derive(Debug, thiserror::Error)]
@@ -361,34 +388,64 @@ impl LatestValues {
 pub struct Store {
     tree: sled::Tree,
     latest: Arc<RwLock<LatestValues>>,
-    /// How many of the newest versions are kept whole (`None`: every version).
-    history: Option<NonZeroU64>,
+    retention: Retention,
     /// The oldest version kept whole ([`OLDEST_VERSION_KEY`]). A block that prunes raises it
     /// before its batch is applied (see [`Store::read_kept`]).
     oldest: Arc<AtomicU64>,
+    /// The oldest height whose transactions are kept ([`TX_WINDOW_KEY`]), raised the same way
+    /// (see [`Store::included_transaction`]).
+    transactions_from: Arc<AtomicU64>,
 }
 
 impl Store {
-    /// Opens (or creates) the execution tree in `db`, keeping the newest `history` versions of
-    /// the state whole (`None`: every version). Versions committed while the history was
-    /// unlimited are never pruned, since nothing recorded what they replaced.
-    pub fn open(db: &sled::Db, history: Option<NonZeroU64>) -> Result<Store, StoreError> {
+    /// Opens (or creates) the execution tree in `db`, keeping what `retention` says. Versions
+    /// of the state committed while its history was unlimited are never pruned, since nothing
+    /// recorded what they replaced.
+    pub fn open(db: &sled::Db, retention: Retention) -> Result<Store, StoreError> {
         let tree = db.open_tree(TREE_NAME)?;
         let oldest = tree
             .get(OLDEST_VERSION_KEY)?
             .map(|bytes| decode::<u64>("oldest version", &bytes))
             .transpose()?
             .unwrap_or(0);
-        let store = Store {
+        let mut store = Store {
             tree,
             latest: Arc::default(),
-            history,
+            retention,
             oldest: Arc::new(AtomicU64::new(oldest)),
+            transactions_from: Arc::default(),
         };
         // The newest version is the executed height: a block's values and its height are
         // written in one batch.
-        store.write_latest().version = store.executed_height()?;
+        let executed = store.executed_height()?;
+        store.write_latest().version = executed;
+        let window = match store.tree.get(TX_WINDOW_KEY)? {
+            Some(bytes) => decode("transaction window", &bytes)?,
+            None => {
+                // Written by an earlier version, which kept every height's transactions.
+                let window = TxWindow {
+                    from: 1,
+                    count: store.transactions_in(1..=executed.unwrap_or(0))?,
+                };
+                store.tree.insert(TX_WINDOW_KEY, codec::encode(&window))?;
+                window
+            }
+        };
+        store.transactions_from = Arc::new(AtomicU64::new(window.from));
         Ok(store)
+    }
+
+    /// How many transactions the executed `heights` hold, from their block summaries.
+    fn transactions_in(&self, heights: std::ops::RangeInclusive<u64>) -> Result<u64, StoreError> {
+        heights.into_iter().try_fold(0u64, |count, height| {
+            let executed = self
+                .executed_block(height)?
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: "executed block",
+                    detail: format!("executed height {height} has no stored result"),
+                })?;
+            Ok(count + u64::from(executed.transactions))
+        })
     }
 
     /// The hash of the genesis this state was built from, `None` for an empty store.
@@ -452,7 +509,7 @@ impl Store {
         let mut batch = sled::Batch::default();
         self.add_node_batch(&mut batch, node_batch)?;
         let mut new_oldest = None;
-        if let Some(history) = self.history {
+        if let Some(history) = self.retention.state {
             let replaced = self.replaced_by(height, &update)?;
             new_oldest = self.prune(&mut batch, (height + 1).saturating_sub(history.get()))?;
             if new_oldest.unwrap_or_else(|| self.oldest_version()) >= height {
@@ -468,6 +525,9 @@ impl Store {
             }
         }
 
+        // Before this block's index entries, which must win over the deletions.
+        let (window, unindexed) = self.prune_transactions(&mut batch, height, output)?;
+
         // The index keeps the inclusion that used the transaction's nonce: there is at most
         // one, so it is written without looking. An inclusion that changed nothing is
         // recorded only while the hash has no record (in this block or before), so it never
@@ -476,7 +536,10 @@ impl Store {
         for (index, receipt) in (0u32..).zip(&output.receipts) {
             let key = tx_key(&receipt.tx_hash);
             let first_here = indexed.insert(receipt.tx_hash);
-            if receipt.outcome.used_nonce() || (first_here && !self.tree.contains_key(key)?) {
+            let recorded = || -> Result<bool, StoreError> {
+                Ok(!unindexed.contains(&key) && self.tree.contains_key(key)?)
+            };
+            if receipt.outcome.used_nonce() || (first_here && !recorded()?) {
                 let location = TxLocation { height, index };
                 batch.insert(&key[..], codec::encode(&location));
             }
@@ -518,6 +581,9 @@ impl Store {
             // Before the batch, so that a read of a version it prunes cannot miss it.
             self.oldest.fetch_max(oldest, Ordering::SeqCst);
         }
+        batch.insert(TX_WINDOW_KEY, codec::encode(&window));
+        self.transactions_from
+            .fetch_max(window.from, Ordering::SeqCst);
         self.tree.apply_batch(batch)?;
         self.tree.flush()?;
         self.advance_latest(height, node_batch);
@@ -573,20 +639,28 @@ impl Store {
             return Ok(Some((record.transaction, record.receipt)));
         }
         let TxLocation { height, index } = decode("transaction location", &bytes)?;
-        let missing = |what: &str| StoreError::Corrupt {
-            what: "transaction location",
-            detail: format!("{hash} is indexed at {height}/{index}, which has no {what}"),
-        };
-        let transaction = self
-            .transaction_at(height, index)?
-            .ok_or_else(|| missing("transaction at that position"))?;
         let slot = usize::try_from(index).unwrap_or(usize::MAX);
-        let receipt = self
-            .receipts(height)?
-            .into_iter()
-            .nth(slot)
-            .ok_or_else(|| missing("receipt at that position"))?;
-        Ok(Some((transaction, receipt)))
+        let found = (
+            self.transaction_at(height, index)?,
+            self.receipts(height)?.into_iter().nth(slot),
+        );
+        match found {
+            (Some(transaction), Some(receipt)) => Ok(Some((transaction, receipt))),
+            // A block's batch deleted the height during the read. It raises
+            // `transactions_from` before it is applied, so a read that saw a deletion sees it.
+            _ if height < self.transactions_from.load(Ordering::SeqCst) => Ok(None),
+            (transaction, _) => Err(StoreError::Corrupt {
+                what: "transaction location",
+                detail: format!(
+                    "{hash} is indexed at {height}/{index}, which has no {} at that position",
+                    if transaction.is_none() {
+                        "transaction"
+                    } else {
+                        "receipt"
+                    }
+                ),
+            }),
+        }
     }
 
     /// The transaction at position `index` of `height`'s block, from the `x` record that
@@ -821,6 +895,76 @@ impl Store {
         Ok(Some(from - 1))
     }
 
+    /// Adds to `batch` the deletion of the transactions, receipts and index entries of the
+    /// oldest heights that the transaction history no longer needs once `height`, which
+    /// `output` executed, is committed: while the newer heights still hold the
+    /// history's count, at most [`PRUNE_TX_HEIGHTS_PER_BLOCK`] of them. Returns the window of
+    /// heights kept after that, and the index keys deleted.
+    fn prune_transactions(
+        &self,
+        batch: &mut sled::Batch,
+        height: u64,
+        output: &BlockOutput,
+    ) -> Result<(TxWindow, std::collections::HashSet<[u8; 33]>), StoreError> {
+        let stored: TxWindow = match self.tree.get(TX_WINDOW_KEY)? {
+            Some(bytes) => decode("transaction window", &bytes)?,
+            None => TxWindow { from: 1, count: 0 },
+        };
+        let added = u64::try_from(output.receipts.len()).unwrap_or(u64::MAX);
+        let mut window = TxWindow {
+            count: stored.count.saturating_add(added),
+            ..stored
+        };
+        let mut unindexed = std::collections::HashSet::new();
+        let Some(limit) = self.retention.transactions else {
+            return Ok((window, unindexed));
+        };
+        for _ in 0..PRUNE_TX_HEIGHTS_PER_BLOCK {
+            if window.from >= height {
+                break;
+            }
+            let oldest = self.transactions_in(window.from..=window.from)?;
+            if window.count - oldest < limit.get() {
+                break;
+            }
+            for receipt in self.receipts(window.from)? {
+                let key = tx_key(&receipt.tx_hash);
+                // The inclusion that used the nonce is the one indexed (see `commit_block`);
+                // one that changed nothing may have left the entry to a later one.
+                let indexed_here = receipt.outcome.used_nonce()
+                    || match self.tree.get(key)? {
+                        None => false,
+                        Some(bytes) if bytes.len() == TX_LOCATION_LEN => {
+                            decode::<TxLocation>("transaction location", &bytes)?.height
+                                == window.from
+                        }
+                        Some(bytes) => {
+                            decode::<TxRecord>("transaction", &bytes)?.receipt == receipt
+                        }
+                    };
+                if indexed_here {
+                    batch.remove(&key[..]);
+                    unindexed.insert(key);
+                }
+            }
+            let records = [
+                transactions_prefix(window.from),
+                receipt_pieces_key(window.from),
+                receipts_key(window.from),
+            ];
+            for prefix in records {
+                for key in self.tree.scan_prefix(prefix).keys() {
+                    batch.remove(key?);
+                }
+            }
+            window = TxWindow {
+                from: window.from + 1,
+                count: window.count - oldest,
+            };
+        }
+        Ok((window, unindexed))
+    }
+
     /// Adds a jmt node batch (nodes, values, rightmost-leaf record) to a sled batch.
     fn add_node_batch(
         &self,
@@ -972,6 +1116,14 @@ mod tests {
         sled::Config::new().temporary(true).open().unwrap()
     }
 
+    /// Keeps the newest `versions` of the state (0: all) and every transaction.
+    fn state_history(versions: u64) -> Retention {
+        Retention {
+            state: NonZeroU64::new(versions),
+            transactions: None,
+        }
+    }
+
     fn genesis(accounts: &[(Address, u64)]) -> Genesis {
         Genesis {
             chain_id: "test".into(),
@@ -1037,6 +1189,45 @@ mod tests {
             .unwrap();
     }
 
+    /// Commits `height` with `included` transactions and their outcomes (no state writes).
+    fn commit_included(store: &Store, height: u64, included: &[(Transaction, TxOutcome)]) {
+        let receipts = (0u32..)
+            .zip(included)
+            .map(|(index, (transaction, outcome))| Receipt {
+                tx_hash: transaction.hash(),
+                height,
+                index,
+                fee: 0,
+                outcome: outcome.clone(),
+                withdrawal_id: None,
+            })
+            .collect();
+        let output = BlockOutput {
+            receipts,
+            writes: BTreeMap::new(),
+            fees: 0,
+            failed: 0,
+        };
+        let transactions: Vec<Transaction> = included.iter().map(|(t, _)| t.clone()).collect();
+        commit_transactions(store, height, &transactions, &output);
+    }
+
+    /// Keeps every version of the state and the newest `count` transactions.
+    fn transaction_history(count: u64) -> Retention {
+        Retention {
+            state: None,
+            transactions: NonZeroU64::new(count),
+        }
+    }
+
+    /// The heights of the stored records under `prefix`, whose keys start with a height.
+    fn stored_heights(store: &Store, prefix: u8) -> BTreeSet<u64> {
+        stored_keys(store, prefix)
+            .iter()
+            .map(|key| u64::from_be_bytes(key[1..9].try_into().unwrap()))
+            .collect()
+    }
+
     fn commit(store: &Store, height: u64, writes: &[(Address, Account)]) -> ExecutedBlock {
         commit_with(store, height, writes, &[])
     }
@@ -1065,7 +1256,7 @@ mod tests {
 
     #[test]
     fn empty_genesis_has_the_placeholder_root_and_proves_absence() {
-        let store = Store::open(&temp_db(), None).unwrap();
+        let store = Store::open(&temp_db(), Retention::default()).unwrap();
         let root = store.write_genesis(&genesis(&[])).unwrap();
         assert_eq!(root, lamina_primitives::state_proof::PLACEHOLDER_HASH);
         check_proof(&store, &Address([7; 32]), 0);
@@ -1079,7 +1270,7 @@ mod tests {
     fn versions_keep_their_values_and_proofs() {
         let a = Address([1; 32]);
         let b = Address([2; 32]);
-        let store = Store::open(&temp_db(), None).unwrap();
+        let store = Store::open(&temp_db(), Retention::default()).unwrap();
         let root0 = store.write_genesis(&genesis(&[(a, 100)])).unwrap();
         let account = |balance, nonce| Account { balance, nonce };
         commit(&store, 1, &[(a, account(50, 1)), (b, account(50, 0))]);
@@ -1111,7 +1302,7 @@ mod tests {
         let a = Address([1; 32]);
         let b = Address([2; 32]);
         let account = |balance, nonce| Account { balance, nonce };
-        let store = Store::open(&temp_db(), None).unwrap();
+        let store = Store::open(&temp_db(), Retention::default()).unwrap();
         store.write_genesis(&genesis(&[(a, 100)])).unwrap();
         commit(&store, 1, &[(b, account(5, 0))]);
         commit(&store, 2, &[(a, account(90, 1))]);
@@ -1147,7 +1338,7 @@ mod tests {
                 got: 0,
             },
         };
-        let store = Store::open(&temp_db(), None).unwrap();
+        let store = Store::open(&temp_db(), Retention::default()).unwrap();
         store.write_genesis(&genesis(&[])).unwrap();
         let include = |height: u64, outcomes: &[TxOutcome]| {
             let receipts = outcomes
@@ -1245,7 +1436,7 @@ mod tests {
                 withdrawal_id: None,
             })
             .collect();
-        let store = Store::open(&temp_db(), None).unwrap();
+        let store = Store::open(&temp_db(), Retention::default()).unwrap();
         store.write_genesis(&genesis(&[])).unwrap();
         let output = BlockOutput {
             receipts: receipts.clone(),
@@ -1308,7 +1499,7 @@ mod tests {
 
     #[test]
     fn withdrawals_are_stored_by_id_with_their_height() {
-        let store = Store::open(&temp_db(), None).unwrap();
+        let store = Store::open(&temp_db(), Retention::default()).unwrap();
         store.write_genesis(&genesis(&[])).unwrap();
         let withdrawals: Vec<Withdrawal> = (0..3)
             .map(|id| Withdrawal {
@@ -1411,7 +1602,7 @@ mod tests {
     fn shortening_the_history_prunes_a_few_versions_per_block_until_caught_up() {
         let a = Address([1; 32]);
         let db = temp_db();
-        let store = Store::open(&db, NonZeroU64::new(10)).unwrap();
+        let store = Store::open(&db, state_history(10)).unwrap();
         store.write_genesis(&genesis(&[(a, 100)])).unwrap();
         for height in 1..=12 {
             commit_height_marked(&store, &a, height);
@@ -1426,7 +1617,7 @@ mod tests {
         ));
         assert_eq!(store.account(&a, 3).unwrap().unwrap().balance, 3);
 
-        let store = Store::open(&db, NonZeroU64::new(1)).unwrap();
+        let store = Store::open(&db, state_history(1)).unwrap();
         assert_eq!(store.oldest_version(), 3, "kept across a restart");
         for (height, oldest) in [(13, 7), (14, 11), (15, 15), (16, 16)] {
             commit_height_marked(&store, &a, height);
@@ -1448,13 +1639,13 @@ mod tests {
     fn versions_from_an_unlimited_history_stay_but_are_no_longer_served() {
         let a = Address([1; 32]);
         let db = temp_db();
-        let store = Store::open(&db, None).unwrap();
+        let store = Store::open(&db, Retention::default()).unwrap();
         store.write_genesis(&genesis(&[(a, 100)])).unwrap();
         for height in 1..=5 {
             commit_height_marked(&store, &a, height);
         }
         assert!(stored_keys(&store, prefix::STALE).is_empty());
-        let store = Store::open(&db, NonZeroU64::new(2)).unwrap();
+        let store = Store::open(&db, state_history(2)).unwrap();
         commit_height_marked(&store, &a, 6);
         assert_eq!(store.oldest_version(), 5);
         let error = store.account_proof(&a, 4).unwrap_err();
@@ -1470,8 +1661,108 @@ mod tests {
     }
 
     #[test]
+    fn pruning_a_height_keeps_index_entries_that_point_elsewhere() {
+        let key = lamina_primitives::Keypair::from_seed([9; 32]);
+        let transfer = |nonce| Transaction::transfer("test", &key, nonce, Address([2; 32]), 1);
+        let (a, b, c) = (transfer(0), transfer(1), transfer(2));
+        let bad_nonce = TxOutcome::Failed {
+            failure: lamina_primitives::TxFailure::BadNonce {
+                expected: 1,
+                got: 0,
+            },
+        };
+        let found = |store: &Store, transaction: &Transaction| {
+            store
+                .included_transaction(&transaction.hash())
+                .unwrap()
+                .map(|(_, receipt)| (receipt.height, receipt.outcome))
+        };
+        let store = Store::open(&temp_db(), transaction_history(2)).unwrap();
+        store.write_genesis(&genesis(&[])).unwrap();
+        // `a` changes nothing at 1, then takes effect at 2, where the index then points.
+        commit_included(&store, 1, &[(a.clone(), bad_nonce.clone())]);
+        commit_included(&store, 2, &[(a.clone(), TxOutcome::Success)]);
+        commit_included(&store, 3, &[(b.clone(), TxOutcome::Success)]);
+        // Height 1 is pruned; the entry of `a` pointed at 2, so it stays.
+        assert_eq!(store.transactions_from.load(Ordering::SeqCst), 2);
+        assert_eq!(found(&store, &a), Some((2, TxOutcome::Success)));
+        // Height 2 goes in the block that repeats `a` to no effect: that repeat, the only
+        // inclusion left, is indexed in place of the pruned one.
+        commit_included(
+            &store,
+            4,
+            &[
+                (a.clone(), bad_nonce.clone()),
+                (c.clone(), TxOutcome::Success),
+            ],
+        );
+        assert_eq!(store.transactions_from.load(Ordering::SeqCst), 4);
+        assert_eq!(found(&store, &a), Some((4, bad_nonce)));
+        assert_eq!(found(&store, &b), None);
+        assert_eq!(found(&store, &c), Some((4, TxOutcome::Success)));
+        assert_eq!(stored_keys(&store, prefix::TX).len(), 2);
+        assert_eq!(
+            stored_heights(&store, prefix::TRANSACTIONS),
+            BTreeSet::from([4])
+        );
+        assert_eq!(
+            stored_heights(&store, prefix::RECEIPT_PIECES),
+            BTreeSet::from([4])
+        );
+
+        // An entry read just before its height was pruned finds nothing there: not found,
+        // not a corrupt store.
+        let location = TxLocation {
+            height: 3,
+            index: 0,
+        };
+        store
+            .tree
+            .insert(tx_key(&b.hash()), codec::encode(&location))
+            .unwrap();
+        assert_eq!(store.included_transaction(&b.hash()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_database_from_before_the_transaction_history_is_counted_then_pruned() {
+        let key = lamina_primitives::Keypair::from_seed([9; 32]);
+        let transfers: Vec<Transaction> = (0..6)
+            .map(|nonce| Transaction::transfer("test", &key, nonce, Address([2; 32]), 1))
+            .collect();
+        let db = temp_db();
+        let store = Store::open(&db, Retention::default()).unwrap();
+        store.write_genesis(&genesis(&[])).unwrap();
+        for (height, pair) in (1u64..).zip(transfers.chunks(2)) {
+            let included: Vec<_> = pair
+                .iter()
+                .map(|t| (t.clone(), TxOutcome::Success))
+                .collect();
+            commit_included(&store, height, &included);
+        }
+        // Earlier versions wrote no window.
+        store.tree.remove(TX_WINDOW_KEY).unwrap();
+        drop(store);
+        let store = Store::open(&db, transaction_history(1)).unwrap();
+        let window = || {
+            decode::<TxWindow>("window", &store.tree.get(TX_WINDOW_KEY).unwrap().unwrap()).unwrap()
+        };
+        assert_eq!(window(), TxWindow { from: 1, count: 6 });
+        commit_included(&store, 4, &[]);
+        // The empty height 4 holds none, so height 3 is kept as well.
+        assert_eq!(window(), TxWindow { from: 3, count: 2 });
+        assert_eq!(stored_keys(&store, prefix::TX).len(), 2);
+        for (index, transfer) in transfers.iter().enumerate() {
+            let kept = store
+                .included_transaction(&transfer.hash())
+                .unwrap()
+                .is_some();
+            assert_eq!(kept, index >= 4, "transfer {index}");
+        }
+    }
+
+    #[test]
     fn rightmost_leaf_is_the_largest_key_hash() {
-        let store = Store::open(&temp_db(), None).unwrap();
+        let store = Store::open(&temp_db(), Retention::default()).unwrap();
         let addresses: Vec<Address> = (0..20u8).map(|i| Address([i; 32])).collect();
         let accounts: Vec<(Address, u64)> = addresses.iter().map(|a| (*a, 1)).collect();
         store.write_genesis(&genesis(&accounts)).unwrap();
@@ -1482,6 +1773,68 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// With a limited transaction history, after every block: the kept heights are the
+        /// newest ones holding at least the history's count (older ones pruned at most
+        /// [`PRUNE_TX_HEIGHTS_PER_BLOCK`] per block); their transactions are found by hash
+        /// with their receipts, older ones are not; and nothing of the older heights is left:
+        /// no index entry, transaction or receipt record. Reopening keeps the window.
+        #[test]
+        fn a_limited_transaction_history_keeps_the_newest_heights_and_nothing_else(
+            limit in 1u64..12,
+            sizes in proptest::collection::vec(prop_oneof![Just(0usize), 1usize..6], 1..30),
+        ) {
+            let key = lamina_primitives::Keypair::from_seed([9; 32]);
+            let db = temp_db();
+            let mut store = Store::open(&db, transaction_history(limit)).unwrap();
+            store.write_genesis(&genesis(&[])).unwrap();
+            let mut blocks: Vec<Vec<Transaction>> = vec![vec![]];
+            let mut nonce = 0;
+            let mut from = 1u64;
+            for (height, &size) in (1u64..).zip(&sizes) {
+                let block: Vec<Transaction> = (0..size)
+                    .map(|_| {
+                        nonce += 1;
+                        Transaction::transfer("test", &key, nonce, Address([2; 32]), 1)
+                    })
+                    .collect();
+                let included: Vec<_> =
+                    block.iter().map(|t| (t.clone(), TxOutcome::Success)).collect();
+                commit_included(&store, height, &included);
+                blocks.push(block);
+                let held = |from: u64| -> usize {
+                    blocks[from as usize..].iter().map(Vec::len).sum()
+                };
+                for _ in 0..PRUNE_TX_HEIGHTS_PER_BLOCK {
+                    let without_oldest = held(from) - blocks[from as usize].len();
+                    if from >= height || (without_oldest as u64) < limit {
+                        break;
+                    }
+                    from += 1;
+                }
+                if height % 7 == 0 {
+                    store = Store::open(&db, transaction_history(limit)).unwrap();
+                }
+                prop_assert_eq!(store.transactions_from.load(Ordering::SeqCst), from);
+                for (at, block) in (0u64..).zip(&blocks) {
+                    for (index, transaction) in (0u32..).zip(block) {
+                        let found = store.included_transaction(&transaction.hash()).unwrap();
+                        if at >= from {
+                            let (stored, receipt) = found.unwrap();
+                            prop_assert_eq!(&stored, transaction);
+                            prop_assert_eq!((receipt.height, receipt.index), (at, index));
+                        } else {
+                            prop_assert_eq!(found, None);
+                        }
+                    }
+                }
+                prop_assert_eq!(stored_keys(&store, prefix::TX).len(), held(from));
+                for records in [prefix::TRANSACTIONS, prefix::RECEIPT_PIECES] {
+                    let heights = stored_heights(&store, records);
+                    prop_assert!(heights.iter().all(|&at| at >= from), "{:?}", heights);
+                }
+            }
+        }
 
         /// Reads answered from the cache of newest values match reads from sled: accounts
         /// over a few addresses, read before and after each random block (so the cache holds
@@ -1496,7 +1849,7 @@ mod tests {
             ),
         ) {
             let db = temp_db();
-            let store = Store::open(&db, None).unwrap();
+            let store = Store::open(&db, Retention::default()).unwrap();
             let address = |n: u8| Address([n; 32]);
             let initial: Vec<(Address, u64)> =
                 genesis_balances.iter().map(|(&n, &b)| (address(n), b)).collect();
@@ -1512,12 +1865,12 @@ mod tests {
                     .collect();
                 commit(&store, height, &writes);
                 let cached = read_all(&store, height);
-                let fresh = Store::open(&db, None).unwrap();
+                let fresh = Store::open(&db, Retention::default()).unwrap();
                 prop_assert_eq!(&cached, &read_all(&fresh, height));
                 // Twice: the second read is served from what the first remembered.
                 prop_assert_eq!(&cached, &read_all(&store, height));
             }
-            let fresh = Store::open(&db, None).unwrap();
+            let fresh = Store::open(&db, Retention::default()).unwrap();
             for version in 0..=blocks.len() as u64 {
                 prop_assert_eq!(read_all(&store, version), read_all(&fresh, version));
             }
@@ -1537,8 +1890,7 @@ mod tests {
             ),
         ) {
             let db = temp_db();
-            let limit = NonZeroU64::new(history);
-            let store = Store::open(&db, limit).unwrap();
+            let store = Store::open(&db, state_history(history)).unwrap();
             let address = |n: u8| Address([n; 32]);
             let initial: Vec<(Address, u64)> =
                 genesis_balances.iter().map(|(&n, &b)| (address(n), b)).collect();
@@ -1604,7 +1956,7 @@ mod tests {
                 needed.sort();
                 prop_assert_eq!(stored_keys(&store, prefix::VALUE), needed);
             }
-            let reopened = Store::open(&db, limit).unwrap();
+            let reopened = Store::open(&db, state_history(history)).unwrap();
             prop_assert_eq!(reopened.oldest_version(), store.oldest_version());
         }
 
@@ -1619,7 +1971,7 @@ mod tests {
             ),
             absent in proptest::collection::vec(any::<[u8; 32]>(), 1..4),
         ) {
-            let store = Store::open(&temp_db(), None).unwrap();
+            let store = Store::open(&temp_db(), Retention::default()).unwrap();
             let initial: Vec<(Address, u64)> =
                 genesis_accounts.iter().map(|(a, b)| (Address(*a), *b)).collect();
             store.write_genesis(&genesis(&initial)).unwrap();

@@ -579,7 +579,13 @@ pub async fn transaction(
         })),
         None => Err(ApiError::not_found(
             "transaction_not_found",
-            format!("transaction {hash} is neither pending nor included"),
+            match ctx.config.execution.transaction_history {
+                0 => format!("transaction {hash} is neither pending nor included"),
+                kept => format!(
+                    "transaction {hash} is neither pending nor among the newest {kept} \
+                     included transactions this node keeps"
+                ),
+            },
         )),
     }
 }

@@ -1,6 +1,8 @@
-//! A node with a short state history (`[execution] state_history`): heights that fell out of
-//! it answer `410 height_pruned`, the heights in it keep answering with proofs, and a node
-//! killed mid-chain comes back with the same history.
+//! A node with short histories (`[execution] state_history` and `transaction_history`):
+//! heights that fell out of the state history answer `410 height_pruned` and the heights in
+//! it keep answering with proofs; transactions that fell out of the transaction history are
+//! no longer found by hash, the newest are; and a node killed mid-chain comes back with the
+//! same histories.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,6 +15,7 @@ use lamina_tests::{lamina_bin, post_json, wait_for, RunNode};
 use serde_json::{json, Value};
 
 const HISTORY: u64 = 10;
+const TRANSACTION_HISTORY: u64 = 2;
 const WAIT: Duration = Duration::from_secs(60);
 
 /// The proof at `height` verifies against the root it comes with; returns the account.
@@ -57,8 +60,49 @@ fn check_history(node: &RunNode, address: &Address) {
     }
 }
 
+/// Submits `transaction` and waits for it to be included; returns its height.
+fn include(node: &RunNode, transaction: &Transaction) -> u64 {
+    let (code, body) = post_json(
+        &format!("{}/v1/transactions", node.url),
+        &json!({ "transaction": hex::encode(transaction.encode()) }),
+    );
+    assert_eq!(code, 202, "{body}");
+    wait_for("the transaction to be included", WAIT, || {
+        let (code, body) = node.get(&format!("/v1/transactions/{}", transaction.hash()));
+        (code == 200 && body["status"] == "included").then(|| body["height"].as_u64().unwrap())
+    })
+}
+
+/// Checks that the first transfer is out of the transaction history, though still in its
+/// block, and that the two newest are found.
+fn check_transactions(node: &RunNode, transfers: &[(Transaction, u64)]) {
+    let (oldest, oldest_height) = &transfers[0];
+    let (code, body) = node.get(&format!("/v1/transactions/{}", oldest.hash()));
+    assert_eq!(
+        (code, &body["error_code"]),
+        (404, &json!("transaction_not_found")),
+        "{body}"
+    );
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("newest 2 included transactions"),
+        "{message}"
+    );
+    let (code, block) = node.get(&format!("/v1/blocks/{oldest_height}"));
+    assert_eq!(code, 200, "{block}");
+    assert!(
+        block.to_string().contains(&oldest.hash().to_string()),
+        "{block}"
+    );
+    for (transfer, height) in &transfers[1..] {
+        let (code, body) = node.get(&format!("/v1/transactions/{}", transfer.hash()));
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["height"], *height, "{body}");
+    }
+}
+
 #[test]
-fn heights_out_of_the_state_history_are_refused_and_the_rest_kept_across_a_crash() {
+fn what_is_out_of_the_histories_is_refused_and_the_rest_kept_across_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(lamina_bin())
         .args([
@@ -75,28 +119,34 @@ fn heights_out_of_the_state_history_are_refused_and_the_rest_kept_across_a_crash
     assert!(output.status.success(), "{output:?}");
     let config_path = dir.path().join("config.toml");
     let config = std::fs::read_to_string(&config_path).unwrap();
-    let default = "state_history = 1000";
-    assert!(config.contains(default), "{config}");
+    let defaults = ["state_history = 1000", "transaction_history = 1000000"];
+    for default in defaults {
+        assert!(config.contains(default), "{config}");
+    }
     // Empty blocks keep heights coming without a stream of transactions.
     let config = config
         .replace("listen = \"127.0.0.1:8545\"", "listen = \"127.0.0.1:0\"")
         .replace("create_empty_blocks = false", "create_empty_blocks = true")
-        .replace(default, &format!("state_history = {HISTORY}"));
+        .replace(defaults[0], &format!("state_history = {HISTORY}"))
+        .replace(
+            defaults[1],
+            &format!("transaction_history = {TRANSACTION_HISTORY}"),
+        );
     std::fs::write(&config_path, config).unwrap();
 
     let mut node = RunNode::start(&config_path);
     let sender = Keypair::deterministic("account-0");
     let receiver = Address([7; 32]);
-    let transfer = Transaction::transfer("history", &sender, 0, receiver, 5);
-    let (code, body) = post_json(
-        &format!("{}/v1/transactions", node.url),
-        &json!({ "transaction": hex::encode(transfer.encode()) }),
-    );
-    assert_eq!(code, 202, "{body}");
-    let included_at = wait_for("the transfer to be included", WAIT, || {
-        let (code, body) = node.get(&format!("/v1/transactions/{}", transfer.hash()));
-        (code == 200 && body["status"] == "included").then(|| body["height"].as_u64().unwrap())
-    });
+    // One transfer per block: the block that includes the third deletes the first's records.
+    let transfers: Vec<(Transaction, u64)> = (0..3)
+        .map(|nonce| {
+            let transfer = Transaction::transfer("history", &sender, nonce, receiver, 5);
+            let height = include(&node, &transfer);
+            (transfer, height)
+        })
+        .collect();
+    check_transactions(&node, &transfers);
+    let included_at = transfers[0].1;
     let before = included_at - 1;
     wait_for("the transfer's height to leave the history", WAIT, || {
         (executed_height(&node) > included_at + HISTORY).then_some(())
@@ -111,7 +161,7 @@ fn heights_out_of_the_state_history_are_refused_and_the_rest_kept_across_a_crash
     let latest = executed_height(&node);
     assert_eq!(
         verified_account(&node, &receiver, latest).unwrap().balance,
-        5
+        15
     );
 
     node.kill();
@@ -120,9 +170,10 @@ fn heights_out_of_the_state_history_are_refused_and_the_rest_kept_across_a_crash
         (executed_height(&node) > latest + 2).then_some(())
     });
     check_history(&node, &receiver);
+    check_transactions(&node, &transfers);
     let latest = executed_height(&node);
     assert_eq!(
         verified_account(&node, &receiver, latest).unwrap().balance,
-        5
+        15
     );
 }
