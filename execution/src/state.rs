@@ -11,7 +11,7 @@
 //! versions. Reads of the newest version, the hot ones, are answered from an in-memory cache of
 //! the newest values when they can be.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -532,7 +532,7 @@ impl Store {
         // one, so it is written without looking. An inclusion that changed nothing is
         // recorded only while the hash has no record (in this block or before), so it never
         // shadows the one that took effect; that lookup is paid only by such rare repeats.
-        let mut indexed = std::collections::HashSet::new();
+        let mut indexed = HashSet::new();
         for (index, receipt) in (0u32..).zip(&output.receipts) {
             let key = tx_key(&receipt.tx_hash);
             let first_here = indexed.insert(receipt.tx_hash);
@@ -905,7 +905,7 @@ impl Store {
         batch: &mut sled::Batch,
         height: u64,
         output: &BlockOutput,
-    ) -> Result<(TxWindow, std::collections::HashSet<[u8; 33]>), StoreError> {
+    ) -> Result<(TxWindow, HashSet<[u8; 33]>), StoreError> {
         let stored: TxWindow = match self.tree.get(TX_WINDOW_KEY)? {
             Some(bytes) => decode("transaction window", &bytes)?,
             None => TxWindow { from: 1, count: 0 },
@@ -915,7 +915,7 @@ impl Store {
             count: stored.count.saturating_add(added),
             ..stored
         };
-        let mut unindexed = std::collections::HashSet::new();
+        let mut unindexed = HashSet::new();
         let Some(limit) = self.retention.transactions else {
             return Ok((window, unindexed));
         };
@@ -924,7 +924,8 @@ impl Store {
                 break;
             }
             let oldest = self.transactions_in(window.from..=window.from)?;
-            if window.count - oldest < limit.get() {
+            // Saturating: a count off by a corrupt record must not wrap into pruning all.
+            if window.count.saturating_sub(oldest) < limit.get() {
                 break;
             }
             for receipt in self.receipts(window.from)? {
@@ -959,7 +960,7 @@ impl Store {
             }
             window = TxWindow {
                 from: window.from + 1,
-                count: window.count - oldest,
+                count: window.count.saturating_sub(oldest),
             };
         }
         Ok((window, unindexed))
@@ -1341,26 +1342,11 @@ mod tests {
         let store = Store::open(&temp_db(), Retention::default()).unwrap();
         store.write_genesis(&genesis(&[])).unwrap();
         let include = |height: u64, outcomes: &[TxOutcome]| {
-            let receipts = outcomes
+            let included: Vec<_> = outcomes
                 .iter()
-                .enumerate()
-                .map(|(index, outcome)| Receipt {
-                    tx_hash: hash,
-                    height,
-                    index: index as u32,
-                    fee: 0,
-                    outcome: outcome.clone(),
-                    withdrawal_id: None,
-                })
+                .map(|outcome| (transaction.clone(), outcome.clone()))
                 .collect();
-            let output = BlockOutput {
-                receipts,
-                writes: BTreeMap::new(),
-                fees: 0,
-                failed: 0,
-            };
-            let transactions = vec![transaction.clone(); outcomes.len()];
-            commit_transactions(&store, height, &transactions, &output);
+            commit_included(&store, height, &included);
         };
         let recorded = || {
             let (_, receipt) = store.included_transaction(&hash).unwrap().unwrap();
