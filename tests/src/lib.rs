@@ -432,6 +432,27 @@ impl Testnet {
         );
     }
 
+    /// Waits until every running node stores the data of every height up to `height`: a node
+    /// commits a block before its DA layer stores the block's data.
+    pub fn wait_for_stored(&self, height: u64, timeout: Duration) {
+        wait_for(
+            &format!("every running node storing the data of height {height}"),
+            timeout,
+            || {
+                self.running()
+                    .iter()
+                    .all(|&i| {
+                        let (code, status) = self.node(i).get("/v1/status");
+                        code == 200
+                            && status["data_availability"]["stored_height"]
+                                .as_u64()
+                                .is_some_and(|stored| stored >= height)
+                    })
+                    .then_some(())
+            },
+        );
+    }
+
     /// Checks that every running node has the same block hash at every height up to
     /// `height` (which they must all have committed).
     pub fn assert_same_chain(&self, height: u64) {

@@ -137,7 +137,15 @@ fn faulty_claims_are_rejected_and_the_bridge_conserves_value() {
             nonce: 0,
         },
     ));
+    let executed_balance = || {
+        let (code, account) = testnet
+            .node(2)
+            .get(&format!("/v1/accounts/{}", depositor.address()));
+        assert_eq!(code, 200, "{account}");
+        account["balance"].as_u64().unwrap()
+    };
     let before = ledger_balance(&testnet, 1, depositor.address());
+    let executed_before = executed_balance();
     let (code, body) = submit(&testnet, 1, &deposit);
     assert_eq!(code, 202, "{body}");
     let (code, body) = submit(
@@ -155,17 +163,17 @@ fn faulty_claims_are_rejected_and_the_bridge_conserves_value() {
     );
     assert_eq!(code, 422, "an overdraft is refused: {body}");
     assert_eq!(body["error_code"], "invalid_settlement_message");
-    wait_for("the deposit to be credited on execution", WAIT, || {
-        let (_, account) = testnet
-            .node(2)
-            .get(&format!("/v1/accounts/{}", depositor.address()));
-        let status = status(&testnet, 2);
-        let deposited = status["settlement"]["optimistic"]["total_deposited"] == DEPOSIT;
-        (deposited && account["balance"].as_u64().unwrap() > 0).then_some(account)
-    });
-    assert_eq!(
-        ledger_balance(&testnet, 1, depositor.address()),
-        before - DEPOSIT
+    // Each node applies the deposit when it executes its block: wait on both nodes read.
+    wait_for(
+        "the deposit to be credited on execution and debited on the ledger",
+        WAIT,
+        || {
+            let status = status(&testnet, 2);
+            let deposited = status["settlement"]["optimistic"]["total_deposited"] == DEPOSIT;
+            let credited = executed_balance() == executed_before + DEPOSIT;
+            let debited = ledger_balance(&testnet, 1, depositor.address()) == before - DEPOSIT;
+            (deposited && credited && debited).then_some(())
+        },
     );
 
     // A withdrawal burns on execution and is credited on the ledger once final.
