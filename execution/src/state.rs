@@ -90,6 +90,11 @@ const PRUNE_VERSIONS_PER_BLOCK: usize = 4;
 /// or after the history was shortened, which is then caught up over several blocks.
 const PRUNE_TX_HEIGHTS_PER_BLOCK: usize = 16;
 
+/// Most transactions one block's batch deletes, beyond twice its own: a shortened history of
+/// large blocks is caught up over several blocks rather than in one long batch. The first
+/// height is always pruned when due, so the history catches up whatever its heights hold.
+const PRUNE_TRANSACTIONS_PER_BLOCK: u64 = 4_096;
+
 /// How much history a [`Store`] keeps (`None`: all of it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retention {
@@ -641,15 +646,18 @@ impl Store {
         let TxLocation { height, index } = decode("transaction location", &bytes)?;
         let slot = usize::try_from(index).unwrap_or(usize::MAX);
         let found = (
-            self.transaction_at(height, index)?,
-            self.receipts(height)?.into_iter().nth(slot),
+            self.transaction_at(height, index),
+            self.receipts(height)
+                .map(|receipts| receipts.into_iter().nth(slot)),
         );
         match found {
-            (Some(transaction), Some(receipt)) => Ok(Some((transaction, receipt))),
-            // A block's batch deleted the height during the read. It raises
-            // `transactions_from` before it is applied, so a read that saw a deletion sees it.
+            (Ok(Some(transaction)), Ok(Some(receipt))) => Ok(Some((transaction, receipt))),
+            // A block's batch deleted the height during the read, perhaps halfway through a
+            // record's pieces. It raises `transactions_from` before it is applied, so a read
+            // that saw a deletion sees it.
             _ if height < self.transactions_from.load(Ordering::SeqCst) => Ok(None),
-            (transaction, _) => Err(StoreError::Corrupt {
+            (Err(error), _) | (_, Err(error)) => Err(error),
+            (Ok(transaction), Ok(_)) => Err(StoreError::Corrupt {
                 what: "transaction location",
                 detail: format!(
                     "{hash} is indexed at {height}/{index}, which has no {} at that position",
@@ -919,8 +927,10 @@ impl Store {
         let Some(limit) = self.retention.transactions else {
             return Ok((window, unindexed));
         };
+        let budget = added.saturating_mul(2).max(PRUNE_TRANSACTIONS_PER_BLOCK);
+        let mut pruned = 0u64;
         for _ in 0..PRUNE_TX_HEIGHTS_PER_BLOCK {
-            if window.from >= height {
+            if window.from >= height || pruned >= budget {
                 break;
             }
             let oldest = self.transactions_in(window.from..=window.from)?;
@@ -958,6 +968,7 @@ impl Store {
                     batch.remove(key?);
                 }
             }
+            pruned += oldest;
             window = TxWindow {
                 from: window.from + 1,
                 count: window.count.saturating_sub(oldest),
@@ -1762,37 +1773,56 @@ mod tests {
 
         /// With a limited transaction history, after every block: the kept heights are the
         /// newest ones holding at least the history's count (older ones pruned at most
-        /// [`PRUNE_TX_HEIGHTS_PER_BLOCK`] per block); their transactions are found by hash
-        /// with their receipts, older ones are not; and nothing of the older heights is left:
-        /// no index entry, transaction or receipt record. Reopening keeps the window.
+        /// [`PRUNE_TX_HEIGHTS_PER_BLOCK`] per block); a transaction whose inclusion took
+        /// effect at a kept height is found there with its receipt; any other answer is a
+        /// repeat of it (which changed nothing) at a kept height, or nothing; and nothing of
+        /// the older heights is left: no index entry, transaction or receipt record. Blocks
+        /// may repeat an earlier transaction, so the index's lookups before deleting are
+        /// exercised. Reopening keeps the window.
         #[test]
         fn a_limited_transaction_history_keeps_the_newest_heights_and_nothing_else(
             limit in 1u64..12,
-            sizes in proptest::collection::vec(prop_oneof![Just(0usize), 1usize..6], 1..30),
+            blocks in proptest::collection::vec(
+                (prop_oneof![Just(0usize), 1usize..6], proptest::option::of(any::<prop::sample::Index>())),
+                1..30,
+            ),
         ) {
             let key = lamina_primitives::Keypair::from_seed([9; 32]);
+            let bad_nonce = TxOutcome::Failed {
+                failure: lamina_primitives::TxFailure::BadNonce { expected: 0, got: 0 },
+            };
             let db = temp_db();
             let mut store = Store::open(&db, transaction_history(limit)).unwrap();
             store.write_genesis(&genesis(&[])).unwrap();
-            let mut blocks: Vec<Vec<Transaction>> = vec![vec![]];
+            // What each height included, and the height where each transaction took effect.
+            let mut included: Vec<Vec<(Transaction, TxOutcome)>> = vec![vec![]];
+            let mut took_effect: Vec<(Transaction, u64, u32)> = Vec::new();
             let mut nonce = 0;
             let mut from = 1u64;
-            for (height, &size) in (1u64..).zip(&sizes) {
-                let block: Vec<Transaction> = (0..size)
+            for (height, (size, repeat)) in (1u64..).zip(&blocks) {
+                let mut block: Vec<(Transaction, TxOutcome)> = (0..*size)
                     .map(|_| {
                         nonce += 1;
-                        Transaction::transfer("test", &key, nonce, Address([2; 32]), 1)
+                        let transfer = Transaction::transfer("test", &key, nonce, Address([2; 32]), 1);
+                        (transfer, TxOutcome::Success)
                     })
                     .collect();
-                let included: Vec<_> =
-                    block.iter().map(|t| (t.clone(), TxOutcome::Success)).collect();
-                commit_included(&store, height, &included);
-                blocks.push(block);
+                if let (Some(repeat), false) = (repeat, took_effect.is_empty()) {
+                    let (earlier, _, _) = &took_effect[repeat.index(took_effect.len())];
+                    block.push((earlier.clone(), bad_nonce.clone()));
+                }
+                commit_included(&store, height, &block);
+                for (index, (transaction, outcome)) in (0u32..).zip(&block) {
+                    if *outcome == TxOutcome::Success {
+                        took_effect.push((transaction.clone(), height, index));
+                    }
+                }
+                included.push(block);
                 let held = |from: u64| -> usize {
-                    blocks[from as usize..].iter().map(Vec::len).sum()
+                    included[from as usize..].iter().map(Vec::len).sum()
                 };
                 for _ in 0..PRUNE_TX_HEIGHTS_PER_BLOCK {
-                    let without_oldest = held(from) - blocks[from as usize].len();
+                    let without_oldest = held(from) - included[from as usize].len();
                     if from >= height || (without_oldest as u64) < limit {
                         break;
                     }
@@ -1802,23 +1832,32 @@ mod tests {
                     store = Store::open(&db, transaction_history(limit)).unwrap();
                 }
                 prop_assert_eq!(store.transactions_from.load(Ordering::SeqCst), from);
-                for (at, block) in (0u64..).zip(&blocks) {
-                    for (index, transaction) in (0u32..).zip(block) {
-                        let found = store.included_transaction(&transaction.hash()).unwrap();
-                        if at >= from {
-                            let (stored, receipt) = found.unwrap();
-                            prop_assert_eq!(&stored, transaction);
-                            prop_assert_eq!((receipt.height, receipt.index), (at, index));
-                        } else {
-                            prop_assert_eq!(found, None);
-                        }
+                for (transaction, at, index) in &took_effect {
+                    let found = store.included_transaction(&transaction.hash()).unwrap();
+                    if *at >= from {
+                        let (stored, receipt) = found.unwrap();
+                        prop_assert_eq!(&stored, transaction);
+                        prop_assert_eq!((receipt.height, receipt.index), (*at, *index));
+                    } else if let Some((stored, receipt)) = found {
+                        prop_assert_eq!(&stored, transaction);
+                        prop_assert!(receipt.height >= from, "{:?}", receipt);
+                        let slot = receipt.index as usize;
+                        let (repeated, outcome) = &included[receipt.height as usize][slot];
+                        prop_assert_eq!(repeated, transaction);
+                        prop_assert_eq!(outcome, &bad_nonce);
                     }
                 }
-                prop_assert_eq!(stored_keys(&store, prefix::TX).len(), held(from));
+                for (key, bytes) in store.tree.scan_prefix([prefix::TX]).map(Result::unwrap) {
+                    let location: TxLocation = decode("location", &bytes).unwrap();
+                    prop_assert!(location.height >= from, "{:?} left for {:?}", location, key);
+                }
                 for records in [prefix::TRANSACTIONS, prefix::RECEIPT_PIECES] {
                     let heights = stored_heights(&store, records);
                     prop_assert!(heights.iter().all(|&at| at >= from), "{:?}", heights);
                 }
+                let window: TxWindow =
+                    decode("window", &store.tree.get(TX_WINDOW_KEY).unwrap().unwrap()).unwrap();
+                prop_assert_eq!(window, TxWindow { from, count: held(from) as u64 });
             }
         }
 
