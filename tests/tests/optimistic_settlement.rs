@@ -163,7 +163,7 @@ fn faulty_claims_are_rejected_and_the_bridge_conserves_value() {
     );
     assert_eq!(code, 422, "an overdraft is refused: {body}");
     assert_eq!(body["error_code"], "invalid_settlement_message");
-    // Each node applies the deposit when it executes its block: wait on both nodes read.
+    // Each node applies the deposit when it executes the block: wait for both nodes read here.
     wait_for(
         "the deposit to be credited on execution and debited on the ledger",
         WAIT,
