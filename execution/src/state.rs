@@ -430,7 +430,9 @@ impl Store {
                 // Written by an earlier version, which kept every height's transactions.
                 let window = TxWindow {
                     from: 1,
-                    count: store.transactions_in(1..=executed.unwrap_or(0))?,
+                    count: (1..=executed.unwrap_or(0)).try_fold(0, |count, height| {
+                        Ok::<_, StoreError>(count + store.transactions_at(height)?)
+                    })?,
                 };
                 store.tree.insert(TX_WINDOW_KEY, codec::encode(&window))?;
                 window
@@ -440,17 +442,15 @@ impl Store {
         Ok(store)
     }
 
-    /// How many transactions the executed `heights` hold, from their block summaries.
-    fn transactions_in(&self, heights: std::ops::RangeInclusive<u64>) -> Result<u64, StoreError> {
-        heights.into_iter().try_fold(0u64, |count, height| {
-            let executed = self
-                .executed_block(height)?
-                .ok_or_else(|| StoreError::Corrupt {
-                    what: "executed block",
-                    detail: format!("executed height {height} has no stored result"),
-                })?;
-            Ok(count + u64::from(executed.transactions))
-        })
+    /// How many transactions the executed `height` holds, from its block summary.
+    fn transactions_at(&self, height: u64) -> Result<u64, StoreError> {
+        let executed = self
+            .executed_block(height)?
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "executed block",
+                detail: format!("executed height {height} has no stored result"),
+            })?;
+        Ok(u64::from(executed.transactions))
     }
 
     /// The hash of the genesis this state was built from, `None` for an empty store.
@@ -933,7 +933,7 @@ impl Store {
             if window.from >= height || pruned >= budget {
                 break;
             }
-            let oldest = self.transactions_in(window.from..=window.from)?;
+            let oldest = self.transactions_at(window.from)?;
             // Saturating: a count off by a corrupt record must not wrap into pruning all.
             if window.count.saturating_sub(oldest) < limit.get() {
                 break;
